@@ -1,0 +1,90 @@
+"""Validated field types shared by the blocks (and by flow parameters further up)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, SecretStr
+
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+def check_name(value: str) -> str:
+    """A resource name: lowercase letters, digits, ``.``, ``_``, ``-``; 1-63 chars."""
+    if not NAME_RE.fullmatch(value or ""):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-63 lowercase letters, digits, '.', '_' or '-',"
+            " starting and ending with a letter or digit"
+        )
+    return value
+
+
+def check_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """An absolute URL with one of ``schemes`` and a host, without embedded credentials."""
+    parts = urlsplit(value or "")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{value!r} is not a valid URL: expected {'/'.join(schemes)}://host[:port][/path]")
+    if parts.username or parts.password:
+        raise ValueError("credentials must not be embedded in a URL; use the block's secret fields")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has an invalid port") from exc
+    return value.rstrip("/")
+
+
+def check_secret(value: SecretStr | None) -> SecretStr | None:
+    """A secret, when given, may not be empty or blank."""
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError("must not be empty or blank")
+    return value
+
+
+def check_relative_path(value: str) -> str:
+    """A path inside a checkout: relative, no ``..``, no NUL."""
+    if not value or "\0" in value or value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(f"{value!r} must be a relative path inside the repository")
+    if any(part == ".." for part in re.split(r"[\\/]", value)):
+        raise ValueError(f"{value!r} must not contain '..'")
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+HttpUrl = Annotated[str, AfterValidator(check_url)]
+Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
+RequiredSecret = Annotated[SecretStr, AfterValidator(check_secret)]
+RelativePath = Annotated[str, AfterValidator(check_relative_path)]
+
+
+_CPU_RE = re.compile(r"^(?:[0-9]+m|[0-9]+(?:\.[0-9]{1,3})?)$")
+_MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?(?:k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+
+
+def check_cpu(value: str) -> str:
+    """A Kubernetes CPU quantity: ``500m``, ``1``, ``1.5``; must be more than zero."""
+    if not _CPU_RE.fullmatch(value or "") or float(value.rstrip("m") or 0) <= 0:
+        raise ValueError(f"{value!r} is not a CPU quantity: use e.g. '250m', '1' or '1.5'")
+    return value
+
+
+def check_memory(value: str) -> str:
+    """A Kubernetes memory quantity: ``128Mi``, ``1Gi``, ``500M``; must be more than zero."""
+    if not _MEMORY_RE.fullmatch(value or "") or float(re.match(r"[0-9.]+", value).group()) <= 0:
+        raise ValueError(f"{value!r} is not a memory quantity: use e.g. '128Mi', '1Gi' or '500M'")
+    return value
+
+
+def check_argv(value: list[str]) -> list[str]:
+    """A command as an argv list: at least one element, no empty program, no NUL bytes."""
+    if not value or not value[0].strip():
+        raise ValueError("a command must be a non-empty list of arguments, e.g. ['npm', 'run', 'build']")
+    if any("\0" in arg for arg in value):
+        raise ValueError("command arguments must not contain NUL bytes")
+    return value
+
+
+Cpu = Annotated[str, AfterValidator(check_cpu)]
+Memory = Annotated[str, AfterValidator(check_memory)]
+Argv = Annotated[list[str], AfterValidator(check_argv)]

@@ -1,0 +1,32 @@
+"""The git forge (GitHub, Gitea or GitLab) that hosts the repositories and receives reports."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+from prefect.blocks.core import Block
+
+from blocks.fields import HttpUrl, RequiredSecret, Secret
+
+
+class ForgeKind(str, Enum):
+    github = "github"
+    gitea = "gitea"
+    gitlab = "gitlab"
+
+
+class GitForge(Block):
+    """A forge API endpoint with a token for commit statuses and PR comments."""
+
+    _block_type_name = "opsflow git forge"
+    _block_type_slug = "opsflow-git-forge"
+    _description = "A GitHub, Gitea or GitLab API with the token opsflow reports with."
+
+    kind: ForgeKind = Field(description="Which forge API this is.")
+    api_url: HttpUrl = Field(
+        description="API base URL: https://api.github.com, https://gitea.lan/api/v1 or https://gitlab.lan/api/v4."
+    )
+    token: RequiredSecret = Field(description="API token with rights to post statuses and comments and to clone.")
+    webhook_secret: Secret = Field(default=None, description="Shared secret webhook deliveries are signed with.")
+    timeout: float = Field(default=15, gt=0, description="Seconds per API request.")

@@ -1,0 +1,59 @@
+"""The private container registry images are pushed to."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from prefect.blocks.core import Block
+
+from blocks.fields import HttpUrl, Secret
+
+
+class ContainerRegistry(Block):
+    """A Docker/OCI registry (CNCF distribution, Harbor, ...) and how to log in to it."""
+
+    _block_type_name = "opsflow container registry"
+    _block_type_slug = "opsflow-container-registry"
+    _description = "A container registry: API URL, credentials and TLS settings."
+
+    url: HttpUrl = Field(description="Registry API base URL, e.g. https://registry.lan or http://127.0.0.1:5000.")
+    namespace: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]+(?:[._-][a-z0-9]+)*)?(/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
+        description="Optional repository prefix, e.g. 'team' gives registry/team/app.",
+    )
+    username: str | None = Field(default=None, description="User name; leave empty for an open registry.")
+    password: Secret = Field(default=None, description="Password or token for the user.")
+    verify_tls: bool = Field(default=True, description="Verify the registry's TLS certificate.")
+    timeout: float = Field(default=30, gt=0, description="Seconds per registry API request.")
+
+    @model_validator(mode="after")
+    def _credentials_pair(self) -> "ContainerRegistry":
+        if bool(self.username) != bool(self.password):
+            raise ValueError("username and password must be given together")
+        return self
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` as it appears in image references."""
+        return urlsplit(self.url).netloc
+
+    def repository(self, name: str) -> str:
+        """Full repository reference for an image name, e.g. ``127.0.0.1:5000/team/app``."""
+        prefix = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.host}/{prefix}{name}"
+
+    def auth_config(self) -> dict[str, str] | None:
+        """The Docker SDK ``auth_config`` for pushes, or None for an open registry."""
+        if not self.username or self.password is None:
+            return None
+        return {"username": self.username, "password": self.password.get_secret_value()}
+
+    def docker_credentials(self):
+        """The same login as a prefect-docker ``DockerRegistryCredentials`` block, or None."""
+        if not self.username or self.password is None:
+            return None
+        from prefect_docker.credentials import DockerRegistryCredentials
+
+        return DockerRegistryCredentials(username=self.username, password=self.password, registry_url=self.host)

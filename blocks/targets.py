@@ -1,0 +1,108 @@
+"""Where applications are deployed: a Kubernetes cluster, a Docker host (edge node), an SSH host."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, model_validator
+from prefect.blocks.core import Block
+
+from blocks.fields import Name, Secret, check_url
+
+
+def _docker_url(value: str) -> str:
+    if value.startswith("unix://"):
+        if len(value) <= len("unix:///"):
+            raise ValueError(f"{value!r} is not a valid Docker socket URL")
+        return value
+    return check_url(value, schemes=("tcp", "ssh", "http", "https"))
+
+
+DockerUrl = Annotated[str, AfterValidator(_docker_url)]
+
+
+class KubernetesTarget(Block):
+    """A namespace on a Kubernetes cluster, reached with a kubeconfig context or in-cluster."""
+
+    _block_type_name = "opsflow kubernetes target"
+    _block_type_slug = "opsflow-kubernetes-target"
+    _description = "A Kubernetes cluster and namespace to deploy to."
+
+    name: Name = Field(description="Short name shown in plans and run names, e.g. 'prod-k8s'.")
+    namespace: Name = Field(default="default", description="Namespace applications are deployed into.")
+    context: str | None = Field(default=None, description="kubeconfig context; the current one when empty.")
+    kubeconfig_path: str | None = Field(default=None, description="kubeconfig file; $KUBECONFIG or ~/.kube/config when empty.")
+    in_cluster: bool = Field(default=False, description="Use the pod's service account instead of a kubeconfig.")
+    request_timeout: float = Field(default=30, gt=0, description="Seconds per Kubernetes API request.")
+
+    def get_api_client(self):
+        """A ``kubernetes.client.ApiClient`` for this cluster."""
+        from kubernetes import client, config
+
+        if self.in_cluster:
+            cfg = client.Configuration()
+            config.load_incluster_config(client_configuration=cfg)
+            return client.ApiClient(cfg)
+        return config.new_client_from_config(config_file=self.kubeconfig_path, context=self.context)
+
+
+class DockerHostTarget(Block):
+    """A Docker engine: an edge node running docker-compose style services, or the build server."""
+
+    _block_type_name = "opsflow docker host"
+    _block_type_slug = "opsflow-docker-host"
+    _description = "A Docker engine reached over a socket, TCP with TLS, or SSH."
+
+    name: Name = Field(description="Short name of the node, e.g. 'edge-1'. Its worker queue has the same name.")
+    base_url: DockerUrl = Field(
+        description="Engine URL: unix:///var/run/docker.sock, tcp://edge-1.lan:2376 or ssh://deploy@edge-1.lan."
+    )
+    tls_ca_cert: str | None = Field(default=None, description="CA certificate file for tcp:// with TLS.")
+    tls_client_cert: str | None = Field(default=None, description="Client certificate file for tcp:// with TLS.")
+    tls_client_key: str | None = Field(default=None, description="Client key file for tcp:// with TLS.")
+    public_host: str = Field(default="127.0.0.1", description="Host name or address clients reach published ports on.")
+    timeout: float = Field(default=120, gt=0, description="Seconds per engine API request.")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> "DockerHostTarget":
+        given = [self.tls_client_cert, self.tls_client_key]
+        if any(given) and not all(given):
+            raise ValueError("tls_client_cert and tls_client_key must be given together")
+        return self
+
+    def get_client(self):
+        """A ``docker.DockerClient`` for this engine."""
+        import docker
+
+        tls = None
+        if self.tls_client_cert or self.tls_ca_cert:
+            tls = docker.tls.TLSConfig(
+                client_cert=(self.tls_client_cert, self.tls_client_key) if self.tls_client_cert else None,
+                ca_cert=self.tls_ca_cert,
+                verify=bool(self.tls_ca_cert),
+            )
+        use_ssh_client = self.base_url.startswith("ssh://")
+        return docker.DockerClient(base_url=self.base_url, tls=tls, timeout=int(self.timeout), use_ssh_client=use_ssh_client)
+
+
+class HostOS(str, Enum):
+    linux = "linux"
+    windows = "windows"
+
+
+class SshHostTarget(Block):
+    """A Linux or Windows host deployed to by a generated script run over SSH."""
+
+    _block_type_name = "opsflow ssh host"
+    _block_type_slug = "opsflow-ssh-host"
+    _description = "A host reached over SSH; deploys run a generated bash or PowerShell script."
+
+    name: Name = Field(description="Short name of the host, e.g. 'app-1'.")
+    hostname: str = Field(pattern=r"^[A-Za-z0-9.-]{1,253}$|^\[[0-9a-fA-F:]+\]$", description="DNS name or address.")
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Login user.")
+    os: HostOS = Field(default=HostOS.linux, description="Operating system: selects bash or PowerShell scripts.")
+    private_key: Secret = Field(default=None, description="Private key (PEM/OpenSSH) for the user.")
+    known_hosts: str | None = Field(default=None, description="known_hosts lines pinning the host key.")
+    connect_timeout: float = Field(default=15, gt=0, description="Seconds to wait for the SSH connection.")
