@@ -1,0 +1,99 @@
+"""Where the stack keeps its state and which ports it listens on."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from opsflow.errors import InvalidInput
+
+SERVICES = ("docker", "s3", "registry", "prefect", "mlflow", "worker-vault-build", "worker-edge")
+BUCKETS = ("opsflow-artifacts", "opsflow-data", "opsflow-mlflow")
+WORK_POOLS = ("vault-build", "edge")
+_PORT_FIELDS = ("prefect_port", "s3_port", "registry_port", "mlflow_port")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Settings of one local stack. Everything it writes lives under ``home``."""
+
+    home: Path = field(default_factory=lambda: Path(".opsflow"))
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    s3_port: int = 9000
+    registry_port: int = 5000
+    mlflow_port: int = 5001
+    services: tuple[str, ...] = SERVICES
+    # A PostgreSQL URL for the Prefect server. It holds a password, so it only ever
+    # comes from the environment (OPSFLOW_DATABASE_URL) and is passed on in the environment.
+    database_url: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home).absolute())
+        for name in _PORT_FIELDS:
+            port = getattr(self, name)
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise InvalidInput(f"{name.replace('_', ' ')} {port!r} is not a port number (1-65535)")
+        unknown = [s for s in self.services if s not in SERVICES]
+        if unknown:
+            raise InvalidInput(f"unknown service(s) {unknown}; known: {', '.join(SERVICES)}")
+        if self.database_url and not self.database_url.startswith(("postgresql", "sqlite")):
+            raise InvalidInput("OPSFLOW_DATABASE_URL must be a postgresql+asyncpg:// (or sqlite+aiosqlite://) URL")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "StackConfig":
+        """Defaults, then ``OPSFLOW_*`` environment variables, then explicit overrides (None = unset)."""
+        values: dict = {}
+        env = os.environ
+        if env.get("OPSFLOW_HOME"):
+            values["home"] = Path(env["OPSFLOW_HOME"])
+        for name in _PORT_FIELDS:
+            var = f"OPSFLOW_{name.upper()}"
+            if env.get(var):
+                try:
+                    values[name] = int(env[var])
+                except ValueError as exc:
+                    raise InvalidInput(f"{var}={env[var]!r} is not a port number") from exc
+        if env.get("OPSFLOW_DATABASE_URL"):
+            values["database_url"] = env["OPSFLOW_DATABASE_URL"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_services(self, services: tuple[str, ...]) -> "StackConfig":
+        return replace(self, services=services)
+
+    # Derived locations -------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.url(self.prefect_port)}/api"
+
+    def ports(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _PORT_FIELDS}
+
+
+def load_credentials(home: Path) -> dict[str, str]:
+    """The stack's generated S3 credentials, created (mode 0600) on first use."""
+    path = home / "credentials.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    home.mkdir(parents=True, exist_ok=True)
+    creds = {"s3_access_key": "opsflow" + secrets.token_hex(6), "s3_secret_key": secrets.token_urlsafe(30)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(creds, fh)
+    return creds

@@ -1,0 +1,226 @@
+"""``opsflow stack up | status | down``: the local platform's lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from opsflow.errors import ServiceError
+from opsflow.stack import processes
+from opsflow.stack.config import SERVICES, StackConfig, load_credentials
+from opsflow.stack.provision import create_buckets, provision_prefect
+from opsflow.stack.services import ServiceSpec, build_specs, ensure_dirs, external_docker, own_docker_socket
+
+WORKERS = ("worker-vault-build", "worker-edge")
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    url: str
+    pid: int | None
+    owned: bool
+    running: bool
+    healthy: bool
+
+    def line(self) -> str:
+        who = f"pid {self.pid}" if self.owned else "external"
+        health = "healthy" if self.healthy else ("UNHEALTHY" if self.running else "STOPPED")
+        return f"{self.name:<19} {health:<9} {self.url:<48} {who}"
+
+
+class Stack:
+    """One local stack, identified by its home directory."""
+
+    def __init__(self, cfg: StackConfig, say: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.say = say
+
+    # State ------------------------------------------------------------------------
+
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.cfg.state_file.read_text())
+        except (OSError, ValueError):
+            return {"services": {}}
+
+    def _save(self, state: dict) -> None:
+        tmp = self.cfg.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.cfg.state_file)
+
+    def _effective_config(self, state: dict) -> StackConfig:
+        """A running stack keeps the ports it was started with."""
+        if state.get("services") and state.get("ports"):
+            if state["ports"] != self.cfg.ports():
+                self.say(f"note: this stack already runs with ports {state['ports']}; keeping them")
+            return StackConfig(**{**self.cfg.__dict__, **state["ports"]})
+        return self.cfg
+
+    @staticmethod
+    def _running(rec: dict | None) -> bool:
+        return bool(rec) and (not rec.get("owned") or processes.alive(rec["pid"], rec.get("ticks")))
+
+    # up ---------------------------------------------------------------------------
+
+    def up(self) -> list[str]:
+        """Start what is not running, provision it, wait for health. Returns the names started."""
+        state = self._load()
+        cfg = self._effective_config(state)
+        ensure_dirs(cfg)
+        creds = load_credentials(cfg.home)
+        records: dict = state.setdefault("services", {})
+        state["ports"] = cfg.ports()
+
+        docker_url = self._docker_url(cfg, records)
+        specs = build_specs(cfg, creds, docker_url or own_docker_socket(cfg))
+        wanted = [s for s in SERVICES if s in cfg.services]
+
+        to_start: list[ServiceSpec] = []
+        for name in wanted:
+            rec, spec = records.get(name), specs[name]
+            if self._running(rec):
+                if spec.healthy() or self._wait_healthy(spec, 15):
+                    self.say(f"{name}: already running ({'pid ' + str(rec['pid']) if rec['owned'] else 'external'})")
+                    continue
+                self.say(f"{name}: running but not healthy; restarting it")
+                processes.stop(rec["pid"])
+            records.pop(name, None)
+            if name == "docker" and docker_url:
+                records[name] = {"owned": False, "url": docker_url}
+                self.say(f"docker: using the engine at {docker_url}")
+                continue
+            to_start.append(spec)
+        self._preflight(cfg, to_start)
+        self._save(state)
+
+        started: list[str] = []
+        try:
+            first = [s for s in to_start if s.name not in WORKERS]
+            self._start_all(cfg, first, records, state, started)
+            if "s3" in wanted:
+                new = create_buckets(cfg, creds)
+                if new:
+                    self.say(f"s3: created buckets {', '.join(new)}")
+            if "prefect" in wanted:
+                effective_docker = records.get("docker", {}).get("url")
+                for line in provision_prefect(cfg, creds, effective_docker):
+                    self.say(f"prefect: {line}")
+            self._start_all(cfg, [s for s in to_start if s.name in WORKERS], records, state, started)
+        except BaseException:
+            for name in reversed(started):
+                processes.stop(records[name]["pid"])
+                records.pop(name, None)
+            self._save(state)
+            raise
+        if not started:
+            self.say("nothing to start: every service is already running")
+        self.say(f"Prefect UI: {cfg.url(cfg.prefect_port)}")
+        return started
+
+    def _docker_url(self, cfg: StackConfig, records: dict) -> str | None:
+        """An engine to use as is, or None when the stack must start its own."""
+        if "docker" not in cfg.services:
+            return records.get("docker", {}).get("url") or external_docker()
+        rec = records.get("docker")
+        if rec and rec.get("owned") and processes.alive(rec["pid"], rec.get("ticks")):
+            return None  # ours, checked with the others
+        return external_docker()
+
+    def _preflight(self, cfg: StackConfig, specs: list[ServiceSpec]) -> None:
+        """Fail before starting anything: missing binaries, ports taken, no right to start dockerd."""
+        for spec in specs:
+            binary = spec.argv[0]
+            if not shutil.which(binary) and not os.path.exists(binary):
+                raise ServiceError(spec.name, f"{binary!r} is not installed; {spec.binary_hint or 'install it'}")
+            if spec.name == "docker" and os.geteuid() != 0:
+                raise ServiceError("docker", "no Docker engine answers at $DOCKER_HOST or /var/run/docker.sock, "
+                                   "and starting dockerd needs root; start an engine or set DOCKER_HOST")
+            if spec.port and not processes.port_free(cfg.host, spec.port):
+                raise ServiceError(spec.name, f"port {spec.port} on {cfg.host} is taken by another process; "
+                                   f"stop it or choose another port (OPSFLOW_{spec.name.upper()}_PORT)")
+
+    def _start_all(self, cfg: StackConfig, specs: list[ServiceSpec], records: dict, state: dict,
+                   started: list[str]) -> None:
+        """Start ``specs`` together and wait until each is healthy, or fail with its log tail."""
+        begun: dict[str, float] = {}
+        for spec in specs:
+            log = cfg.logs / f"{spec.name}.log"
+            pid = processes.spawn(spec.argv, env=spec.env, log_path=log, home=cfg.home)
+            records[spec.name] = {"pid": pid, "ticks": processes.start_ticks(pid), "url": spec.url, "owned": True,
+                                  "log": str(log)}
+            started.append(spec.name)
+            begun[spec.name] = time.monotonic()
+            self._save(state)
+        pending = {s.name: s for s in specs}
+        while pending:
+            for name, spec in list(pending.items()):
+                rec = records[name]
+                if spec.healthy():
+                    self.say(f"{name}: started (pid {rec['pid']}) {spec.url} in {time.monotonic() - begun[name]:.1f}s")
+                    del pending[name]
+                elif processes.exited(rec["pid"]):
+                    raise ServiceError(name, "exited during start", processes.log_tail(Path(rec["log"])))
+                elif time.monotonic() - begun[name] > spec.start_timeout:
+                    raise ServiceError(name, f"not healthy after {spec.start_timeout:.0f}s",
+                                       processes.log_tail(Path(rec["log"])))
+            time.sleep(0.3)
+
+    @staticmethod
+    def _wait_healthy(spec: ServiceSpec, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if spec.healthy():
+                return True
+            time.sleep(0.5)
+        return False
+
+    # status / down ----------------------------------------------------------------
+
+    def status(self) -> list[ServiceStatus]:
+        """Each recorded service with its URL, process and health."""
+        state = self._load()
+        records = state.get("services", {})
+        if not records:
+            return []
+        cfg = self._effective_config(state)
+        creds = load_credentials(cfg.home)
+        docker_url = records.get("docker", {}).get("url", own_docker_socket(cfg))
+        specs = build_specs(cfg, creds, docker_url)
+        out = []
+        for name in SERVICES:
+            rec = records.get(name)
+            if not rec:
+                continue
+            running = self._running(rec)
+            out.append(ServiceStatus(name, specs[name].url, rec.get("pid"), rec["owned"], running,
+                                     running and specs[name].healthy()))
+        return out
+
+    def down(self) -> list[str]:
+        """Stop every service this stack started (newest first) and any process they left."""
+        state = self._load()
+        records = state.get("services", {})
+        stopped = []
+        for name in reversed(SERVICES):
+            rec = records.pop(name, None)
+            if not rec:
+                continue
+            if rec.get("owned") and processes.alive(rec["pid"], rec.get("ticks")):
+                processes.stop(rec["pid"], grace=20 if name == "docker" else 10)
+                stopped.append(name)
+                self.say(f"{name}: stopped")
+        leftovers = processes.sweep(self.cfg.home)
+        if leftovers:
+            self.say(f"stopped {len(leftovers)} leftover process(es) of this stack")
+        if self.cfg.state_file.exists():
+            self._save(state)
+        if not stopped and not leftovers:
+            self.say("nothing was running")
+        return stopped
+

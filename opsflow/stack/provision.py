@@ -1,0 +1,77 @@
+"""What ``stack up`` creates inside the running services: buckets, work pools, blocks."""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from blocks import BLOCK_CLASSES, ContainerRegistry, DockerHostTarget, MlflowServer, ObjectStore
+from opsflow.errors import ServiceError
+from opsflow.stack.config import BUCKETS, WORK_POOLS, StackConfig
+
+#: Names of the block documents ``stack up`` creates for the local services.
+OBJECT_STORES = {"opsflow-artifacts": "opsflow-artifacts", "opsflow-data": "opsflow-data"}
+REGISTRY_BLOCK = "local-registry"
+MLFLOW_BLOCK = "local-mlflow"
+BUILD_ENGINE_BLOCK = "build-server"
+EDGE_BLOCK = "edge-local"
+
+
+def create_buckets(cfg: StackConfig, creds: dict[str, str]) -> list[str]:
+    """Create the buckets the flows need; return the ones that were new."""
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=cfg.url(cfg.s3_port), region_name="us-east-1",
+        aws_access_key_id=creds["s3_access_key"], aws_secret_access_key=creds["s3_secret_key"],
+        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
+    )
+    created = []
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS:
+        if bucket in existing:
+            continue
+        try:
+            s3.create_bucket(Bucket=bucket)
+            created.append(bucket)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise ServiceError("s3", f"could not create bucket {bucket}: {exc.response['Error']['Code']}") from exc
+    return created
+
+
+def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str | None) -> list[str]:
+    """Register opsflow's block types, create the local blocks and the work pools. Idempotent."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.process import ProcessWorker
+
+    done: list[str] = []
+    with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
+        for cls in BLOCK_CLASSES:
+            cls.register_type_and_schema()
+        for block_name, bucket in OBJECT_STORES.items():
+            ObjectStore(
+                endpoint_url=cfg.url(cfg.s3_port), bucket=bucket,
+                access_key_id=creds["s3_access_key"], secret_access_key=creds["s3_secret_key"],
+            ).save(block_name, overwrite=True)
+        ContainerRegistry(url=cfg.url(cfg.registry_port), verify_tls=False).save(REGISTRY_BLOCK, overwrite=True)
+        MlflowServer(tracking_uri=cfg.url(cfg.mlflow_port)).save(MLFLOW_BLOCK, overwrite=True)
+        if docker_url:
+            DockerHostTarget(name="build-server", base_url=docker_url).save(BUILD_ENGINE_BLOCK, overwrite=True)
+            DockerHostTarget(name="edge-local", base_url=docker_url).save(EDGE_BLOCK, overwrite=True)
+        done.append(f"blocks: {len(BLOCK_CLASSES)} types registered, local blocks saved")
+
+        template = ProcessWorker.get_default_base_job_template()
+        with get_client(sync_client=True) as client:
+            for pool in WORK_POOLS:
+                try:
+                    client.create_work_pool(
+                        WorkPoolCreate(name=pool, type="process", base_job_template=template,
+                                       description=f"opsflow {pool} workers")
+                    )
+                    done.append(f"work pool {pool}: created")
+                except ObjectAlreadyExists:
+                    done.append(f"work pool {pool}: exists")
+    return done

@@ -1,0 +1,230 @@
+"""What each service of the stack is: how it starts, where it answers, how its health is read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from opsflow.stack.config import StackConfig
+
+
+@dataclass
+class ServiceSpec:
+    """A service the stack can start: its command, its URL and its health probe."""
+
+    name: str
+    argv: list[str]
+    url: str
+    healthy: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    port: int | None = None
+    start_timeout: float = 120.0
+    needs: tuple[str, ...] = ()
+    binary_hint: str = ""
+
+
+def _http_ok(url: str, *, ok_below: int = 300, timeout: float = 2.0) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            return httpx.get(url, timeout=timeout).status_code < ok_below
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+def docker_ping(base_url: str, timeout: float = 3.0) -> bool:
+    """True when a Docker engine answers ``/_ping`` at ``base_url`` (unix:// or tcp://)."""
+    if base_url.startswith("unix://"):
+        path = base_url[len("unix://"):]
+        if not os.path.exists(path):
+            return False
+        transport = httpx.HTTPTransport(uds=path)
+        url = "http://docker/_ping"
+    elif base_url.startswith(("tcp://", "http://")):
+        transport = None
+        url = "http://" + base_url.split("://", 1)[1].rstrip("/") + "/_ping"
+    else:  # ssh:// and the like: let the SDK decide
+        try:
+            import docker
+
+            return bool(docker.DockerClient(base_url=base_url, timeout=int(timeout)).ping())
+        except Exception:  # noqa: BLE001 - any failure means "does not answer"
+            return False
+    try:
+        with httpx.Client(transport=transport, timeout=timeout) as client:
+            return client.get(url).status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
+
+
+def external_docker(env: dict[str, str] | None = None) -> str | None:
+    """The engine ``DOCKER_HOST`` or the default socket points at, when it answers."""
+    env = os.environ if env is None else env
+    candidates = [env["DOCKER_HOST"]] if env.get("DOCKER_HOST") else []
+    candidates.append("unix:///var/run/docker.sock")
+    for url in candidates:
+        if docker_ping(url):
+            return url
+    return None
+
+
+def own_docker_socket(cfg: StackConfig) -> str:
+    return f"unix://{cfg.home / 'docker' / 'docker.sock'}"
+
+
+def _short_exec_root(cfg: StackConfig) -> str:
+    # containerd's sockets live under exec-root and unix socket paths are limited to 108 bytes.
+    return f"/tmp/opsflow-docker-{hashlib.sha256(str(cfg.home).encode()).hexdigest()[:10]}"
+
+
+def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dict[str, ServiceSpec]:
+    """Every service of the stack, keyed by name, in start order."""
+    py = sys.executable
+    home = cfg.home
+    s3_url = cfg.url(cfg.s3_port)
+    s3_env = {
+        "AWS_ACCESS_KEY_ID": creds["s3_access_key"],
+        "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    prefect_env = {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_API_URL": cfg.prefect_api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    specs: dict[str, ServiceSpec] = {}
+
+    docker_root = home / "docker"
+    specs["docker"] = ServiceSpec(
+        name="docker",
+        argv=[
+            "dockerd", "--storage-driver=vfs", "--bridge=none", "--iptables=false", "--ip-masq=false",
+            f"--host={own_docker_socket(cfg)}", f"--data-root={docker_root / 'data'}",
+            f"--exec-root={_short_exec_root(cfg)}", f"--pidfile={docker_root / 'docker.pid'}",
+            "--insecure-registry=127.0.0.0/8",
+        ],
+        url=docker_url,
+        healthy=lambda: docker_ping(docker_url),
+        start_timeout=60,
+        binary_hint="install Docker (apt-get install docker.io) or set DOCKER_HOST to a running engine",
+    )
+
+    if shutil.which("minio"):
+        s3_argv = ["minio", "server", str(home / "s3"), "--address", f"{cfg.host}:{cfg.s3_port}",
+                   "--console-address", f"{cfg.host}:0"]
+        s3_env_extra = {"MINIO_ROOT_USER": creds["s3_access_key"], "MINIO_ROOT_PASSWORD": creds["s3_secret_key"]}
+        s3_health = _http_ok(f"{s3_url}/minio/health/live")
+    else:  # moto's standalone S3 server stands in for MinIO where no MinIO binary is installed
+        s3_argv = [py, "-m", "moto.server", "-H", cfg.host, "-p", str(cfg.s3_port)]
+        s3_env_extra = {}
+        s3_health = _http_ok(f"{s3_url}/moto-api/data.json")
+    specs["s3"] = ServiceSpec("s3", s3_argv, s3_url, s3_health, env=s3_env_extra, port=cfg.s3_port, start_timeout=60)
+
+    registry_bin = shutil.which("registry") or shutil.which("docker-registry") or "docker-registry"
+    specs["registry"] = ServiceSpec(
+        name="registry",
+        argv=[registry_bin, "serve", str(home / "registry" / "config.yml")],
+        url=cfg.url(cfg.registry_port),
+        healthy=_http_ok(f"{cfg.url(cfg.registry_port)}/v2/"),
+        port=cfg.registry_port,
+        start_timeout=30,
+        binary_hint="install CNCF distribution (apt-get install docker-registry)",
+    )
+
+    server_env = dict(prefect_env)
+    if cfg.database_url:
+        server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = cfg.database_url
+    specs["prefect"] = ServiceSpec(
+        name="prefect",
+        argv=[py, "-m", "prefect", "server", "start", "--host", cfg.host, "--port", str(cfg.prefect_port)],
+        url=cfg.url(cfg.prefect_port),
+        healthy=_http_ok(f"{cfg.prefect_api_url}/health"),
+        env=server_env,
+        port=cfg.prefect_port,
+        start_timeout=180,
+    )
+
+    specs["mlflow"] = ServiceSpec(
+        name="mlflow",
+        argv=[
+            py, "-m", "mlflow", "server", "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            "--serve-artifacts", "--artifacts-destination", "s3://opsflow-mlflow/artifacts",
+        ],
+        url=cfg.url(cfg.mlflow_port),
+        healthy=_http_ok(f"{cfg.url(cfg.mlflow_port)}/health"),
+        env={**s3_env, "MLFLOW_S3_ENDPOINT_URL": s3_url},
+        port=cfg.mlflow_port,
+        start_timeout=240,
+        needs=("s3",),
+    )
+
+    for pool in ("vault-build", "edge"):
+        name = f"worker-{pool}"
+        specs[name] = ServiceSpec(
+            name=name,
+            argv=[py, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+                  "--name", worker_name(pool)],
+            url=f"{cfg.url(cfg.prefect_port)}/work-pools/work-pool/{pool}",
+            healthy=lambda pool=pool: worker_online(cfg, pool),
+            env={**prefect_env, "DOCKER_HOST": docker_url, "PREFECT_WORKER_QUERY_SECONDS": "2",
+                 "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+            start_timeout=120,
+            needs=("prefect",),
+        )
+    return specs
+
+
+def worker_name(pool: str) -> str:
+    return f"{pool}-{socket.gethostname()}"
+
+
+def worker_online(cfg: StackConfig, pool: str) -> bool:
+    """True when this host's worker for ``pool`` has sent a heartbeat to the server."""
+    try:
+        resp = httpx.post(f"{cfg.prefect_api_url}/work_pools/{pool}/workers/filter", json={}, timeout=3)
+    except httpx.HTTPError:
+        return False
+    if resp.status_code != 200:
+        return False
+    return any(w.get("name") == worker_name(pool) and w.get("status") == "ONLINE" for w in resp.json())
+
+
+def registry_config(cfg: StackConfig) -> str:
+    """The CNCF distribution config: filesystem storage under home, deletes enabled, loopback only."""
+    root = cfg.home / "registry" / "data"
+    return f"""version: 0.1
+log:
+  level: info
+  fields:
+    service: registry
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: {cfg.host}:{cfg.registry_port}
+  headers:
+    X-Content-Type-Options: [nosniff]
+"""
+
+
+def ensure_dirs(cfg: StackConfig) -> None:
+    for sub in ("logs", "prefect", "registry/data", "mlflow", "s3", "docker"):
+        (cfg.home / sub).mkdir(parents=True, exist_ok=True)
+    (cfg.home / "registry" / "config.yml").write_text(registry_config(cfg))
+    Path(cfg.home).chmod(0o700)
