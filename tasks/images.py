@@ -1,0 +1,172 @@
+"""Building container images and pushing them to the registry, through the Docker SDK."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from blocks import ContainerRegistry, DockerHostTarget
+from opsflow.errors import InvalidInput, RemoteError
+from opsflow.redact import redact
+
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_PROGRESS_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image in the engine's store: its id, the repository and the tags it carries."""
+
+    image_id: str
+    repository: str
+    tags: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """An image in the registry: the digest the registry reported and the tags pushed."""
+
+    repository: str
+    tags: list[str]
+    digest: str
+
+    @property
+    def ref(self) -> str:
+        """The immutable reference ``repository@sha256:...``."""
+        return f"{self.repository}@{self.digest}"
+
+
+def validate_image_name(repository: str, tags: list[str]) -> None:
+    """Reject a repository or tag Docker would refuse, and a tag list that is only ``latest``."""
+    path = repository.split("/", 1)[1] if "/" in repository and (":" in repository.split("/", 1)[0] or "." in repository.split("/", 1)[0]) else repository
+    if not REPO_RE.fullmatch(path):
+        raise InvalidInput(f"{repository!r} is not a valid image repository (lowercase name components separated by '/')")
+    if not tags:
+        raise InvalidInput("an image needs at least one tag")
+    bad = [t for t in tags if not TAG_RE.fullmatch(t)]
+    if bad:
+        raise InvalidInput(f"invalid image tag(s) {bad}: use letters, digits, '_', '.', '-' (max 128, not starting with '.' or '-')")
+    if set(tags) == {"latest"}:
+        raise InvalidInput("'latest' cannot be an image's only tag; add the commit SHA or a version")
+
+
+def oci_labels(revision: str, source: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The OCI annotations opsflow puts on every image it builds."""
+    labels = {
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.source": source,
+        "org.opencontainers.image.created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    labels.update(extra or {})
+    return labels
+
+
+@task(name="build-image", task_run_name="build-image-{repository}")
+def build_image(
+    engine: DockerHostTarget,
+    context: Path,
+    repository: str,
+    tags: list[str],
+    revision: str,
+    source: str,
+    dockerfile: str = "Dockerfile",
+    build_args: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    network_mode: str | None = None,
+) -> BuiltImage:
+    """Build ``context`` into ``repository:tag`` for every tag, with OCI labels; the layer cache is used.
+
+    Raises:
+        InvalidInput: bad repository/tags or a missing Dockerfile, before the engine is touched.
+        RemoteError: the build stream reported an error (the failing step's message is included).
+    """
+    validate_image_name(repository, tags)
+    context = Path(context)
+    if not (context / dockerfile).is_file():
+        raise InvalidInput(f"no {dockerfile} in build context {context}")
+    logger = get_run_logger()
+    all_labels = oci_labels(revision, source, labels)
+    client = engine.get_client()
+    image_id = None
+    last_log = 0.0
+    try:
+        stream = client.api.build(
+            path=str(context), dockerfile=dockerfile, tag=f"{repository}:{tags[0]}", labels=all_labels,
+            buildargs=build_args or {}, rm=True, forcerm=True, decode=True, network_mode=network_mode,
+        )
+        for chunk in stream:
+            if "error" in chunk or "errorDetail" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                raise RemoteError(f"image build of {repository} failed on {engine.name}: {detail}")
+            text = (chunk.get("stream") or "").strip()
+            if text.startswith("Step ") or time.monotonic() - last_log > _PROGRESS_EVERY_S:
+                if text:
+                    logger.info("%s", text)
+                    last_log = time.monotonic()
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+        if image_id is None:
+            raise RemoteError(f"image build of {repository} on {engine.name} returned no image id")
+        image = client.images.get(image_id)
+        for tag in tags[1:]:
+            image.tag(repository, tag)
+    finally:
+        client.close()
+    logger.info("built %s (%s) tagged %s", repository, image_id[:19], ", ".join(tags))
+    return BuiltImage(image_id=image_id, repository=repository, tags=list(tags), labels=all_labels)
+
+
+def _is_transient(task, task_run, state) -> bool:
+    """Retry pushes that failed on the network, not ones the registry refused."""
+    try:
+        state.result()
+    except RemoteError as exc:
+        return getattr(exc, "transient", False)
+    except Exception:  # noqa: BLE001 - connection errors and the like
+        return True
+    return False
+
+
+@task(name="push-image", task_run_name="push-image-{image.repository}", retries=3,
+      retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_transient)
+def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: BuiltImage) -> PushedImage:
+    """Push every tag of ``image`` and return the digest the registry reported.
+
+    Errors in the push stream raise (the SDK reports them as data, not exceptions).
+    Every tag must resolve to the same digest.
+    """
+    logger = get_run_logger()
+    auth = registry.auth_config()
+    secrets = [registry.password.get_secret_value()] if registry.password else []
+    client = engine.get_client()
+    digests: dict[str, str] = {}
+    try:
+        for tag in image.tags:
+            last_log = 0.0
+            for chunk in client.api.push(image.repository, tag=tag, stream=True, decode=True, auth_config=auth):
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = redact(str(chunk.get("errorDetail", {}).get("message") or chunk.get("error")), secrets)
+                    err = RemoteError(f"push of {image.repository}:{tag} to {registry.url} failed: {detail}")
+                    err.transient = any(w in detail.lower() for w in ("timeout", "connection", "eof", "reset", "unavailable"))
+                    raise err
+                if "aux" in chunk and "Digest" in chunk["aux"]:
+                    digests[tag] = chunk["aux"]["Digest"]
+                elif time.monotonic() - last_log > _PROGRESS_EVERY_S and chunk.get("status"):
+                    logger.info("push %s:%s: %s %s", image.repository, tag, chunk.get("status"), chunk.get("progress", ""))
+                    last_log = time.monotonic()
+    finally:
+        client.close()
+    if set(digests) != set(image.tags):
+        raise RemoteError(f"registry {registry.url} reported no digest for tag(s) {sorted(set(image.tags) - set(digests))}")
+    if len(set(digests.values())) != 1:
+        raise RemoteError(f"tags of {image.repository} were pushed with different digests: {digests}")
+    digest = next(iter(digests.values()))
+    logger.info("pushed %s@%s (tags %s)", image.repository, digest, ", ".join(image.tags))
+    return PushedImage(repository=image.repository, tags=list(image.tags), digest=digest)
