@@ -21,12 +21,15 @@ def check_name(value: str) -> str:
     return value
 
 
-def check_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
-    """An absolute URL with one of ``schemes`` and a host, without embedded credentials."""
+def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), allow_user: bool = False) -> str:
+    """An absolute URL with one of ``schemes`` and a host, without embedded credentials.
+
+    ``allow_user`` permits a bare user name (``ssh://deploy@host``), never a password.
+    """
     parts = urlsplit(value or "")
     if parts.scheme not in schemes or not parts.hostname:
         raise ValueError(f"{value!r} is not a valid URL: expected {'/'.join(schemes)}://host[:port][/path]")
-    if parts.username or parts.password:
+    if parts.password or (parts.username and not allow_user):
         raise ValueError("credentials must not be embedded in a URL; use the block's secret fields")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port

@@ -16,7 +16,7 @@ def _docker_url(value: str) -> str:
         if len(value) <= len("unix:///"):
             raise ValueError(f"{value!r} is not a valid Docker socket URL")
         return value
-    return check_url(value, schemes=("tcp", "ssh", "http", "https"))
+    return check_url(value, schemes=("tcp", "ssh", "http", "https"), allow_user=value.startswith("ssh://"))
 
 
 DockerUrl = Annotated[str, AfterValidator(_docker_url)]

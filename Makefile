@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Each does its own set-up.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+SYSTEM_PACKAGES := git docker.io docker-registry busybox-static nodejs npm
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup system-packages uv stack-down lint
+
+demo: setup
+	$(UV) run opsflow demo
+	@echo "The stack keeps running for the Prefect UI; stop it with: $(UV) run opsflow stack down"
+
+test: setup
+	$(UV) run lint-imports
+	$(UV) run pytest $(PYTEST_ARGS)
+
+setup: system-packages uv
+	$(UV) sync --frozen
+
+# Debian/Ubuntu packages, installed only when missing and only when we are root.
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing system packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+uv:
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet --break-system-packages --user uv
+
+stack-down:
+	$(UV) run opsflow stack down
+
+lint:
+	$(UV) run ruff check .
+	$(UV) run lint-imports

@@ -1,0 +1,64 @@
+"""Test harness: one local stack per session, on its own ports and its own state directory.
+
+The Prefect client settings are put in the environment here, before anything imports
+Prefect, so every test talks to the session's server and never to a developer's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+_BASE = int(os.environ.get("OPSFLOW_TEST_PORT_BASE", "24000"))
+TEST_PORTS = {"prefect_port": _BASE + 200, "s3_port": _BASE + 900, "registry_port": _BASE + 500,
+              "mlflow_port": _BASE + 501}
+
+(OUTPUT / "prefect-client").mkdir(parents=True, exist_ok=True)
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{TEST_PORTS['prefect_port']}/api"
+os.environ["PREFECT_HOME"] = str(OUTPUT / "prefect-client")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+for var in ("OPSFLOW_HOME", "OPSFLOW_DATABASE_URL", *(f"OPSFLOW_{k.upper()}" for k in TEST_PORTS)):
+    os.environ.pop(var, None)
+
+from opsflow.stack import Stack, StackConfig  # noqa: E402
+from opsflow.stack import processes  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack_config() -> StackConfig:
+    return StackConfig(home=OUTPUT / "stack", **TEST_PORTS)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_config: StackConfig):
+    """The whole local platform, brought up once for the session and stopped after it."""
+    OUTPUT.mkdir(exist_ok=True)
+    platform = Stack(stack_config, say=lambda line: print(f"[stack] {line}"))
+    try:
+        platform.up()
+        yield stack_config
+    finally:
+        platform.down()
+        left = processes.marked_pids(stack_config.home)
+        assert not left, f"stack down left processes behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def docker_url(stack: StackConfig) -> str:
+    import json
+
+    return json.loads(stack.state_file.read_text())["services"]["docker"]["url"]
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_url: str):
+    import docker
+
+    client = docker.DockerClient(base_url=docker_url, timeout=120)
+    yield client
+    client.close()

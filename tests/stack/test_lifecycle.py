@@ -1,0 +1,89 @@
+"""Lifecycle of a light stack (S3 + registry): idempotent up, status, down, and start failures."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from opsflow.errors import ServiceError
+from opsflow.stack import Stack, StackConfig, processes
+from opsflow.stack import manager as manager_module
+from opsflow.stack.services import ServiceSpec
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def light(tmp_path: Path):
+    cfg = StackConfig(home=tmp_path / "st", s3_port=free_port(), registry_port=free_port(),
+                      prefect_port=free_port(), mlflow_port=free_port(), services=("s3", "registry"))
+    lines: list[str] = []
+    stack = Stack(cfg, say=lines.append)
+    yield stack, lines
+    stack.down()
+    assert processes.marked_pids(cfg.home) == []
+
+
+def test_up_twice_starts_nothing_the_second_time_and_down_leaves_no_process(light):
+    stack, lines = light
+    assert stack.up() == ["s3", "registry"]
+    pids = {s.name: s.pid for s in stack.status()}
+    assert httpx.get(f"{stack.cfg.url(stack.cfg.registry_port)}/v2/").status_code == 200
+
+    lines.clear()
+    assert stack.up() == []
+    assert "nothing to start: every service is already running" in lines
+    assert {s.name: s.pid for s in stack.status()} == pids
+    assert all(s.healthy for s in stack.status())
+
+    assert set(stack.down()) == {"s3", "registry"}
+    assert processes.marked_pids(stack.cfg.home) == []
+    for pid in pids.values():
+        assert not processes.alive(pid)
+    assert stack.status() == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{stack.cfg.url(stack.cfg.registry_port)}/v2/", timeout=2)
+
+
+def test_a_taken_port_fails_before_anything_starts(light):
+    stack, _ = light
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.cfg.registry_port))
+        squatter.listen()
+        with pytest.raises(ServiceError, match=f"port {stack.cfg.registry_port} on 127.0.0.1 is taken"):
+            stack.up()
+    assert processes.marked_pids(stack.cfg.home) == []
+
+
+def test_a_missing_binary_is_named(light, monkeypatch, tmp_path):
+    stack, _ = light
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(ServiceError, match="registry: 'docker-registry' is not installed; install CNCF distribution"):
+        stack.up()
+    assert processes.marked_pids(stack.cfg.home) == []
+
+
+def test_a_service_dying_during_start_fails_with_its_log_and_stops_the_rest(light, monkeypatch):
+    stack, _ = light
+    real_build = manager_module.build_specs
+
+    def with_dying_registry(cfg, creds, docker_url):
+        specs = real_build(cfg, creds, docker_url)
+        specs["registry"] = ServiceSpec(
+            name="registry", argv=["sh", "-c", "sleep 1; echo 'panic: storage driver exploded' >&2; exit 3"],
+            url="http://127.0.0.1:1", healthy=lambda: False, port=cfg.registry_port)
+        return specs
+
+    monkeypatch.setattr(manager_module, "build_specs", with_dying_registry)
+    with pytest.raises(ServiceError) as info:
+        stack.up()
+    assert "registry: exited during start" in str(info.value)
+    assert "panic: storage driver exploded" in str(info.value)
+    assert processes.marked_pids(stack.cfg.home) == []  # s3, started in the same call, was stopped too
