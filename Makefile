@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
-SYSTEM_PACKAGES := git docker.io docker-registry busybox-static nodejs npm
+# command:package pairs; a package is installed only when its command is missing (a machine
+# may already have node and npm from elsewhere, which conflicts with Debian's npm package).
+SYSTEM_COMMANDS := git:git dockerd:docker.io docker-registry:docker-registry /bin/busybox:busybox-static node:nodejs npm:npm
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup system-packages uv stack-down lint
@@ -20,7 +22,8 @@ setup: system-packages uv
 
 # Debian/Ubuntu packages, installed only when missing and only when we are root.
 system-packages:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for pair in $(SYSTEM_COMMANDS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
