@@ -58,6 +58,12 @@ class Component(BaseModel):
     dockerfile: RelativePath = Field(
         default="Dockerfile", description="Dockerfile relative to the component; built with the build output as context."
     )
+    base_image: str = Field(
+        default="opsflow:busybox",
+        pattern=r"^(opsflow:(busybox|node)|[a-z0-9][a-z0-9._/:@-]{0,254})$",
+        description="Image passed to the Dockerfile as build arg BASE_IMAGE: 'opsflow:busybox' or 'opsflow:node' "
+        "(base images opsflow builds itself, no public registry needed) or any image reference.",
+    )
     ports: list[int] = Field(default_factory=list, description="Container ports the component listens on.")
     health_check: HealthCheck | None = Field(default=None, description="Health check of a running instance.")
 

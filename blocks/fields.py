@@ -91,3 +91,26 @@ def check_argv(value: list[str]) -> list[str]:
 Cpu = Annotated[str, AfterValidator(check_cpu)]
 Memory = Annotated[str, AfterValidator(check_memory)]
 Argv = Annotated[list[str], AfterValidator(check_argv)]
+
+
+_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def check_sha(value: str) -> str:
+    """A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex characters."""
+    if not _SHA_RE.fullmatch(value or ""):
+        raise ValueError(f"{value!r} is not a full commit SHA (40 or 64 lowercase hex characters)")
+    return value
+
+
+def check_branch(value: str) -> str:
+    """A branch or tag name git accepts, without shell or revision-syntax characters."""
+    if (not _BRANCH_RE.fullmatch(value or "") or ".." in value or "//" in value or value.endswith((".", "/", ".lock"))
+            or "/." in value or value.startswith("-")):
+        raise ValueError(f"{value!r} is not a valid branch name: letters, digits, '.', '_', '-', '/' only, no '..'")
+    return value
+
+
+Sha = Annotated[str, AfterValidator(check_sha)]
+Branch = Annotated[str, AfterValidator(check_branch)]

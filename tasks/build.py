@@ -1,0 +1,67 @@
+"""Running an application component's declared build/transpile commands."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from blocks.application import Component
+from opsflow.errors import CommandFailed, OpsflowError
+from opsflow.proc import run
+from tasks.git import Checkout
+
+
+class BuildFailed(OpsflowError):
+    """A component's build command failed or produced no output."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """Where a component's build output is, and how long the build took."""
+
+    component: str
+    output_dir: Path
+    component_dir: Path
+    duration_s: float
+
+
+def component_dir(checkout: Checkout, component: Component) -> Path:
+    root = checkout.path.resolve()
+    path = (root / component.path).resolve()
+    if path != root and root not in path.parents:
+        raise BuildFailed(f"component {component.name!r} path {component.path!r} escapes the checkout")
+    if not path.is_dir():
+        raise BuildFailed(f"component {component.name!r}: directory {component.path!r} is not in the repository")
+    return path
+
+
+@task(name="build-app", task_run_name="build-{component.name}")
+def build_app(checkout: Checkout, component: Component, redact_values: list[str] | None = None,
+              timeout: float = 1800) -> BuildResult:
+    """Run the component's build commands in its directory; return where the output is.
+
+    Each command is an argv list (no shell); output is streamed to the run log with
+    ``redact_values`` (the env files' secret values) masked.
+
+    Raises:
+        BuildFailed: a command exited non-zero or timed out, or the output directory is missing.
+    """
+    logger = get_run_logger()
+    cwd = component_dir(checkout, component)
+    started = time.monotonic()
+    for argv in component.build_commands:
+        logger.info("%s$ %s", component.name, " ".join(argv))
+        try:
+            run(argv, cwd=cwd, secrets=redact_values or [], timeout=timeout, logger=logger,
+                env={"CI": "true", "OPSFLOW_COMMIT": checkout.sha})
+        except CommandFailed as exc:
+            raise BuildFailed(f"build of {component.name!r} failed: {exc}") from exc
+    output = (cwd / component.build_output).resolve()
+    if not output.is_dir() or not any(output.iterdir()):
+        raise BuildFailed(f"build of {component.name!r} finished but {component.build_output!r} is missing or empty")
+    duration = time.monotonic() - started
+    logger.info("built %s in %.1fs -> %s", component.name, duration, component.build_output)
+    return BuildResult(component=component.name, output_dir=output, component_dir=cwd, duration_s=duration)
