@@ -8,13 +8,15 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, SecretStr
 
+from opsflow.errors import InvalidInput
+
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
 def check_name(value: str) -> str:
     """A resource name: lowercase letters, digits, ``.``, ``_``, ``-``; 1-63 chars."""
     if not NAME_RE.fullmatch(value or ""):
-        raise ValueError(
+        raise InvalidInput(
             f"{value!r} is not a valid name: use 1-63 lowercase letters, digits, '.', '_' or '-',"
             " starting and ending with a letter or digit"
         )
@@ -28,29 +30,29 @@ def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), allow_us
     """
     parts = urlsplit(value or "")
     if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"{value!r} is not a valid URL: expected {'/'.join(schemes)}://host[:port][/path]")
+        raise InvalidInput(f"{value!r} is not a valid URL: expected {'/'.join(schemes)}://host[:port][/path]")
     if parts.password or (parts.username and not allow_user):
-        raise ValueError("credentials must not be embedded in a URL; use the block's secret fields")
+        raise InvalidInput("credentials must not be embedded in a URL; use the block's secret fields")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"{value!r} has an invalid port") from exc
+        raise InvalidInput(f"{value!r} has an invalid port") from exc
     return value.rstrip("/")
 
 
 def check_secret(value: SecretStr | None) -> SecretStr | None:
     """A secret, when given, may not be empty or blank."""
     if value is not None and not value.get_secret_value().strip():
-        raise ValueError("must not be empty or blank")
+        raise InvalidInput("must not be empty or blank")
     return value
 
 
 def check_relative_path(value: str) -> str:
     """A path inside a checkout: relative, no ``..``, no NUL."""
     if not value or "\0" in value or value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
-        raise ValueError(f"{value!r} must be a relative path inside the repository")
+        raise InvalidInput(f"{value!r} must be a relative path inside the repository")
     if any(part == ".." for part in re.split(r"[\\/]", value)):
-        raise ValueError(f"{value!r} must not contain '..'")
+        raise InvalidInput(f"{value!r} must not contain '..'")
     return value
 
 
@@ -68,23 +70,23 @@ _MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?(?:k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?
 def check_cpu(value: str) -> str:
     """A Kubernetes CPU quantity: ``500m``, ``1``, ``1.5``; must be more than zero."""
     if not _CPU_RE.fullmatch(value or "") or float(value.rstrip("m") or 0) <= 0:
-        raise ValueError(f"{value!r} is not a CPU quantity: use e.g. '250m', '1' or '1.5'")
+        raise InvalidInput(f"{value!r} is not a CPU quantity: use e.g. '250m', '1' or '1.5'")
     return value
 
 
 def check_memory(value: str) -> str:
     """A Kubernetes memory quantity: ``128Mi``, ``1Gi``, ``500M``; must be more than zero."""
     if not _MEMORY_RE.fullmatch(value or "") or float(re.match(r"[0-9.]+", value).group()) <= 0:
-        raise ValueError(f"{value!r} is not a memory quantity: use e.g. '128Mi', '1Gi' or '500M'")
+        raise InvalidInput(f"{value!r} is not a memory quantity: use e.g. '128Mi', '1Gi' or '500M'")
     return value
 
 
 def check_argv(value: list[str]) -> list[str]:
     """A command as an argv list: at least one element, no empty program, no NUL bytes."""
     if not value or not value[0].strip():
-        raise ValueError("a command must be a non-empty list of arguments, e.g. ['npm', 'run', 'build']")
+        raise InvalidInput("a command must be a non-empty list of arguments, e.g. ['npm', 'run', 'build']")
     if any("\0" in arg for arg in value):
-        raise ValueError("command arguments must not contain NUL bytes")
+        raise InvalidInput("command arguments must not contain NUL bytes")
     return value
 
 
@@ -100,7 +102,7 @@ _BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 def check_sha(value: str) -> str:
     """A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex characters."""
     if not _SHA_RE.fullmatch(value or ""):
-        raise ValueError(f"{value!r} is not a full commit SHA (40 or 64 lowercase hex characters)")
+        raise InvalidInput(f"{value!r} is not a full commit SHA (40 or 64 lowercase hex characters)")
     return value
 
 
@@ -108,7 +110,7 @@ def check_branch(value: str) -> str:
     """A branch or tag name git accepts, without shell or revision-syntax characters."""
     if (not _BRANCH_RE.fullmatch(value or "") or ".." in value or "//" in value or value.endswith((".", "/", ".lock"))
             or "/." in value or value.startswith("-")):
-        raise ValueError(f"{value!r} is not a valid branch name: letters, digits, '.', '_', '-', '/' only, no '..'")
+        raise InvalidInput(f"{value!r} is not a valid branch name: letters, digits, '.', '_', '-', '/' only, no '..'")
     return value
 
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 
@@ -71,7 +72,7 @@ def oci_labels(revision: str, source: str, extra: dict[str, str] | None = None) 
 @task(name="build-image", task_run_name="build-image-{repository}")
 def build_image(
     engine: DockerHostTarget,
-    context: Path,
+    context: Path | Any,
     repository: str,
     tags: list[str],
     revision: str,
@@ -83,12 +84,14 @@ def build_image(
 ) -> BuiltImage:
     """Build ``context`` into ``repository:tag`` for every tag, with OCI labels; the layer cache is used.
 
+    ``context`` is a directory, or anything with a ``path`` attribute (a loaded artifact).
+
     Raises:
         InvalidInput: bad repository/tags or a missing Dockerfile, before the engine is touched.
         RemoteError: the build stream reported an error (the failing step's message is included).
     """
     validate_image_name(repository, tags)
-    context = Path(context)
+    context = Path(getattr(context, "path", context))
     if not (context / dockerfile).is_file():
         raise InvalidInput(f"no {dockerfile} in build context {context}")
     logger = get_run_logger()
@@ -170,3 +173,21 @@ def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: Bui
     digest = next(iter(digests.values()))
     logger.info("pushed %s@%s (tags %s)", image.repository, digest, ", ".join(image.tags))
     return PushedImage(repository=image.repository, tags=list(image.tags), digest=digest)
+
+
+@task(name="prune-build-images")
+def prune_build_images(engine: DockerHostTarget, dry_run: bool = False) -> dict:
+    """Remove dangling images left by builds on the engine (never an image a container uses)."""
+    logger = get_run_logger()
+    client = engine.get_client()
+    try:
+        if dry_run:
+            dangling = client.images.list(filters={"dangling": True})
+            logger.info("dry run: would remove %d dangling image(s)", len(dangling))
+            return {"would_remove": [i.id for i in dangling], "space_reclaimed": 0}
+        result = client.images.prune(filters={"dangling": True})
+    finally:
+        client.close()
+    removed = [d.get("Deleted") or d.get("Untagged") for d in (result.get("ImagesDeleted") or [])]
+    logger.info("pruned %d dangling image layer(s), %d bytes", len(removed), result.get("SpaceReclaimed") or 0)
+    return {"removed": removed, "space_reclaimed": result.get("SpaceReclaimed") or 0}
