@@ -127,7 +127,7 @@ def pack(source: Path, dockerfile: Path, dest: Path) -> tuple[str, int]:
     if not dockerfile.is_file():
         raise InvalidInput(f"Dockerfile {dockerfile} does not exist")
     entries = sorted(p for p in source.rglob("*") if not p.is_symlink() or p.resolve().is_relative_to(source))
-    with open(dest, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+    with open(dest, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, name in [(dockerfile, "Dockerfile"), *((p, p.relative_to(source).as_posix()) for p in entries)]:
             info = tar.gettarinfo(str(path), arcname=name)
