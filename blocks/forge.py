@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import Field
 from prefect.blocks.core import Block
+from pydantic import Field
 
 from blocks.fields import HttpUrl, RequiredSecret, Secret
+from blocks.forge_api import ForgeClient, forge_client
 
 
 class ForgeKind(str, Enum):
@@ -30,3 +31,7 @@ class GitForge(Block):
     token: RequiredSecret = Field(description="API token with rights to post statuses and comments and to clone.")
     webhook_secret: Secret = Field(default=None, description="Shared secret webhook deliveries are signed with.")
     timeout: float = Field(default=15, gt=0, description="Seconds per API request.")
+
+    def get_client(self) -> ForgeClient:
+        """A client for this forge's API (commit statuses, PR comments); close it or use it in ``with``."""
+        return forge_client(self.kind.value, self.api_url, self.token.get_secret_value(), timeout=self.timeout)

@@ -1,0 +1,104 @@
+"""Reporting to the forge: commit statuses and one updatable comment per pull request and key."""
+
+from __future__ import annotations
+
+import re
+
+from prefect import get_run_logger, task
+
+from blocks import GitForge
+from blocks.forge_api import MAX_DESCRIPTION, CommentRef, CommitState, check_body, check_state
+from opsflow.errors import InvalidInput
+
+MARKER_PREFIX = "<!-- opsflow:"
+_KEY_RE = re.compile(r"^[a-z0-9._/-]{1,100}$")
+
+
+def marker(key: str) -> str:
+    """The hidden HTML comment that identifies opsflow's comment for ``key``: ``<!-- opsflow:{key} -->``.
+
+    Raises:
+        InvalidInput: ``key`` is not 1-100 of lowercase letters, digits, ``.``, ``_``, ``/``, ``-``.
+    """
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        raise InvalidInput(f"{key!r} is not a comment key: use 1-100 lowercase letters, digits, '.', '_', '/', '-'")
+    return f"{MARKER_PREFIX}{key} -->"
+
+
+def _shorten(text: str, limit: int = MAX_DESCRIPTION) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@task(name="report-status", task_run_name="report-status-{context}")
+def report_status(
+    forge: GitForge,
+    repo: str,
+    sha: str,
+    state: CommitState | str,
+    context: str,
+    description: str,
+    target_url: str | None = None,
+) -> None:
+    """Set the commit status ``context`` on ``sha`` in ``repo`` to ``state``.
+
+    Args:
+        forge: the forge to report to.
+        repo: ``owner/name`` on the forge (GitLab: ``group[/subgroup]/name``).
+        sha: the full commit SHA (40 or 64 hex characters).
+        state: pending, success, failure or error (GitLab shows failure and error as failed).
+        context: the status's name, e.g. ``opsflow/gitops-pr``; a later status with the same context replaces it.
+        description: one line of text; whitespace is collapsed and it is cut to 140 characters.
+        target_url: the link the status points to (the flow run), if any.
+
+    Raises:
+        InvalidInput: a bad repo, SHA, state, context or URL, before any request.
+        RemoteError: the forge refused the status or stayed unreachable after retries.
+    """
+    state = check_state(state)
+    with forge.get_client() as client:
+        client.set_status(repo, sha, state, context, _shorten(description), target_url)
+    get_run_logger().info("status %s = %s on %s@%s", context, state.value, repo, sha[:12])
+
+
+@task(name="upsert-pr-comment", task_run_name="upsert-pr-comment-{key}")
+def upsert_pr_comment(forge: GitForge, repo: str, pr: int, key: str, body: str) -> CommentRef:
+    """Keep exactly one comment per pull request and ``key``: update it in place, or create it.
+
+    The comment is found by the hidden marker ``<!-- opsflow:{key} -->`` on its first line,
+    looking through every page of the PR's comments. If several carry the marker, the oldest
+    is updated. An unchanged body is not written again.
+
+    Args:
+        forge: the forge to comment on.
+        repo: ``owner/name`` on the forge (GitLab: ``group[/subgroup]/name``).
+        pr: the pull request number (GitLab: the merge request iid).
+        key: what the comment is about, e.g. ``gitops-pr-shop``; see :func:`marker`.
+        body: the markdown to show.
+
+    Returns:
+        The comment's id and URL, and whether it was created (``False``: updated or unchanged).
+
+    Raises:
+        InvalidInput: a bad repo, PR number, key or body, before any request.
+        RemoteError: the forge refused the request or stayed unreachable after retries.
+    """
+    tag = marker(key)
+    check_body(body)
+    text = check_body(body if body.startswith(tag) else f"{tag}\n{body}")
+    logger = get_run_logger()
+    with forge.get_client() as client:
+        ours = [c for c in client.list_comments(repo, pr) if tag in c.body]
+        if not ours:
+            made = client.create_comment(repo, pr, text)
+            logger.info("commented on %s#%d (%s): %s", repo, pr, key, made.url)
+            return CommentRef(id=made.id, url=made.url, created=True)
+        oldest = min(ours, key=lambda c: c.id)
+        if len(ours) > 1:
+            logger.warning("%d comments on %s#%d carry the %s marker; updating the oldest (%d)",
+                           len(ours), repo, pr, key, oldest.id)
+        if oldest.body.replace("\r\n", "\n") == text.replace("\r\n", "\n"):
+            return CommentRef(id=oldest.id, url=oldest.url, created=False)
+        updated = client.update_comment(repo, pr, oldest.id, text)
+        logger.info("updated comment %d on %s#%d (%s)", updated.id, repo, pr, key)
+        return CommentRef(id=updated.id, url=updated.url or oldest.url, created=False)
