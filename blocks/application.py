@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-from pydantic import BaseModel, Field, field_validator, model_validator
 from prefect.blocks.core import Block
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from blocks.fields import Argv, Cpu, Memory, Name, RelativePath
 
@@ -108,7 +108,7 @@ class Application(Block):
         return value
 
     @model_validator(mode="after")
-    def _unique_components(self) -> "Application":
+    def _unique_components(self) -> Application:
         names = [c.name for c in self.components]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

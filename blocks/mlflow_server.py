@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
 from prefect.blocks.core import Block
+from pydantic import Field, model_validator
 
 from blocks.fields import HttpUrl, Secret
 
@@ -22,7 +22,7 @@ class MlflowServer(Block):
     max_retries: int = Field(default=5, ge=0, le=20, description="Retries of a failed tracking API request.")
 
     @model_validator(mode="after")
-    def _credentials_pair(self) -> "MlflowServer":
+    def _credentials_pair(self) -> MlflowServer:
         if bool(self.username) != bool(self.password):
             raise ValueError("username and password must be given together")
         return self

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
 from prefect.blocks.core import Block
+from pydantic import Field
 
 from blocks.fields import HttpUrl, Name, RequiredSecret
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
 from prefect.blocks.core import Block
+from pydantic import Field, model_validator
 
 from blocks.fields import HttpUrl, Secret
 
@@ -29,7 +29,7 @@ class ContainerRegistry(Block):
     timeout: float = Field(default=30, gt=0, description="Seconds per registry API request.")
 
     @model_validator(mode="after")
-    def _credentials_pair(self) -> "ContainerRegistry":
+    def _credentials_pair(self) -> ContainerRegistry:
         if bool(self.username) != bool(self.password):
             raise ValueError("username and password must be given together")
         return self

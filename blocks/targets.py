@@ -5,8 +5,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
 from prefect.blocks.core import Block
+from pydantic import AfterValidator, Field, model_validator
 
 from blocks.fields import Name, Secret, check_url
 
@@ -65,7 +65,7 @@ class DockerHostTarget(Block):
     timeout: float = Field(default=120, gt=0, description="Seconds per engine API request.")
 
     @model_validator(mode="after")
-    def _tls_complete(self) -> "DockerHostTarget":
+    def _tls_complete(self) -> DockerHostTarget:
         given = [self.tls_client_cert, self.tls_client_key]
         if any(given) and not all(given):
             raise ValueError("tls_client_cert and tls_client_key must be given together")

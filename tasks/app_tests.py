@@ -39,6 +39,7 @@ class TestReport:
     seconds: float
     cases: list[TestCase] = field(default_factory=list)
     exit_code: int = 0
+    detail: str = ""  # why the command failed when no test case says so (e.g. a compile error)
 
     @property
     def total(self) -> int:
@@ -85,7 +86,10 @@ def parse_junit(path: Path) -> list[TestCase]:
                     message = (node.get("message") or node.text or "").strip().splitlines()[0:1]
                     message = message[0][:300] if message else ""
                     break
-            cases.append(TestCase(suite=case.get("classname") or suite.get("name") or "", name=case.get("name", "?"),
+            # Node's reporter puts classname="test" on every case; the enclosing suite's name says more.
+            classname = case.get("classname")
+            suite_name = (suite.get("name") if classname in (None, "", "test") else classname) or ""
+            cases.append(TestCase(suite=suite_name, name=case.get("name", "?"),
                                   outcome=outcome, seconds=float(case.get("time") or 0), message=message))
     return cases
 
@@ -118,8 +122,12 @@ def run_tests(checkout: Checkout, component: Component, redact_values: list[str]
     cases: list[TestCase] = []
     if report_path is not None:
         if not report_path.exists():
-            raise OpsflowError(f"tests of {component.name!r} wrote no JUnit report at {component.junit_report} "
-                               f"(exit code {exit_code}); check the test command")
+            if exit_code != 0:  # the command failed before any test ran (e.g. the tests did not compile)
+                why = f"exit code {exit_code} before any JUnit report was written; last output: {detail[-300:]}"
+                raise TestsFailed(TestReport(component=component.name, passed=0, failed=0, errors=0, skipped=0,
+                                             seconds=round(seconds, 2), exit_code=exit_code, detail=why), why)
+            raise OpsflowError(f"tests of {component.name!r} passed but wrote no JUnit report at "
+                               f"{component.junit_report}; check the test command")
         cases = parse_junit(report_path)
     count = {o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error", "skipped")}
     report = TestReport(component=component.name, passed=count["passed"], failed=count["failed"],

@@ -1,7 +1,7 @@
 """Build artifacts in object storage: content-addressed, committed atomically, verified on load.
 
-An artifact is ``<key>.tar.gz`` (the build output plus the component's Dockerfile: a ready
-image build context) and ``<key>.json`` (metadata). The metadata object is written last, so
+An artifact is ``<key>.tar.gz`` (the build output plus the component's Dockerfile and a
+``.dockerignore`` keeping the Dockerfile out of the image: a ready image build context) and ``<key>.json`` (metadata). The metadata object is written last, so
 an artifact without it is incomplete and is never loaded.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import tarfile
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from opsflow.errors import InvalidInput, OpsflowError, RemoteError
 from tasks.build import BuildResult
 from tasks.git import Checkout
 
-FORMAT = 1
+FORMAT = 2
+# Keeps the Dockerfile itself out of the image (``COPY . /dest`` would copy it otherwise).
+DOCKERIGNORE = b"Dockerfile\n.dockerignore\n"
 
 
 class ArtifactNotFound(OpsflowError):
@@ -122,13 +125,17 @@ def plan_artifact(store: ObjectStore, checkout: Checkout, app: str, component: C
 
 def pack(source: Path, dockerfile: Path, dest: Path) -> tuple[str, int]:
     """A reproducible tar.gz of ``source`` with ``dockerfile`` as ``Dockerfile`` at its root."""
-    if (source / "Dockerfile").exists():
-        raise InvalidInput(f"the build output {source} already has a Dockerfile; it would be overwritten")
+    for reserved in ("Dockerfile", ".dockerignore"):
+        if (source / reserved).exists():
+            raise InvalidInput(f"the build output {source} already has a {reserved}; it would be overwritten")
     if not dockerfile.is_file():
         raise InvalidInput(f"Dockerfile {dockerfile} does not exist")
     entries = sorted(p for p in source.rglob("*") if not p.is_symlink() or p.resolve().is_relative_to(source))
     with open(dest, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        ignore = tarfile.TarInfo(".dockerignore")
+        ignore.size, ignore.mode = len(DOCKERIGNORE), 0o644
+        tar.addfile(ignore, io.BytesIO(DOCKERIGNORE))
         for path, name in [(dockerfile, "Dockerfile"), *((p, p.relative_to(source).as_posix()) for p in entries)]:
             info = tar.gettarinfo(str(path), arcname=name)
             info.uid = info.gid = 0
@@ -169,7 +176,7 @@ def save_artifact(store: ObjectStore, plan: ArtifactPlan, build: BuildResult, co
         metadata = {
             "format": FORMAT, "key": plan.key, "app": plan.app, "component": plan.component, "tree": plan.tree,
             "commit": checkout.sha, "repository": checkout.repository, "digest": digest, "size": size,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_inputs": build_inputs(plan.app, component, plan.tree), "tests": None, **(extra_metadata or {}),
         }
         temp_key = f"tmp/{uuid.uuid4().hex}.tar.gz"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.blocks.system import Secret

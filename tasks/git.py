@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from git import GitCommandError, Repo
@@ -23,6 +24,7 @@ class Checkout:
     path: Path
     sha: str
     repository: str
+    committed_at: str = ""  # committer time, ISO 8601 UTC: a reproducible "created" time for images
 
     def tree_id(self, subpath: str = ".") -> str:
         """The git tree id of ``subpath`` at this commit: a content address of that directory."""
@@ -35,10 +37,10 @@ class Checkout:
 
     def commit_time(self) -> str:
         """The commit's committer time, ISO 8601 UTC (used as the image's created time)."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         ts = Repo(self.path).commit(self.sha).committed_date
-        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def auth_env(token: SecretStr | None, user: str = "x-access-token") -> dict[str, str]:
@@ -91,4 +93,5 @@ def clone_repo(
         detail = redact(str(exc.stderr or exc).strip(), secrets)
         raise RemoteError(f"could not fetch {sha[:12]} from {repository}: {detail}") from None
     logger.info("checked out %s at %s in %s", repository, sha[:12], path)
-    return Checkout(path=path, sha=sha, repository=repository)
+    checkout = Checkout(path=path, sha=sha, repository=repository)
+    return Checkout(path=path, sha=sha, repository=repository, committed_at=checkout.commit_time())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,39 @@ def oci_labels(revision: str, source: str, extra: dict[str, str] | None = None) 
     labels = {
         "org.opencontainers.image.revision": revision,
         "org.opencontainers.image.source": source,
-        "org.opencontainers.image.created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     labels.update(extra or {})
     return labels
+
+
+def stream_build(client, context: Path, tag: str, dockerfile: str = "Dockerfile", labels: dict[str, str] | None = None,
+                 build_args: dict[str, str] | None = None, network_mode: str | None = None, logger=None,
+                 where: str = "") -> str:
+    """Run one build on ``client`` (a ``docker.DockerClient``), log its steps, return the image id.
+
+    Raises:
+        RemoteError: the build stream reported an error, or no image id came back.
+    """
+    image_id = None
+    last_log = 0.0
+    stream = client.api.build(
+        path=str(context), dockerfile=dockerfile, tag=tag, labels=labels or {}, buildargs=build_args or {},
+        rm=True, forcerm=True, decode=True, network_mode=network_mode,
+    )
+    for chunk in stream:
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+            raise RemoteError(f"image build of {where or tag} failed: {detail}")
+        text = (chunk.get("stream") or "").strip()
+        if logger and text and (text.startswith("Step ") or time.monotonic() - last_log > _PROGRESS_EVERY_S):
+            logger.info("%s", text)
+            last_log = time.monotonic()
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+    if image_id is None:
+        raise RemoteError(f"image build of {where or tag} returned no image id")
+    return image_id
 
 
 @task(name="build-image", task_run_name="build-image-{repository}")
@@ -97,26 +126,10 @@ def build_image(
     logger = get_run_logger()
     all_labels = oci_labels(revision, source, labels)
     client = engine.get_client()
-    image_id = None
-    last_log = 0.0
     try:
-        stream = client.api.build(
-            path=str(context), dockerfile=dockerfile, tag=f"{repository}:{tags[0]}", labels=all_labels,
-            buildargs=build_args or {}, rm=True, forcerm=True, decode=True, network_mode=network_mode,
-        )
-        for chunk in stream:
-            if "error" in chunk or "errorDetail" in chunk:
-                detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
-                raise RemoteError(f"image build of {repository} failed on {engine.name}: {detail}")
-            text = (chunk.get("stream") or "").strip()
-            if text.startswith("Step ") or time.monotonic() - last_log > _PROGRESS_EVERY_S:
-                if text:
-                    logger.info("%s", text)
-                    last_log = time.monotonic()
-            if "aux" in chunk and "ID" in chunk["aux"]:
-                image_id = chunk["aux"]["ID"]
-        if image_id is None:
-            raise RemoteError(f"image build of {repository} on {engine.name} returned no image id")
+        image_id = stream_build(client, context, f"{repository}:{tags[0]}", dockerfile=dockerfile, labels=all_labels,
+                                build_args=build_args, network_mode=network_mode, logger=logger,
+                                where=f"{repository} on {engine.name}")
         image = client.images.get(image_id)
         for tag in tags[1:]:
             image.tag(repository, tag)

@@ -29,7 +29,7 @@ def registry_client(registry: ContainerRegistry) -> httpx.Client:
 def repository_path(registry: ContainerRegistry, repository: str) -> str:
     """``host/ns/name`` → ``ns/name`` (the path the v2 API uses)."""
     prefix = f"{registry.host}/"
-    return repository[len(prefix):] if repository.startswith(prefix) else repository
+    return repository.removeprefix(prefix)
 
 
 @task(name="lookup-image", task_run_name="lookup-image-{repository}:{tag}")

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def tests_passed(tests: dict | None) -> bool:
+    """Whether a test summary (``TestReport.summary()``) records a run that passed."""
+    return bool(tests) and not tests.get("failed_names") and not tests.get("failed") and not tests.get("errors") \
+        and tests.get("exit_code", 0) == 0
+
+
 @dataclass
 class ComponentOutcome:
     """What the pipeline did for one component."""
@@ -22,7 +28,7 @@ class ComponentOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and (self.tests is None or not self.tests.get("failed_names"))
+        return self.error is None and (self.tests is None or tests_passed(self.tests))
 
 
 def _size(n: int | None) -> str:
@@ -58,6 +64,8 @@ def pipeline_report(title: str, sha: str, outcomes: list[ComponentOutcome], run_
                      f"| {o.seconds:.1f}s |")
     problems = [(o.component, o.error) for o in outcomes if o.error]
     failed_tests = [(o.component, n) for o in outcomes for n in (o.tests or {}).get("failed_names", [])]
+    failed_tests += [(o.component, o.tests["detail"]) for o in outcomes
+                     if o.tests and o.tests.get("detail") and not o.tests.get("failed_names")]
     if failed_tests:
         lines += ["", "**Failed tests**", ""] + [f"- {c}: `{n}`" for c, n in failed_tests]
     if problems:

@@ -25,8 +25,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 for var in ("OPSFLOW_HOME", "OPSFLOW_DATABASE_URL", *(f"OPSFLOW_{k.upper()}" for k in TEST_PORTS)):
     os.environ.pop(var, None)
 
-from opsflow.stack import Stack, StackConfig  # noqa: E402
-from opsflow.stack import processes  # noqa: E402
+from opsflow.stack import (
+    Stack,
+    StackConfig,
+    processes,
+)
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ class StackConfig:
             raise InvalidInput("OPSFLOW_DATABASE_URL must be a postgresql+asyncpg:// (or sqlite+aiosqlite://) URL")
 
     @classmethod
-    def from_env(cls, **overrides) -> "StackConfig":
+    def from_env(cls, **overrides) -> StackConfig:
         """Defaults, then ``OPSFLOW_*`` environment variables, then explicit overrides (None = unset)."""
         values: dict = {}
         env = os.environ
@@ -62,7 +62,7 @@ class StackConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def with_services(self, services: tuple[str, ...]) -> "StackConfig":
+    def with_services(self, services: tuple[str, ...]) -> StackConfig:
         return replace(self, services=services)
 
     # Derived locations -------------------------------------------------------------

@@ -2,7 +2,13 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from blocks import (
-    Application, ContainerRegistry, DockerHostTarget, GitForge, KubernetesTarget, MlflowServer, ObjectStore,
+    Application,
+    ContainerRegistry,
+    DockerHostTarget,
+    GitForge,
+    KubernetesTarget,
+    MlflowServer,
+    ObjectStore,
     SshHostTarget,
 )
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 
 from blocks import Application, ObjectStore
 from tasks.artifacts import (
-    ArtifactCorrupt, ArtifactNotFound, artifact_key, load_artifact, pack, plan_artifact, record_test_results,
+    ArtifactCorrupt,
+    ArtifactNotFound,
+    artifact_key,
+    load_artifact,
+    pack,
+    plan_artifact,
+    record_test_results,
     save_artifact,
 )
 from tasks.build import BuildResult

@@ -107,7 +107,7 @@ class _GitHttp(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_git(repo, tmp_path):
-    src, first, second = repo
+    src, first, _second = repo
     _GitHttp.root = src.bare.parent
     _GitHttp.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _GitHttp)

@@ -1,0 +1,122 @@
+"""GitOps, pull request side: build every component once, store the artifact, run the tests, report."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from prefect import flow
+from pydantic import Field
+
+from blocks.fields import Name, Sha
+from flows.gitops_common import (
+    PipelineConfig,
+    load_config,
+    outcome_error,
+    raise_if_failed,
+    report_key,
+    report_outcome,
+    report_pending,
+)
+from tasks.app_tests import run_tests
+from tasks.artifacts import plan_artifact, record_test_results, save_artifact
+from tasks.build import build_app
+from tasks.env_files import fetch_env_files, redaction_list
+from tasks.git import Checkout, clone_repo
+from tasks.summaries import ComponentOutcome, tests_passed
+from tasks.workspace import cleanup_workspace
+
+CONTEXT = "opsflow/gitops-pr"
+PrNumber = Annotated[int, Field(gt=0, le=10**9, description="Pull request number.")]
+
+
+def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
+    """One component's outcome from its build → save → test futures (waited for)."""
+    tested.wait()
+    outcome = ComponentOutcome(comp.name)
+    if not build.state.is_completed():
+        outcome.error = outcome_error(build.state)
+        return outcome
+    outcome.seconds = build.result().duration_s
+    if not saved.state.is_completed():
+        outcome.error = outcome_error(saved.state)
+        return outcome
+    ref = saved.result()
+    outcome.artifact_key, outcome.artifact_digest, outcome.artifact_size = ref.key, ref.digest, ref.size
+    outcome.artifact_reused = not ref.uploaded
+    result = tested.result(raise_on_failure=False)
+    report = getattr(result, "report", result)  # TestsFailed carries its report
+    if not hasattr(report, "summary"):
+        outcome.error = outcome_error(tested.state)
+        return outcome
+    outcome.tests = report.summary()
+    outcome.seconds += report.seconds
+    record_test_results(store, ref.key, outcome.tests)
+    return outcome
+
+
+def build_and_test(cfg: PipelineConfig, checkout: Checkout, redact: list[str]) -> list[ComponentOutcome]:
+    """Build, store and test every component in parallel; a stored artifact that passed is reused."""
+    application, store = cfg.application, cfg.store
+    plans = [(c, plan_artifact.submit(store, checkout, application.name, c)) for c in application.components]
+    reused, chains = [], []
+    for comp, plan_future in plans:
+        plan = plan_future.result()
+        if plan.exists and tests_passed(plan.metadata.get("tests")):
+            reused.append(ComponentOutcome(comp.name, plan.key, plan.metadata["digest"], plan.metadata["size"],
+                                           artifact_reused=True, tests=plan.metadata["tests"]))
+            continue
+        build = build_app.submit(checkout, comp, redact)
+        saved = save_artifact.submit(store, plan, build, comp, checkout)
+        tested = run_tests.submit(checkout, comp, redact, wait_for=[saved])
+        chains.append((comp, plan, build, saved, tested))
+    outcomes = reused + [_collect(*chain, store) for chain in chains]
+    order = [c.name for c in application.components]
+    return sorted(outcomes, key=lambda o: order.index(o.component))
+
+
+@flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True)
+def gitops_pr(
+    app: Name,
+    pr: PrNumber,
+    sha: Sha,
+    forge_block: str | None = None,
+    store_block: str = "opsflow-artifacts",
+) -> list[dict]:
+    """Pull request pipeline: clone the head SHA, write env files, build, store the artifact, test, report.
+
+    Components run in parallel. Re-running for a SHA whose artifacts are stored and tested
+    builds nothing. The commit status goes pending → success/failure and one PR comment is
+    kept up to date.
+
+    Args:
+        app: name of the Application block.
+        pr: pull request number (for the comment).
+        sha: the PR head commit to build (full SHA).
+        forge_block: GitForge block to report to (statuses and one PR comment); none = no forge reports.
+        store_block: ObjectStore block where artifacts are kept.
+    Returns:
+        One row per component: artifact key, digest, size and test summary.
+    Raises:
+        PipelineFailed: a component failed to build, store or pass its tests (all are named).
+    """
+    started = time.monotonic()
+    cfg = load_config(app, store_block, forge_block)
+    report_pending(cfg, sha, CONTEXT, "building and testing")
+    outcomes: list[ComponentOutcome] = []
+    checkout = None
+    try:
+        checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
+        written = fetch_env_files(checkout, cfg.application.env_files, cfg.secrets)
+        redact = redaction_list(checkout, written) + ([cfg.forge.token.get_secret_value()] if cfg.forge else [])
+        outcomes = build_and_test(cfg, checkout, redact)
+    except Exception as exc:
+        outcomes = outcomes or [ComponentOutcome(c.name, error=str(exc)) for c in cfg.application.components]
+        raise
+    finally:
+        report_outcome(cfg, sha, CONTEXT, pr, f"opsflow GitOps · {cfg.application.name} · PR #{pr}", outcomes,
+                       started, report_key("gitops-pr", cfg.application.name))
+        if checkout is not None:
+            cleanup_workspace([checkout.path])
+    raise_if_failed(outcomes)
+    return [o.__dict__ for o in outcomes]

@@ -1,0 +1,119 @@
+"""The sample application shipped in ``samples/shop``: its git repository and its blocks.
+
+The demo, the tests and the benchmarks all run the GitOps pipeline on it: a TypeScript
+backend (a Node HTTP server) and a TypeScript frontend (static files served by busybox httpd).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from blocks.application import Application, Component, EnvFile, HealthCheck
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHOP_SOURCE = PROJECT_ROOT / "samples" / "shop"
+NPM_CI = ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"]
+GIT_ENV = {"GIT_AUTHOR_NAME": "opsflow", "GIT_AUTHOR_EMAIL": "opsflow@localhost.invalid",
+           "GIT_COMMITTER_NAME": "opsflow", "GIT_COMMITTER_EMAIL": "opsflow@localhost.invalid"}
+_IGNORED = shutil.ignore_patterns("node_modules", "dist", ".test-build", "junit.xml", ".env")
+
+
+def git(*args: str, cwd: Path) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True,
+                         check=True, timeout=120)
+    return out.stdout.strip()
+
+
+class SampleRepo:
+    """A working copy with a bare ``origin`` on disk; ``commit()`` pushes and returns the SHA."""
+
+    def __init__(self, root: Path, source: Path | None = None, branch: str = "main"):
+        self.work = root / "work"
+        self.bare = root / "origin.git"
+        if source is not None:
+            shutil.copytree(source, self.work, ignore=_IGNORED)
+        else:
+            self.work.mkdir(parents=True)
+        git("init", "--bare", "-q", "-b", branch, str(self.bare), cwd=root)
+        git("init", "-q", "-b", branch, cwd=self.work)
+        git("remote", "add", "origin", str(self.bare), cwd=self.work)
+        self.branch = branch
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.bare}"
+
+    def write(self, rel: str, text: str) -> None:
+        path = self.work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def read(self, rel: str) -> str:
+        return (self.work / rel).read_text()
+
+    def commit(self, message: str = "change", branch: str | None = None) -> str:
+        branch = branch or self.branch
+        git("checkout", "-q", "-B", branch, cwd=self.work)
+        git("add", "-A", cwd=self.work)
+        git("commit", "-q", "--allow-empty", "-m", message, cwd=self.work)
+        git("push", "-q", "--force", "origin", f"HEAD:refs/heads/{branch}", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    def merge(self, branch: str, into: str | None = None, message: str | None = None) -> str:
+        """Merge ``branch`` into ``into`` with a merge commit (as a forge's merge button does); push it."""
+        into = into or self.branch
+        git("checkout", "-q", into, cwd=self.work)
+        git("merge", "-q", "--no-ff", "-m", message or f"Merge branch {branch}", branch, cwd=self.work)
+        git("push", "-q", "origin", f"HEAD:refs/heads/{into}", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    def tree(self, sha: str, path: str) -> str:
+        """The git tree id of ``path`` at ``sha``."""
+        return git("rev-parse", f"{sha}:{path}", cwd=self.work)
+
+
+def shop_components(names: tuple[str, ...] = ("backend", "frontend")) -> list[Component]:
+    """The shop's components as the pipeline builds them."""
+    known = {
+        "backend": Component(
+            name="backend", path="backend", build_commands=[NPM_CI, ["npm", "run", "build"]], build_output="dist",
+            test_command=["npm", "test"], junit_report="junit.xml", dockerfile="Dockerfile", base_image="opsflow:node",
+            ports=[8080], health_check=HealthCheck(path="/healthz"),
+        ),
+        "frontend": Component(
+            name="frontend", path="frontend", build_commands=[NPM_CI, ["npm", "run", "build"]], build_output="dist",
+            test_command=["npm", "test"], junit_report="junit.xml", dockerfile="Dockerfile",
+            base_image="opsflow:busybox", ports=[8081], health_check=HealthCheck(path="/healthz"),
+        ),
+    }
+    return [known[n] for n in names]
+
+
+def env_secret_name(app: str, component: str) -> str:
+    return f"{app}-{component}-env"
+
+
+def env_file_text(public_name: str = "shop", build_token: str | None = None) -> str:
+    """An env file as the build server keeps it: a public value baked into the build and a secret."""
+    return f"PUBLIC_API_NAME={public_name}\nBUILD_TOKEN={build_token or secrets.token_hex(16)}\n"
+
+
+def save_shop_blocks(repository: str, name: str = "shop", forge_repo: str = "", env_text: str | None = None,
+                     components: tuple[str, ...] = ("backend", "frontend")) -> Application:
+    """Save the shop's Application block and one Secret block per component env file."""
+    from prefect.blocks.system import Secret
+
+    comps = shop_components(components)
+    text = env_text or env_file_text()
+    for comp in comps:
+        Secret(value=text).save(env_secret_name(name, comp.name), overwrite=True)
+    app = Application(
+        name=name, repository=repository, forge_repo=forge_repo, components=comps,
+        env_files=[EnvFile(secret_block=env_secret_name(name, c.name), path=f"{c.path}/.env") for c in comps],
+    )
+    app.save(name, overwrite=True)
+    return app
