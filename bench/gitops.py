@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -131,14 +132,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="measured rounds of each side (best is kept)")
     args = parser.parse_args()
 
+    # Before Prefect is imported: this process is a client of the stack's server, never an ephemeral one.
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
     from opsflow.stack import Stack, StackConfig
 
     cfg = StackConfig.from_env()
+    if cfg.prefect_api_url != os.environ["PREFECT_API_URL"]:
+        sys.exit(f"set PREFECT_API_URL={cfg.prefect_api_url} (the stack's server) and run again")
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}), \
-            tempfile.TemporaryDirectory(prefix="opsflow-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="opsflow-bench-") as tmp:
         from flows.gitops_pr import gitops_pr
 
         bench = Bench(Path(tmp))

@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
 
@@ -78,6 +78,8 @@ def report_outcome(cfg: PipelineConfig, sha: str, context: str, pr: int | None, 
     """The run's markdown summary artifact, the commit status and (for a PR) the one PR comment."""
     body = pipeline_report(title, sha, outcomes, run_url(), time.monotonic() - started)
     create_markdown_artifact(markdown=body, key=key, description=title)
+    create_table_artifact(key=f"{key}-components", table=[outcome_row(o) for o in outcomes],
+                          description=f"{title}: one row per component")
     if cfg.reports_to_forge:
         ok = bool(outcomes) and all(o.ok for o in outcomes)
         failed = ", ".join(o.component for o in outcomes if not o.ok)
@@ -86,6 +88,17 @@ def report_outcome(cfg: PipelineConfig, sha: str, context: str, pr: int | None, 
         if pr:
             upsert_pr_comment(cfg.forge, cfg.application.forge_repo, pr, key, body)
     return body
+
+
+def outcome_row(outcome: ComponentOutcome) -> dict:
+    """A component's outcome as a flat table row (the run's ``*-components`` artifact)."""
+    tests = outcome.tests or {}
+    return {"component": outcome.component, "ok": outcome.ok, "artifact_key": outcome.artifact_key,
+            "artifact_digest": outcome.artifact_digest, "artifact_size": outcome.artifact_size,
+            "artifact_reused": outcome.artifact_reused, "tests_passed": tests.get("passed"),
+            "tests_failed": (tests.get("failed") or 0) + (tests.get("errors") or 0) if tests else None,
+            "image_ref": outcome.image_ref, "image_tags": " ".join(outcome.image_tags), "error": outcome.error or "",
+            "seconds": round(outcome.seconds, 1)}
 
 
 def outcome_error(state) -> str:

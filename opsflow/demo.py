@@ -1,16 +1,29 @@
-"""``opsflow demo``: bring the stack up, register the demo deployment, run it on a worker."""
+"""``opsflow demo``: the stack, the GitOps deployments, and a pull request then its merge on the sample shop.
+
+The flows run as deployments on the ``vault-build`` worker, exactly as a webhook would start
+them, so every step is visible in the Prefect UI. No forge is reachable from here, so the
+demo reports to the run's artifacts only (the PR comment's text is the run's summary).
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from opsflow.errors import OpsflowError
+from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
 from opsflow.stack import Stack, StackConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SMOKE_DEPLOYMENT = "smoke-image/demo"
+DEMO_APP = "shop"
+DEPLOYMENTS = {
+    "gitops-pr/demo": ("flows/gitops_pr.py:gitops_pr", "Pull request: build, store and test the shop."),
+    "gitops-merge/demo": ("flows/gitops_merge.py:gitops_merge", "Merge: the PR's artifact becomes a pushed image."),
+    "smoke-image/demo": ("flows/smoke.py:smoke_image", "Builds a busybox image and pushes it (engine check)."),
+}
 
 
 def git_version() -> str:
@@ -23,41 +36,62 @@ def git_version() -> str:
         return "unversioned"
 
 
-def deploy_smoke(work_pool: str = "vault-build") -> str:
-    """Create or update the smoke flow's deployment on ``work_pool``; returns its id."""
+def deploy_demo_flows(work_pool: str = "vault-build") -> list[str]:
+    """Create or update the demo deployments on ``work_pool``; returns their names."""
     from prefect import flow
 
-    smoke = flow.from_source(source=str(PROJECT_ROOT), entrypoint="flows/smoke.py:smoke_image")
-    deployment_id = smoke.deploy(
-        name="demo", work_pool_name=work_pool, version=git_version(), tags=["opsflow", "smoke"],
-        description="Builds a busybox image with the build server's engine and pushes it to the registry.",
-        build=False, push=False, print_next_steps=False, ignore_warnings=True,
-    )
-    return str(deployment_id)
+    for name, (entrypoint, description) in DEPLOYMENTS.items():
+        loaded = flow.from_source(source=str(PROJECT_ROOT), entrypoint=entrypoint)
+        loaded.deploy(name=name.split("/")[1], work_pool_name=work_pool, version=git_version(),
+                      tags=["opsflow", "demo"], description=description, build=False, push=False,
+                      print_next_steps=False, ignore_warnings=True)
+    return list(DEPLOYMENTS)
 
 
-def run_smoke(cfg: StackConfig, tag: str, timeout: float = 600) -> dict:
-    """Run the smoke deployment on its worker and return the pushed image and the run's UI URL."""
+def publish_sample(cfg: StackConfig) -> tuple[str, str, str]:
+    """The sample shop as a fresh git repository under the stack home: a PR branch and its merge.
+
+    Returns the clone URL, the PR head SHA and the merge SHA. The source is the same every
+    time, so a second demo finds the artifacts of the first one and builds nothing.
+    """
+    root = cfg.home / "demo" / "shop-repo"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    repo = SampleRepo(root)
+    repo.write("README.md", "# shop\n\nThe opsflow sample shop.\n")
+    repo.commit("initial")
+    shutil.copytree(SHOP_SOURCE, repo.work, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("node_modules", "dist", ".test-build", "junit.xml", ".env"))
+    head = repo.commit("Add the shop's backend and frontend", branch="feature/shop")
+    return repo.url, head, repo.merge("feature/shop", message="Merge pull request #1 from feature/shop")
+
+
+def components_table(run_id) -> list[dict]:
+    """The ``*-components`` table artifact a GitOps run left."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    for artifact in artifacts:
+        if artifact.key and artifact.key.endswith("-components"):
+            return artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+    raise OpsflowError(f"flow run {run_id} left no components table")
+
+
+def run_step(cfg: StackConfig, deployment: str, parameters: dict, timeout: float = 1200) -> dict:
+    """Run ``deployment`` on its worker; its state, UI URL and components table."""
     from prefect.deployments import run_deployment
 
-    from flows.smoke import RESULT_ARTIFACT_KEY
-
     started = time.monotonic()
-    run = run_deployment(SMOKE_DEPLOYMENT, parameters={"tag": tag}, timeout=timeout)
+    run = run_deployment(deployment, parameters=parameters, timeout=timeout)
     url = f"{cfg.url(cfg.prefect_port)}/runs/flow-run/{run.id}"
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
-        raise OpsflowError(f"the smoke run ended {state}; see its logs at {url}")
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[RESULT_ARTIFACT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
-    if not artifacts:
-        raise OpsflowError(f"the smoke run completed but left no {RESULT_ARTIFACT_KEY!r} artifact; see {url}")
-    row = artifacts[0].data
-    row = (row if isinstance(row, list) else __import__("json").loads(row))[0]
-    return {**row, "run_url": url, "seconds": round(time.monotonic() - started, 1)}
+        raise OpsflowError(f"{deployment} ended {state}: {run.state.message if run.state else ''}; see {url}")
+    return {"id": str(run.id), "url": url, "rows": components_table(run.id),
+            "seconds": round(time.monotonic() - started, 1)}
 
 
 def run_demo(cfg: StackConfig) -> dict:
@@ -66,10 +100,20 @@ def run_demo(cfg: StackConfig) -> dict:
 
     Stack(cfg).up()
     with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
-        deploy_smoke()
-        print(f"deployment {SMOKE_DEPLOYMENT} registered on work pool vault-build")
-        result = run_smoke(cfg, tag=f"demo-{int(time.time())}")
-    print(f"pushed image : {result['ref']}")
-    print(f"digest       : {result['digest']}")
-    print(f"Prefect run  : {result['run_url']}  ({result['seconds']}s)")
-    return result
+        names = deploy_demo_flows()
+        print(f"deployments {', '.join(names)} registered on work pool vault-build")
+        url, head, merge_sha = publish_sample(cfg)
+        save_shop_blocks(url, name=DEMO_APP)
+        print(f"sample repository: {url}\n  pull request #1 head {head[:12]}, merge commit {merge_sha[:12]}")
+        pr = run_step(cfg, "gitops-pr/demo", {"app": DEMO_APP, "pr": 1, "sha": head})
+        print(f"\nPR pipeline  ({pr['seconds']}s)  {pr['url']}")
+        for row in pr["rows"]:
+            reused = " (reused)" if row["artifact_reused"] else ""
+            print(f"  {row['component']:9} artifact {row['artifact_key']}{reused}  {row['artifact_size']} bytes  "
+                  f"tests {row['tests_passed']} passed, {row['tests_failed']} failed")
+        merge = run_step(cfg, "gitops-merge/demo", {"app": DEMO_APP, "sha": merge_sha, "branch": "main", "pr": 1})
+        print(f"\nmerge pipeline  ({merge['seconds']}s)  {merge['url']}")
+        for row in merge["rows"]:
+            print(f"  {row['component']:9} image {row['image_ref']}  tags {row['image_tags']}")
+    print(f"\nPrefect UI: {cfg.url(cfg.prefect_port)}")
+    return {"pr": pr, "merge": merge, "head": head, "merge_sha": merge_sha}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,6 +100,15 @@ def stream_build(client, context: Path, tag: str, dockerfile: str = "Dockerfile"
     return image_id
 
 
+def label_instruction(labels: dict[str, str]) -> str:
+    """One ``LABEL "k"="v" ...`` Dockerfile line; values are quoted and ``$`` is not expanded."""
+    bad = [k for k, v in labels.items() if "\n" in k or "\n" in v or "\r" in k or "\r" in v]
+    if bad:
+        raise InvalidInput(f"image label(s) {bad} contain a line break")
+    quoted = (f"{json.dumps(k)}={json.dumps(v)}".replace("$", "\\$") for k, v in sorted(labels.items()))
+    return "LABEL " + " ".join(quoted) + "\n"
+
+
 @task(name="build-image", task_run_name="build-image-{repository}")
 def build_image(
     engine: DockerHostTarget,
@@ -127,9 +138,15 @@ def build_image(
     all_labels = oci_labels(revision, source, labels)
     client = engine.get_client()
     try:
-        image_id = stream_build(client, context, f"{repository}:{tags[0]}", dockerfile=dockerfile, labels=all_labels,
-                                build_args=build_args, network_mode=network_mode, logger=logger,
-                                where=f"{repository} on {engine.name}")
+        with tempfile.TemporaryDirectory(prefix="opsflow-dockerfile-") as tmp:
+            # The labels go in as one LABEL instruction: the engine's `labels` option adds a build step
+            # (a layer commit) per label. docker-py sends a Dockerfile from outside the context beside
+            # it, excluded from COPY.
+            generated = Path(tmp) / "Dockerfile"
+            generated.write_text((context / dockerfile).read_text().rstrip("\n") + "\n" + label_instruction(all_labels))
+            image_id = stream_build(client, context, f"{repository}:{tags[0]}", dockerfile=str(generated),
+                                    build_args=build_args, network_mode=network_mode, logger=logger,
+                                    where=f"{repository} on {engine.name}")
         image = client.images.get(image_id)
         for tag in tags[1:]:
             image.tag(repository, tag)

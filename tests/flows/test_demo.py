@@ -1,0 +1,75 @@
+"""`opsflow demo`: PR then merge of the sample shop, run as deployments on the vault-build worker."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import httpx
+import pytest
+
+from opsflow.demo import run_demo
+from tasks.registry_api import MANIFEST_TYPES
+
+pytestmark = [pytest.mark.stack, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module")
+def demo(stack):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = run_demo(stack)
+    return result, printed.getvalue()
+
+
+def _digest(stack, repository: str, reference: str) -> str | None:
+    path = repository.split("/", 1)[1]
+    resp = httpx.head(f"{stack.url(stack.registry_port)}/v2/{path}/manifests/{reference}",
+                      headers={"Accept": MANIFEST_TYPES}, timeout=10)
+    return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
+
+
+def test_the_demo_prints_artifact_keys_image_refs_and_run_urls(stack, demo):
+    result, printed = demo
+    ui = stack.url(stack.prefect_port)
+    assert f"{ui}/runs/flow-run/{result['pr']['id']}" in printed
+    assert f"{ui}/runs/flow-run/{result['merge']['id']}" in printed
+    for row in result["pr"]["rows"]:
+        assert row["artifact_key"] in printed and row["tests_passed"] > 0 and row["tests_failed"] == 0
+    for row in result["merge"]["rows"]:
+        assert row["image_ref"] in printed
+
+
+def test_the_demo_images_are_in_the_registry_under_the_printed_digests(stack, demo):
+    result, _ = demo
+    assert {r["component"] for r in result["merge"]["rows"]} == {"backend", "frontend"}
+    for row in result["merge"]["rows"]:
+        repository, digest = row["image_ref"].split("@")
+        assert _digest(stack, repository, digest) == digest
+        assert _digest(stack, repository, result["merge_sha"]) == digest
+        assert _digest(stack, repository, "main") == digest
+
+
+def test_the_demo_runs_ran_on_the_vault_build_worker(stack, demo):
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    result, _ = demo
+    with get_client(sync_client=True) as client:
+        for step, name in (("pr", "gitops-pr-shop-#1-"), ("merge", "gitops-merge-shop-")):
+            run = client.read_flow_run(UUID(result[step]["id"]))
+            assert run.work_pool_name == "vault-build" and run.state.is_completed()
+            assert run.name.startswith(name)
+
+
+def test_a_second_demo_reuses_the_stored_artifacts(stack, demo):
+    """The demo repository is made anew (new commits) from the same source: same trees, same artifacts."""
+    first, _ = demo
+    with contextlib.redirect_stdout(io.StringIO()):
+        again = run_demo(stack)
+    assert again["merge_sha"] != first["merge_sha"]
+    assert all(r["artifact_reused"] for r in again["pr"]["rows"])
+    assert [r["artifact_key"] for r in again["merge"]["rows"]] == [r["artifact_key"] for r in first["merge"]["rows"]]
+    assert [r["artifact_digest"] for r in again["merge"]["rows"]] == \
+        [r["artifact_digest"] for r in first["merge"]["rows"]]

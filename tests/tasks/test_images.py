@@ -1,0 +1,49 @@
+"""build_image on the real engine: labels arrive verbatim, the Dockerfile stays out of the image, bad names fail early."""
+
+from __future__ import annotations
+
+import pytest
+
+from opsflow.errors import InvalidInput
+from tasks.base_image import prepare_busybox_context
+from tasks.images import build_image, label_instruction
+
+pytestmark = [pytest.mark.stack, pytest.mark.docker]
+
+
+@pytest.fixture
+def engine(stack):
+    from blocks import DockerHostTarget
+
+    return DockerHostTarget.load("build-server")
+
+
+def test_labels_are_kept_verbatim_and_the_generated_dockerfile_is_not_copied(engine, docker_client):
+    context = prepare_busybox_context.fn('COPY . /ctx\nCMD ["/bin/ls", "-a", "/ctx"]\n', files={"hello.txt": "hi\n"})
+    (context / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
+    tricky = 'a "quoted" $HOME \\ value'
+    built = build_image.fn(engine, context, "opsflow-test/labels", ["t1", "t2"], revision="abc", source="file:///x",
+                           labels={"dev.opsflow.test": tricky})
+    image = docker_client.images.get(built.image_id)
+    try:
+        assert image.labels["dev.opsflow.test"] == tricky
+        assert image.labels["org.opencontainers.image.revision"] == "abc"
+        assert {"opsflow-test/labels:t1", "opsflow-test/labels:t2"} <= set(image.tags)
+        listing = docker_client.containers.run(built.image_id, remove=True).decode().split()
+        assert "hello.txt" in listing and not [n for n in listing if "ockerfile" in n or n == ".dockerignore"]
+    finally:
+        docker_client.images.remove(built.image_id, force=True)
+
+
+def test_a_label_with_a_line_break_is_refused():
+    with pytest.raises(InvalidInput, match="line break"):
+        label_instruction({"x": "a\nRUN rm -rf /"})
+
+
+@pytest.mark.parametrize("repository, tags", [("Bad/Name", ["t"]), ("ok/name", ["latest"]), ("ok/name", ["a;b"])])
+def test_bad_names_fail_before_the_engine_is_touched(repository, tags, tmp_path):
+    from blocks import DockerHostTarget
+
+    nowhere = DockerHostTarget(name="nowhere", base_url="tcp://127.0.0.1:1")
+    with pytest.raises(InvalidInput):
+        build_image.fn(nowhere, tmp_path, repository, tags, revision="r", source="s")
