@@ -10,7 +10,11 @@ artifact and no image in the registry. Runs of the two sides alternate so drift 
   vs a plain script calling the same task functions (``.fn``, no Prefect) in the same order
   and with the same per-component parallelism (threads). Best round of each.
 * ``rerun_ratio``: a second PR flow run for the same SHA vs the cold one.
-* ``parallel_ratio``: the PR flow on two components vs on one (backend).
+* ``parallel_ratio``: the PR flow on two components vs on one (backend); ``parallel_ratio_plain``
+  is the same for the plain script, i.e. what the machine's cores allow.
+* ``rerun_ratio_server``: the same as ``rerun_ratio`` from the run durations the Prefect server
+  recorded; ``heartbeat_teardown_s``: the wait Prefect's heartbeat thread adds when a flow call
+  returns (it sleeps in 1 s steps), included in every wall-clock figure above.
 
 Prints one line per measurement and a final line ``RESULT {json}``.
 """
@@ -29,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def plain_pipeline(app_name: str, head: str, merge_sha: str) -> None:
+def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True) -> None:
     """The GitOps work without Prefect: the same functions, the same order, threads per component."""
     from prefect.blocks.system import Secret
     from prefect.logging import disable_run_logger
@@ -65,6 +69,8 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str) -> None:
         with ThreadPoolExecutor(len(app.components)) as pool:
             list(pool.map(pr_component, app.components))
         cleanup_workspace.fn([checkout.path])
+        if not merge:
+            return
         # merge
         registry = ContainerRegistry.load("local-registry")
         engine = DockerHostTarget.load("build-server")
@@ -109,22 +115,53 @@ class Bench:
         head = self.repo.commit(f"bench round {self.n}", branch=branch)
         return head, self.repo.merge(branch)
 
-    def flows(self, app: str, merge: bool = True) -> tuple[float, str]:
+    def flows(self, app: str, merge: bool = True) -> tuple[float, str, float]:
+        """Wall time of the calls, the PR head, and the PR run's duration as the server recorded it."""
         from flows.gitops_merge import gitops_merge
         from flows.gitops_pr import gitops_pr
 
         head, merge_sha = self.fresh_commit()
         started = time.perf_counter()
-        gitops_pr(app=app, pr=self.n, sha=head)
+        state = gitops_pr(app=app, pr=self.n, sha=head, return_state=True)
+        state.result()
         if merge:
             gitops_merge(app=app, sha=merge_sha)
-        return time.perf_counter() - started, head
+        return time.perf_counter() - started, head, server_seconds(state)
 
-    def plain(self, app: str) -> float:
+    def plain(self, app: str, merge: bool = True) -> float:
         head, merge_sha = self.fresh_commit()
         started = time.perf_counter()
-        plain_pipeline(app, head, merge_sha)
+        plain_pipeline(app, head, merge_sha, merge=merge)
         return time.perf_counter() - started
+
+
+def server_seconds(state) -> float:
+    """Running → final, as the Prefect server recorded the flow run (what the UI shows)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id).total_run_time.total_seconds()
+
+
+def heartbeat_teardown_s() -> float:
+    """What Prefect's flow-run heartbeat thread adds when a flow call returns (it sleeps in 1 s steps)."""
+    from prefect import flow
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    @flow
+    def nothing() -> None:
+        return None
+
+    times = {}
+    for beat in (180, None):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: beat}):
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter()
+                nothing()
+                runs.append(time.perf_counter() - started)
+        times[beat] = min(runs)
+    return times[180] - times[None]
 
 
 def main() -> None:
@@ -151,33 +188,44 @@ def main() -> None:
         flow_s, plain_s = [], []
         for i in range(args.rounds):
             plain_s.append(bench.plain("bench-shop"))
-            seconds, _ = bench.flows("bench-shop")
-            flow_s.append(seconds)
+            flow_s.append(bench.flows("bench-shop")[0])
             print(f"round {i + 1}: plain {plain_s[-1]:.2f}s  flows {flow_s[-1]:.2f}s", flush=True)
 
-        cold, rerun = [], []
+        cold, rerun, cold_server, rerun_server = [], [], [], []
         for _ in range(args.rounds):
-            seconds, head = bench.flows("bench-shop", merge=False)
+            seconds, head, server = bench.flows("bench-shop", merge=False)
             started = time.perf_counter()
-            gitops_pr(app="bench-shop", pr=bench.n, sha=head)
-            cold.append(seconds)
+            state = gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True)
             rerun.append(time.perf_counter() - started)
-            print(f"PR cold {cold[-1]:.2f}s  PR rerun {rerun[-1]:.2f}s", flush=True)
+            cold.append(seconds)
+            cold_server.append(server)
+            rerun_server.append(server_seconds(state))
+            print(f"PR cold {cold[-1]:.2f}s  PR rerun {rerun[-1]:.2f}s  (server-recorded {cold_server[-1]:.2f}s / "
+                  f"{rerun_server[-1]:.2f}s)", flush=True)
 
-        one, two = [], []
+        one, two, plain_one, plain_two = [], [], [], []
         for _ in range(args.rounds):
             one.append(bench.flows("bench-shop-one", merge=False)[0])
             two.append(bench.flows("bench-shop", merge=False)[0])
-            print(f"PR one component {one[-1]:.2f}s  two components {two[-1]:.2f}s", flush=True)
+            plain_one.append(bench.plain("bench-shop-one", merge=False))
+            plain_two.append(bench.plain("bench-shop", merge=False))
+            print(f"PR one component {one[-1]:.2f}s  two components {two[-1]:.2f}s  (plain script: "
+                  f"{plain_one[-1]:.2f}s / {plain_two[-1]:.2f}s)", flush=True)
+        teardown = heartbeat_teardown_s()
 
     result = {
         "overhead_ratio": round(min(flow_s) / min(plain_s), 3),
         "overhead_s": round(min(flow_s) - min(plain_s), 2),
         "rerun_ratio": round(min(rerun) / min(cold), 3),
         "parallel_ratio": round(min(two) / min(one), 3),
+        "rerun_ratio_server": round(min(rerun_server) / min(cold_server), 3),
+        "parallel_ratio_plain": round(min(plain_two) / min(plain_one), 3),
+        "heartbeat_teardown_s": round(teardown, 2),
         "flows_s": [round(s, 2) for s in flow_s], "plain_s": [round(s, 2) for s in plain_s],
         "pr_cold_s": [round(s, 2) for s in cold], "pr_rerun_s": [round(s, 2) for s in rerun],
         "one_component_s": [round(s, 2) for s in one], "two_components_s": [round(s, 2) for s in two],
+        "plain_one_component_s": [round(s, 2) for s in plain_one],
+        "plain_two_components_s": [round(s, 2) for s in plain_two],
         "rounds": args.rounds,
         "targets": {"overhead_ratio": 1.15, "overhead_s": 2.0, "rerun_ratio": 0.10, "parallel_ratio": 1.3},
     }

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from typing import Any
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from blocks.fields import HttpUrl, Name, RequiredSecret
+
+# boto3 clients are thread-safe but slow to make (~0.2 s: the service model is loaded each
+# time), so one client per distinct configuration is kept for the life of the process.
+_CLIENTS: dict[tuple, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
 class ObjectStore(Block):
@@ -52,10 +59,16 @@ class ObjectStore(Block):
         }
 
     def get_client(self):
-        """A boto3 S3 client for this store."""
+        """A boto3 S3 client for this store (shared by every caller with the same configuration)."""
         import boto3
 
-        return boto3.session.Session().client("s3", **self.client_kwargs())
+        secret = hashlib.sha256(self.secret_access_key.get_secret_value().encode()).hexdigest()
+        key = (self.endpoint_url, self.region, self.access_key_id.get_secret_value(), secret, self.verify_tls,
+               self.connect_timeout, self.read_timeout, self.max_attempts)
+        with _CLIENTS_LOCK:
+            if key not in _CLIENTS:
+                _CLIENTS[key] = boto3.session.Session().client("s3", **self.client_kwargs())
+            return _CLIENTS[key]
 
     def as_s3_bucket(self):
         """The same bucket as a prefect-aws ``S3Bucket`` block, for the collection's tasks."""

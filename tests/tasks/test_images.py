@@ -47,3 +47,34 @@ def test_bad_names_fail_before_the_engine_is_touched(repository, tags, tmp_path)
     nowhere = DockerHostTarget(name="nowhere", base_url="tcp://127.0.0.1:1")
     with pytest.raises(InvalidInput):
         build_image.fn(nowhere, tmp_path, repository, tags, revision="r", source="s")
+
+
+def test_a_registry_that_is_down_is_retried_then_fails_naming_it(engine, docker_client):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from blocks import ContainerRegistry
+    from tasks.images import BuiltImage, push_image
+    from tasks.registry_api import lookup_image
+    from tests.flows.gitops_harness import free_port
+
+    port = free_port()  # nothing listens there
+    down = ContainerRegistry(url=f"http://127.0.0.1:{port}", timeout=2)
+    context = prepare_busybox_context.fn()
+    built = build_image.fn(engine, context, f"127.0.0.1:{port}/opsflow-test/down", ["t1"], revision="r", source="s")
+
+    @flow
+    def push_to_a_dead_registry():
+        return push_image.with_options(retry_delay_seconds=0)(engine, down, built, return_state=True)
+
+    try:
+        state = push_to_a_dead_registry()
+        assert state.is_failed()
+        message = str(state.result(raise_on_failure=False))
+        assert f"127.0.0.1:{port}" in message and "push of" in message
+        with get_client(sync_client=True) as client:
+            assert client.read_task_run(state.state_details.task_run_id).run_count == 4  # 1 try + 3 retries
+        with pytest.raises(Exception, match=f"127.0.0.1:{port}.*after 2 attempts"):
+            lookup_image.fn(down, f"127.0.0.1:{port}/opsflow-test/down", "t1", attempts=2)
+    finally:
+        docker_client.images.remove(built.image_id, force=True)
