@@ -17,9 +17,11 @@ _BASE = int(os.environ.get("OPSFLOW_TEST_PORT_BASE", "24000"))
 TEST_PORTS = {"prefect_port": _BASE + 200, "s3_port": _BASE + 900, "registry_port": _BASE + 500,
               "mlflow_port": _BASE + 501}
 
-(OUTPUT / "prefect-client").mkdir(parents=True, exist_ok=True)
+# Each port base gets its own state directory, so two sessions (other ports) can run side by side.
+_SUFFIX = "" if _BASE == 24000 else f"-{_BASE}"
+(OUTPUT / f"prefect-client{_SUFFIX}").mkdir(parents=True, exist_ok=True)
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{TEST_PORTS['prefect_port']}/api"
-os.environ["PREFECT_HOME"] = str(OUTPUT / "prefect-client")
+os.environ["PREFECT_HOME"] = str(OUTPUT / f"prefect-client{_SUFFIX}")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 for var in ("OPSFLOW_HOME", "OPSFLOW_DATABASE_URL", *(f"OPSFLOW_{k.upper()}" for k in TEST_PORTS)):
@@ -34,7 +36,7 @@ from opsflow.stack import (
 
 @pytest.fixture(scope="session")
 def stack_config() -> StackConfig:
-    return StackConfig(home=OUTPUT / "stack", **TEST_PORTS)
+    return StackConfig(home=OUTPUT / f"stack{_SUFFIX}", **TEST_PORTS)
 
 
 @pytest.fixture(scope="session")
