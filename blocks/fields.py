@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 
 from opsflow.errors import InvalidInput
 
@@ -56,7 +56,8 @@ def check_relative_path(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(check_name)]
+# The JSON schema hints make the Prefect UI's run form check the value as the user types.
+Name = Annotated[str, AfterValidator(check_name), Field(json_schema_extra={"pattern": NAME_RE.pattern})]
 HttpUrl = Annotated[str, AfterValidator(check_url)]
 Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
 RequiredSecret = Annotated[SecretStr, AfterValidator(check_secret)]
@@ -114,5 +115,5 @@ def check_branch(value: str) -> str:
     return value
 
 
-Sha = Annotated[str, AfterValidator(check_sha)]
-Branch = Annotated[str, AfterValidator(check_branch)]
+Sha = Annotated[str, AfterValidator(check_sha), Field(json_schema_extra={"pattern": _SHA_RE.pattern})]
+Branch = Annotated[str, AfterValidator(check_branch), Field(json_schema_extra={"pattern": _BRANCH_RE.pattern})]

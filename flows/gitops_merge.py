@@ -143,7 +143,10 @@ def gitops_merge(
         pr: the merged pull request, to comment the pushed images on.
         version: an extra version tag (a git tag push).
         build_if_missing: build a component whose tree has no stored artifact instead of failing.
-        forge_block, store_block, registry_block, engine_block: names of the blocks to use.
+        forge_block: GitForge block to report to (statuses and a PR comment); none = no forge reports.
+        store_block: ObjectStore block the artifacts are in.
+        registry_block: ContainerRegistry block to push to.
+        engine_block: DockerHostTarget block of the engine that builds the images.
     Raises:
         ArtifactNotFound: no artifact for a component's tree (the key is named), or its PR tests failed.
         PipelineFailed: an image failed to build or push.

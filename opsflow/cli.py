@@ -45,6 +45,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from opsflow.deploy import deploy_all
+
+    api_url = args.api_url or _stack_config(args).prefect_api_url
+    deploy_all(api_url, with_kubernetes=not args.no_kubernetes)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opsflow", description="Prefect workflows for a small platform.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bring the stack up and run the demo pipelines through Prefect")
     stack_options(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    deploy = sub.add_parser("deploy", help="create the work pools and apply every deployment of deployments/prefect.yaml")
+    deploy.add_argument("--api-url", help="Prefect API URL (default: the local stack's)")
+    deploy.add_argument("--no-kubernetes", action="store_true", help="do not create the kubernetes work pool")
+    stack_options(deploy)
+    deploy.set_defaults(func=_cmd_deploy)
     return parser
 
 

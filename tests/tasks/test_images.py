@@ -54,7 +54,7 @@ def test_a_registry_that_is_down_is_retried_then_fails_naming_it(engine, docker_
     from prefect.client.orchestration import get_client
 
     from blocks import ContainerRegistry
-    from tasks.images import BuiltImage, push_image
+    from tasks.images import push_image
     from tasks.registry_api import lookup_image
     from tests.flows.gitops_harness import free_port
 
@@ -64,16 +64,17 @@ def test_a_registry_that_is_down_is_retried_then_fails_naming_it(engine, docker_
     built = build_image.fn(engine, context, f"127.0.0.1:{port}/opsflow-test/down", ["t1"], revision="r", source="s")
 
     @flow
-    def push_to_a_dead_registry():
-        return push_image.with_options(retry_delay_seconds=0)(engine, down, built, return_state=True)
+    def push_to_a_dead_registry() -> dict:
+        state = push_image.with_options(retry_delay_seconds=0)(engine, down, built, return_state=True)
+        return {"failed": state.is_failed(), "message": str(state.result(raise_on_failure=False)),
+                "task_run_id": state.state_details.task_run_id}
 
     try:
-        state = push_to_a_dead_registry()
-        assert state.is_failed()
-        message = str(state.result(raise_on_failure=False))
-        assert f"127.0.0.1:{port}" in message and "push of" in message
+        outcome = push_to_a_dead_registry()
+        assert outcome["failed"]
+        assert f"127.0.0.1:{port}" in outcome["message"] and "push of" in outcome["message"]
         with get_client(sync_client=True) as client:
-            assert client.read_task_run(state.state_details.task_run_id).run_count == 4  # 1 try + 3 retries
+            assert client.read_task_run(outcome["task_run_id"]).run_count == 4  # 1 try + 3 retries
         with pytest.raises(Exception, match=f"127.0.0.1:{port}.*after 2 attempts"):
             lookup_image.fn(down, f"127.0.0.1:{port}/opsflow-test/down", "t1", attempts=2)
     finally:

@@ -1,0 +1,38 @@
+"""`opsflow deploy`: pools, one edge queue per edge node, every deployment of prefect.yaml, idempotently."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from opsflow.deploy import PROJECT_ROOT, deploy_all
+
+pytestmark = pytest.mark.stack
+
+
+def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stack):
+    from prefect.client.orchestration import get_client
+
+    said: list[str] = []
+    names = deploy_all(stack.prefect_api_url, say=said.append)
+    assert {"gitops-pr/default", "gitops-merge/default", "smoke-image/default", "smoke-image/edge-local"} <= set(names)
+    assert "work pool kubernetes (kubernetes): created" in said or "work pool kubernetes (kubernetes): exists" in said
+    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    with get_client(sync_client=True) as client:
+        pr = client.read_deployment_by_name("gitops-pr/default")
+        assert pr.version == sha and pr.work_pool_name == "vault-build"
+        assert pr.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(PROJECT_ROOT)
+        schema = pr.parameter_openapi_schema["properties"]
+        assert schema["sha"]["pattern"] and schema["sha"]["description"]
+        edge = client.read_deployment_by_name("smoke-image/edge-local")
+        assert (edge.work_pool_name, edge.work_queue_name) == ("edge", "edge-local")
+        assert client.read_work_queue_by_name("edge-local", work_pool_name="edge")
+        assert client.read_work_pool("kubernetes").type == "kubernetes"
+        before = {d.name: d.id for d in client.read_deployments()}
+    again: list[str] = []
+    assert deploy_all(stack.prefect_api_url, say=again.append) == names
+    assert "edge queue edge-local: exists" in again
+    with get_client(sync_client=True) as client:
+        assert {d.name: d.id for d in client.read_deployments()} == before
