@@ -90,6 +90,18 @@ def report_outcome(cfg: PipelineConfig, sha: str, context: str, pr: int | None, 
     return body
 
 
+def in_component_order(application: Application, outcomes: list[ComponentOutcome]) -> list[ComponentOutcome]:
+    """Outcomes sorted as the application lists its components."""
+    order = [comp.name for comp in application.components]
+    return sorted(outcomes, key=lambda o: order.index(o.component))
+
+
+def outcomes_on_error(application: Application, outcomes: list[ComponentOutcome],
+                      exc: Exception) -> list[ComponentOutcome]:
+    """What to report when the run failed before every component had an outcome."""
+    return outcomes or [ComponentOutcome(comp.name, error=str(exc)) for comp in application.components]
+
+
 def outcome_row(outcome: ComponentOutcome) -> dict:
     """A component's outcome as a flat table row (the run's ``*-components`` artifact)."""
     tests = outcome.tests or {}

@@ -14,8 +14,10 @@ from blocks import ContainerRegistry, DockerHostTarget
 from blocks.fields import Branch, Name, Sha
 from flows.gitops_common import (
     PipelineConfig,
+    in_component_order,
     load_config,
     outcome_error,
+    outcomes_on_error,
     raise_if_failed,
     report_key,
     report_outcome,
@@ -113,8 +115,7 @@ def package_and_push(cfg: PipelineConfig, checkout: Checkout, plans: dict[str, A
         else:
             outcome.error = outcome_error(pushed.state)
         done.append(outcome)
-    order = [c.name for c in application.components]
-    return sorted(done, key=lambda o: order.index(o.component))
+    return in_component_order(application, done)
 
 
 @flow(name="gitops-merge", flow_run_name="gitops-merge-{app}-{sha:.7}", log_prints=True)
@@ -165,7 +166,7 @@ def gitops_merge(
         plans = find_artifacts(cfg, checkout, build_if_missing)
         outcomes = package_and_push(cfg, checkout, plans, tags, registry, engine, cleanup)
     except Exception as exc:
-        outcomes = outcomes or [ComponentOutcome(c.name, error=str(exc)) for c in cfg.application.components]
+        outcomes = outcomes_on_error(cfg.application, outcomes, exc)
         raise
     finally:
         report_outcome(cfg, sha, CONTEXT, pr, f"opsflow GitOps · {cfg.application.name} · merge", outcomes,

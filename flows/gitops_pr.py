@@ -11,8 +11,10 @@ from pydantic import Field
 from blocks.fields import Name, Sha
 from flows.gitops_common import (
     PipelineConfig,
+    in_component_order,
     load_config,
     outcome_error,
+    outcomes_on_error,
     raise_if_failed,
     report_key,
     report_outcome,
@@ -71,8 +73,7 @@ def build_and_test(cfg: PipelineConfig, checkout: Checkout, redact: list[str]) -
         tested = run_tests.submit(checkout, comp, redact, wait_for=[saved])
         chains.append((comp, plan, build, saved, tested))
     outcomes = reused + [_collect(*chain, store) for chain in chains]
-    order = [c.name for c in application.components]
-    return sorted(outcomes, key=lambda o: order.index(o.component))
+    return in_component_order(application, outcomes)
 
 
 @flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True)
@@ -111,7 +112,7 @@ def gitops_pr(
         redact = redaction_list(checkout, written) + ([cfg.forge.token.get_secret_value()] if cfg.forge else [])
         outcomes = build_and_test(cfg, checkout, redact)
     except Exception as exc:
-        outcomes = outcomes or [ComponentOutcome(c.name, error=str(exc)) for c in cfg.application.components]
+        outcomes = outcomes_on_error(cfg.application, outcomes, exc)
         raise
     finally:
         report_outcome(cfg, sha, CONTEXT, pr, f"opsflow GitOps · {cfg.application.name} · PR #{pr}", outcomes,

@@ -126,3 +126,15 @@ def wait_http(url: str, deadline_s: float = 30) -> object:
             last = exc
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
+
+
+def manifest_digest(registry_url: str, repository: str, reference: str) -> str | None:
+    """The digest the registry serves ``repository:reference`` (or ``@digest``) under, or None."""
+    import httpx
+
+    from tasks.registry_api import MANIFEST_TYPES
+
+    path = repository.split("/", 1)[1]
+    resp = httpx.head(f"{registry_url}/v2/{path}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES},
+                      timeout=10)
+    return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 
-import httpx
 import pytest
 
 from opsflow.demo import run_demo
-from tasks.registry_api import MANIFEST_TYPES
+from tests.flows.gitops_harness import manifest_digest
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 
@@ -22,11 +21,6 @@ def demo(stack):
     return result, printed.getvalue()
 
 
-def _digest(stack, repository: str, reference: str) -> str | None:
-    path = repository.split("/", 1)[1]
-    resp = httpx.head(f"{stack.url(stack.registry_port)}/v2/{path}/manifests/{reference}",
-                      headers={"Accept": MANIFEST_TYPES}, timeout=10)
-    return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
 
 
 def test_the_demo_prints_artifact_keys_image_refs_and_run_urls(stack, demo):
@@ -45,9 +39,9 @@ def test_the_demo_images_are_in_the_registry_under_the_printed_digests(stack, de
     assert {r["component"] for r in result["merge"]["rows"]} == {"backend", "frontend"}
     for row in result["merge"]["rows"]:
         repository, digest = row["image_ref"].split("@")
-        assert _digest(stack, repository, digest) == digest
-        assert _digest(stack, repository, result["merge_sha"]) == digest
-        assert _digest(stack, repository, "main") == digest
+        assert manifest_digest(stack.url(stack.registry_port), repository, digest) == digest
+        assert manifest_digest(stack.url(stack.registry_port), repository, result["merge_sha"]) == digest
+        assert manifest_digest(stack.url(stack.registry_port), repository, "main") == digest
 
 
 def test_the_demo_runs_ran_on_the_vault_build_worker(stack, demo):

@@ -17,10 +17,10 @@ import pytest
 from flows.gitops_merge import gitops_merge
 from flows.gitops_pr import gitops_pr
 from opsflow.samples import SHOP_SOURCE, SampleRepo, env_file_text, save_shop_blocks
-from tasks.registry_api import MANIFEST_TYPES
 from tests.flows.gitops_harness import (
     ProcessWatch,
     free_port,
+    manifest_digest,
     run_artifacts,
     run_flow,
     run_logs,
@@ -140,11 +140,6 @@ def test_the_merge_loaded_the_pr_artifact_and_ran_no_build(pipeline):
         assert row["artifact_key"] == pr_rows[row["component"]]["artifact_key"]
 
 
-def _manifest_digest(stack, repository: str, reference: str) -> str | None:
-    path = repository.split("/", 1)[1]
-    resp = httpx.head(f"{stack.url(stack.registry_port)}/v2/{path}/manifests/{reference}",
-                      headers={"Accept": MANIFEST_TYPES}, timeout=10)
-    return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
 
 
 def test_images_are_in_the_registry_under_the_reported_digests_with_all_tags(stack, pipeline):
@@ -154,7 +149,7 @@ def test_images_are_in_the_registry_under_the_reported_digests_with_all_tags(sta
         repository, digest = row["image_ref"].split("@")
         assert set(row["image_tags"]) == {merge_sha, "main", "1.0.0"}
         for ref in (digest, merge_sha, "main", "1.0.0"):
-            assert _manifest_digest(stack, repository, ref) == digest
+            assert manifest_digest(stack.url(stack.registry_port), repository, ref) == digest
         assert pr_rows[row["component"]]["artifact_digest"]
 
 
