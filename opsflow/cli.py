@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--no-kubernetes", action="store_true", help="do not create the kubernetes work pool")
     stack_options(deploy)
     deploy.set_defaults(func=_cmd_deploy)
+
+    from opsflow.webhook.cli import register as register_webhook
+
+    register_webhook(sub)
     return parser
 
 

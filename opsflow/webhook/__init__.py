@@ -1,0 +1,1 @@
+"""``opsflow webhook serve``: signed forge deliveries → GitOps/MLOps deployment runs."""

@@ -1,0 +1,37 @@
+"""``opsflow webhook serve``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Before Prefect is imported: a delivery is answered (503) instead of waiting out the client's
+    # long retry schedule; the receiver's own retry thread keeps trying in the background.
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "1")
+    os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "10")
+    from opsflow.webhook.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(args.forge_block, host=args.host, port=args.port, journal=Path(args.journal), max_body=args.max_body,
+          deployment=args.deployment)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``webhook serve`` to the ``opsflow`` command line."""
+    webhook = subparsers.add_parser("webhook", help="receive forge webhooks and start the pipelines")
+    actions = webhook.add_subparsers(dest="webhook_action", required=True)
+    serve = actions.add_parser("serve", help="serve /hooks/<forge> until stopped")
+    serve.add_argument("--forge-block", required=True, help="GitForge block whose webhook_secret signs deliveries")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=4300)
+    serve.add_argument("--journal", default=".opsflow/webhook/deliveries.sqlite3",
+                       help="SQLite file of accepted deliveries (kept across restarts)")
+    serve.add_argument("--max-body", type=int, default=1 << 20, help="largest body accepted, in bytes")
+    serve.add_argument("--deployment", default="default",
+                       help="deployment name the runs go to: <flow>/<name>, e.g. gitops-pr/default")
+    serve.set_defaults(func=_serve)

@@ -1,0 +1,117 @@
+"""Creating the flow runs of accepted deliveries, with Prefect's idempotency keys; retrying the ones that failed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from uuid import UUID
+
+from opsflow.errors import RemoteError
+from opsflow.webhook.journal import Entry, Journal
+
+log = logging.getLogger("opsflow.webhook")
+RETRY_DELAYS_S = (1, 2, 5, 10, 30, 60)
+
+
+class Dispatcher:
+    """Starts deployment runs through one shared Prefect client (httpx clients are thread-safe, and
+    making one costs tens of milliseconds); deployment ids are cached by name."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self._client_obj = None
+        self._client_lock = threading.Lock()
+        self._ids: dict[str, UUID] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._retry_loop, name="webhook-retry", daemon=True)
+
+    def _client(self):
+        with self._client_lock:
+            if self._client_obj is None:
+                from prefect.client.orchestration import get_client
+
+                client = get_client(sync_client=True)
+                client.__enter__()
+                self._client_obj = client
+            return self._client_obj
+
+    def _deployment_id(self, name: str) -> UUID:
+        if name not in self._ids:
+            from prefect.exceptions import ObjectNotFound
+
+            try:
+                self._ids[name] = self._client().read_deployment_by_name(name).id
+            except ObjectNotFound:
+                raise RemoteError(f"deployment {name} does not exist; apply them with `opsflow deploy`") from None
+        return self._ids[name]
+
+    def dispatch(self, entry: Entry, tags: list[str]) -> str:
+        """Create (or find, by idempotency key) the entry's flow run; record it; return its id.
+
+        Raises:
+            RemoteError: the Prefect API is unreachable or the deployment is missing (the entry
+                stays in the journal and is retried).
+        """
+        if entry.flow_run_id:
+            return entry.flow_run_id
+        try:
+            run = self._client().create_flow_run_from_deployment(
+                self._deployment_id(entry.deployment), parameters=entry.parameters,
+                idempotency_key=entry.idempotency_key, tags=tags)
+        except RemoteError as exc:
+            self.journal.failed(entry.forge, entry.delivery, str(exc))
+            self._wake.set()
+            raise
+        except Exception as exc:  # noqa: BLE001 - httpx/Prefect errors: the API is down or refused
+            self.journal.failed(entry.forge, entry.delivery, type(exc).__name__)
+            self._ids.pop(entry.deployment, None)
+            self._wake.set()
+            raise RemoteError(f"the Prefect API did not create the run of {entry.deployment}: "
+                              f"{type(exc).__name__}; the delivery is recorded and will be retried") from None
+        self.journal.dispatched(entry.forge, entry.delivery, str(run.id))
+        self._emit(entry, str(run.id))
+        return str(run.id)
+
+    def _emit(self, entry: Entry, run_id: str) -> None:
+        from prefect.events import emit_event
+
+        try:
+            emit_event(
+                event="opsflow.webhook.accepted",
+                resource={"prefect.resource.id": f"opsflow.webhook.delivery.{entry.delivery}",
+                          "prefect.resource.name": entry.delivery},
+                related=[{"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": "flow-run"}],
+                payload={"forge": entry.forge, "event": entry.event, "deployment": entry.deployment,
+                         "app": entry.parameters.get("app"), "sha": entry.parameters.get("sha")},
+            )
+        except Exception:  # noqa: BLE001 - an event is a notification; the run exists either way
+            log.warning("could not emit the accepted event of delivery %s", entry.delivery)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._wake.set()  # dispatch what a previous process recorded but did not start
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _retry_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.wait(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)] if failures else 30)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            pending = self.journal.pending()
+            ok = True
+            for entry in pending:
+                try:
+                    run_id = self.dispatch(entry, tags=["webhook", entry.forge, "redelivered"])
+                    log.info("started recorded delivery %s: flow run %s", entry.delivery, run_id)
+                except RemoteError as exc:
+                    log.warning("delivery %s still not started: %s", entry.delivery, exc)
+                    ok = False
+                    break
+            failures = 0 if ok else failures + 1

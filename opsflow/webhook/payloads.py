@@ -1,0 +1,168 @@
+"""Reading a delivery: headers and JSON body → what should run, or why nothing should (pure functions).
+
+Documented payloads used: GitHub ``pull_request`` (action, number, pull_request.head.sha, .merged,
+.merge_commit_sha, .base.ref) and ``push`` (ref, after, deleted); Gitea sends the same shapes;
+GitLab ``merge_request`` (object_attributes.action/iid/last_commit.id/merge_commit_sha/target_branch)
+and ``push``/``tag_push`` (ref, after/checkout_sha). The repository is ``repository.full_name``
+(GitLab: ``project.path_with_namespace``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from blocks.fields import check_branch
+from opsflow.errors import InvalidInput
+
+DELIVERY_HEADERS = {"github": "x-github-delivery", "gitea": "x-gitea-delivery", "gitlab": "x-gitlab-event-uuid"}
+EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab": "x-gitlab-event"}
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_REPO = re.compile(r"^([A-Za-z0-9._-]+/)+[A-Za-z0-9._-]+$")
+_DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_ZERO = "0" * 40
+PR_ACTIONS = {"opened", "synchronize", "synchronized", "reopened", "open", "update", "reopen"}
+
+
+class Invalid(InvalidInput):
+    """The delivery is malformed; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A well-formed delivery that starts nothing, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A delivery that should start a pipeline stage: ``pr``, ``merge`` or ``push`` (routing decides)."""
+
+    kind: str
+    delivery: str
+    event: str
+    repo: str
+    stage: str
+    sha: str
+    pr: int | None = None
+    branch: str | None = None
+    version: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Deliveries that mean the same run share this key (a merged PR and the push of its merge commit)."""
+        if self.stage == "pr":
+            return f"pr:{self.repo}:{self.pr}:{self.sha}"
+        return f"merge:{self.repo}:{self.sha}" + (f":{self.version}" if self.version else "")
+
+
+def _get(data: dict, path: str):
+    node = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise Invalid(f"missing field {path}")
+        node = node[part]
+    return node
+
+
+def _sha(data: dict, path: str) -> str:
+    value = _get(data, path)
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
+        raise Invalid(f"field {path} is not a full commit SHA")
+    return value
+
+
+def _number(data: dict, path: str) -> int:
+    value = _get(data, path)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 10**9:
+        raise Invalid(f"field {path} is not a pull request number")
+    return value
+
+
+def _repo(data: dict, path: str) -> str:
+    value = _get(data, path)
+    if not isinstance(value, str) or not _REPO.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
+        raise Invalid(f"field {path} is not an owner/name repository")
+    return value
+
+
+def _branch(data: dict, path: str) -> str:
+    value = _get(data, path)
+    try:
+        return check_branch(value if isinstance(value, str) else "")
+    except InvalidInput as exc:
+        raise Invalid(f"field {path}: {exc}") from None
+
+
+def parse(kind: str, headers: dict[str, str], body: bytes) -> Trigger | Ignored:
+    """What a (signature-checked) delivery asks for. Headers are keyed in lower case.
+
+    Raises:
+        Invalid: malformed JSON, a missing or malformed field or header (named in the message).
+    """
+    delivery = headers.get(DELIVERY_HEADERS[kind]) or headers.get("idempotency-key", "")
+    if not _DELIVERY.fullmatch(delivery or ""):
+        raise Invalid(f"missing or malformed header {DELIVERY_HEADERS[kind]}")
+    event = headers.get(EVENT_HEADERS[kind], "")
+    if not event:
+        raise Invalid(f"missing header {EVENT_HEADERS[kind]}")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Invalid("the body is not a JSON object")
+    parse_event = _parse_gitlab if kind == "gitlab" else _parse_github_like
+    return parse_event(kind, delivery, event, data)
+
+
+def _parse_github_like(kind: str, delivery: str, event: str, data: dict) -> Trigger | Ignored:
+    if event == "pull_request":
+        action = _get(data, "action")
+        repo = _repo(data, "repository.full_name")
+        number = _number(data, "pull_request.number")
+        if action in PR_ACTIONS:
+            return Trigger(kind, delivery, event, repo, "pr", _sha(data, "pull_request.head.sha"), pr=number,
+                           branch=_branch(data, "pull_request.base.ref"))
+        if action == "closed" and _get(data, "pull_request.merged") is True:
+            return Trigger(kind, delivery, event, repo, "merge", _sha(data, "pull_request.merge_commit_sha"),
+                           pr=number, branch=_branch(data, "pull_request.base.ref"))
+        return Ignored(f"pull_request action {action!r}")
+    if event == "push":
+        return _push(kind, delivery, event, data, _repo(data, "repository.full_name"), "after")
+    return Ignored(f"event {event!r}")
+
+
+def _parse_gitlab(kind: str, delivery: str, event: str, data: dict) -> Trigger | Ignored:
+    object_kind = _get(data, "object_kind")
+    if object_kind == "merge_request":
+        repo = _repo(data, "project.path_with_namespace")
+        action = _get(data, "object_attributes.action")
+        number = _number(data, "object_attributes.iid")
+        branch = _branch(data, "object_attributes.target_branch")
+        if action in PR_ACTIONS:
+            return Trigger(kind, delivery, event, repo, "pr", _sha(data, "object_attributes.last_commit.id"),
+                           pr=number, branch=branch)
+        if action == "merge":
+            return Trigger(kind, delivery, event, repo, "merge", _sha(data, "object_attributes.merge_commit_sha"),
+                           pr=number, branch=branch)
+        return Ignored(f"merge_request action {action!r}")
+    if object_kind in ("push", "tag_push"):
+        return _push(kind, delivery, event, data, _repo(data, "project.path_with_namespace"), "after")
+    return Ignored(f"object_kind {object_kind!r}")
+
+
+def _push(kind: str, delivery: str, event: str, data: dict, repo: str, after_field: str) -> Trigger | Ignored:
+    ref = _get(data, "ref")
+    after = _get(data, after_field)
+    if after == _ZERO or data.get("deleted") is True:
+        return Ignored(f"{ref} was deleted")
+    sha = _sha(data, after_field)
+    if isinstance(ref, str) and ref.startswith("refs/heads/"):
+        return Trigger(kind, delivery, event, repo, "push", sha, branch=_branch({"ref": ref[11:]}, "ref"))
+    if isinstance(ref, str) and ref.startswith("refs/tags/") and _VERSION.fullmatch(ref[10:]):
+        return Trigger(kind, delivery, event, repo, "tag", sha, version=ref[10:])
+    return Ignored(f"push to {ref!r}")

@@ -1,0 +1,92 @@
+"""A receiver process per test module, routing to deployments on a pool no worker serves (runs stay scheduled)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.flows.gitops_harness import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "hooks-test-secret-9d1e"
+POOL = "webhook-test"
+DEPLOYMENT = "webhook-test"
+REPO = "acme/hooks"
+
+
+@dataclass
+class ReceiverProcess:
+    port: int
+    journal: Path
+    api_url: str
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    extra_env: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/github"
+
+    def start(self, api_url: str | None = None) -> ReceiverProcess:
+        self.log = self.journal.with_suffix(".log")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "opsflow.webhook", "serve", "--forge-block", "hooks-forge", "--port",
+             str(self.port), "--journal", str(self.journal), "--deployment", DEPLOYMENT, "--max-body", "65536"],
+            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": self.api_url, **self.extra_env},
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the process owns it
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                assert self.proc.poll() is None, f"the receiver exited: {self.log.read_text()[-2000:]}"
+                time.sleep(0.1)
+        raise AssertionError("the receiver did not come up")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def hooks_setup(stack):
+    """The blocks and (worker-less) deployments the receiver routes to."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from opsflow.samples import save_shop_blocks
+    from tests.forge_emulator import ForgeEmulator
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    for entry in ("flows/gitops_pr.py:gitops_pr", "flows/gitops_merge.py:gitops_merge"):
+        flow.from_source(source=str(ROOT), entrypoint=entry).deploy(
+            name=DEPLOYMENT, work_pool_name=POOL, build=False, push=False, print_next_steps=False,
+            ignore_warnings=True)
+    forge = ForgeEmulator()  # only its block: deliveries are signed with the block's webhook secret
+    block = forge.block("github")
+    block.webhook_secret = SECRET
+    block.save("hooks-forge", overwrite=True)
+    save_shop_blocks("file:///nowhere/hooks.git", name="hooks-app", forge_repo=REPO)
+    return stack
+
+
+@pytest.fixture(scope="module")
+def receiver(hooks_setup, tmp_path_factory):
+    proc = ReceiverProcess(free_port(), tmp_path_factory.mktemp("hooks") / "deliveries.sqlite3",
+                           hooks_setup.prefect_api_url).start()
+    yield proc
+    assert proc.stop() == 0
