@@ -1,0 +1,257 @@
+"""Trigger benchmark: webhook delivery → first task of the GitOps PR flow running.
+
+    uv run python bench/trigger.py [--deliveries 20] [--stock 5] [--load 500]
+
+Uses the stack of ``opsflow stack up`` (started if needed; ports from the OPSFLOW_* variables).
+Starts a webhook receiver and the local forge emulator, publishes the sample shop, and sends
+signed GitHub ``pull_request`` deliveries, one at a time, each for a new commit with the same
+tree (so the run itself is short). Latency is the time from sending the delivery to the start
+of the run's first task as the Prefect server recorded it.
+
+* ``p50_s``/``p95_s``: through the receiver and opsflow's warm worker of the vault-build pool.
+* ``stock_p50_s``: the same flow run created on a pool served by Prefect's stock process worker.
+* ``load_*``: a burst of deliveries (valid, bad signature, malformed, duplicate) with the pool
+  paused: valid ones sent, runs started, 5xx answers, and the receiver's RSS growth.
+
+Prints one line per measurement and a final line ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SECRET = "bench-webhook-secret-0b6c"
+REPO = "acme/bench-shop"
+APP = "bench-trigger"
+STOCK_POOL = "bench-stock"
+
+
+def delivery(pr: int, sha: str, secret: str = SECRET, body: bytes | None = None) -> tuple[dict, bytes]:
+    payload = {"action": "synchronize", "number": pr,
+               "pull_request": {"number": pr, "head": {"sha": sha, "ref": f"feature/{pr}"}, "base": {"ref": "main"},
+                                "merged": False, "state": "open"},
+               "repository": {"full_name": REPO}}
+    raw = body if body is not None else json.dumps(payload).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "pull_request",
+               "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature}
+    return headers, raw
+
+
+def first_task_start(client, run_id, deadline_s: float = 120) -> datetime:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        started = [r.start_time for r in runs if r.start_time]
+        if started:
+            return min(started)
+        time.sleep(0.05)
+    raise TimeoutError(f"flow run {run_id} started no task within {deadline_s}s")
+
+
+def wait_final(client, run_id, deadline_s: float = 300) -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        state = client.read_flow_run(run_id).state
+        if state and state.is_final():
+            return state.name
+        time.sleep(0.2)
+    raise TimeoutError(f"flow run {run_id} did not finish within {deadline_s}s")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=20)
+    parser.add_argument("--stock", type=int, default=5, help="runs measured on the stock process worker")
+    parser.add_argument("--load", type=int, default=500)
+    args = parser.parse_args()
+
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
+    import httpx
+    from prefect import flow as prefect_flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from opsflow.deploy import deploy_all
+    from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
+    from opsflow.stack import Stack, StackConfig
+    from tests.flows.gitops_harness import free_port
+    from tests.forge_emulator import ForgeEmulator
+
+    cfg = StackConfig.from_env()
+    Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
+    deploy_all(cfg.prefect_api_url, with_kubernetes=False, say=lambda line: None)
+    forge = ForgeEmulator().start()
+    block = forge.block("github")
+    block.webhook_secret = SECRET
+    block.save("bench-forge", overwrite=True)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="opsflow-trigger-") as tmp:
+        repo = SampleRepo(Path(tmp) / "repo", SHOP_SOURCE)
+        repo.commit("initial")
+        save_shop_blocks(repo.url, name=APP, forge_repo=REPO)
+        port = free_port()
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "opsflow.webhook", "serve", "--forge-block", "bench-forge", "--port", str(port),
+             "--journal", str(Path(tmp) / "journal.sqlite3")],
+            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": cfg.prefect_api_url})
+        procs.append(receiver)
+        url = f"http://127.0.0.1:{port}/hooks/github"
+        http = httpx.Client(timeout=10)
+        for _ in range(100):
+            try:
+                http.get(f"http://127.0.0.1:{port}/")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        try:
+            with get_client(sync_client=True) as client:
+                # Warm-up: the first run builds and stores the artifacts; later commits share the tree.
+                sha = repo.commit("warm-up", branch="bench")
+                headers, body = delivery(1, sha)
+                run_id = http.post(url, content=body, headers=headers).json()["flow_run_id"]
+                print("warm-up run:", wait_final(client, run_id, 600), flush=True)
+
+                latencies = []
+                for i in range(args.deliveries):
+                    sha = repo.commit(f"round {i}", branch="bench")
+                    headers, body = delivery(100 + i, sha)
+                    sent = time.time()
+                    answer = http.post(url, content=body, headers=headers)
+                    assert answer.status_code == 202, answer.text
+                    run_id = answer.json()["flow_run_id"]
+                    latency = first_task_start(client, run_id).timestamp() - sent
+                    latencies.append(latency)
+                    state = wait_final(client, run_id)
+                    print(f"delivery {i + 1}: first task after {latency:.3f}s ({state})", flush=True)
+
+                # The stock process worker, on a pool of its own, same flow and parameters.
+                try:
+                    client.create_work_pool(WorkPoolCreate(name=STOCK_POOL, type="process"))
+                except ObjectAlreadyExists:
+                    pass
+                stock = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", STOCK_POOL,
+                                          "--type", "process"],
+                                         cwd=ROOT, env={**os.environ, "PREFECT_API_URL": cfg.prefect_api_url,
+                                                        "PREFECT_WORKER_QUERY_SECONDS": "1"},
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                procs.append(stock)
+                pr_flow = prefect_flow.from_source(source=str(ROOT), entrypoint="flows/gitops_pr.py:gitops_pr")
+                deployment_id = pr_flow.deploy(name="bench-stock", work_pool_name=STOCK_POOL, build=False, push=False,
+                                               print_next_steps=False, ignore_warnings=True)
+                stock_latencies = []
+                for i in range(args.stock):
+                    sha = repo.commit(f"stock {i}", branch="bench")
+                    sent = time.time()
+                    run = client.create_flow_run_from_deployment(
+                        deployment_id, parameters={"app": APP, "pr": 500 + i, "sha": sha, "forge_block": "bench-forge"})
+                    stock_latencies.append(first_task_start(client, run.id, 180).timestamp() - sent)
+                    wait_final(client, run.id)
+                    print(f"stock worker run {i + 1}: first task after {stock_latencies[-1]:.3f}s", flush=True)
+
+                # Load: the vault-build pool paused, so the accepted deliveries only create runs.
+                client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=True))
+                try:
+                    load = run_load(http, url, receiver.pid, args.load, client)
+                finally:
+                    client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=False))
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            forge.stop()
+
+    result = {
+        "p50_s": round(statistics.median(latencies), 3), "p95_s": round(pct(latencies, 0.95), 3),
+        "stock_p50_s": round(statistics.median(stock_latencies), 3), **load,
+        "deliveries": len(latencies), "latencies_s": [round(x, 3) for x in latencies],
+        "stock_latencies_s": [round(x, 3) for x in stock_latencies],
+        "targets": {"p50_s": 1.0, "p95_s": 2.0},
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_load(http, url: str, receiver_pid: int, total: int, client) -> dict:
+    """A burst of mixed deliveries from 8 threads; counts answers and the runs that were created."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    tag = f"load-{uuid.uuid4().hex[:8]}"
+    valid = []
+    for i in range(total * 2 // 5):
+        headers, body = delivery(10_000 + i, hashlib.sha1(f"{tag}-{i}".encode()).hexdigest())
+        valid.append((headers, body))
+    mixed = [("valid", h, b) for h, b in valid]
+    mixed += [("dup", h, b) for h, b in random.sample(valid, total // 5)]
+    mixed += [("badsig", delivery(20_000 + i, "a" * 40, secret="wrong")[0], delivery(20_000 + i, "a" * 40)[1])
+              for i in range(total // 5)]
+    mixed += [("malformed", *delivery(30_000 + i, "b" * 40, body=b'{"action": "synchronize", "numb'))
+              for i in range(total - len(mixed))]
+    random.shuffle(mixed)
+    warm = rss_kib(receiver_pid)
+
+    def send(item):
+        kind, headers, body = item
+        return kind, http.post(url, content=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, mixed))
+    codes = {}
+    for kind, code in answers:
+        codes.setdefault(kind, {}).setdefault(code, 0)
+        codes[kind][code] += 1
+    valid_ids = {h["X-GitHub-Delivery"] for h, _ in valid}
+    runs, offset = [], 0
+    while True:
+        page = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["webhook"])),
+                                     limit=200, offset=offset)
+        runs += page
+        offset += 200
+        if len(page) < 200:
+            break
+    started = [r for r in runs if 10_000 <= (r.parameters or {}).get("pr", 0) < 20_000]
+    others = [r for r in runs if (r.parameters or {}).get("pr", 0) >= 20_000]
+    for run in started + others:
+        client.delete_flow_run(run.id)
+    print(f"load: answers {codes}", flush=True)
+    return {"load_valid": len(valid_ids), "load_runs_started": len(started), "load_other_runs": len(others),
+            "load_5xx": sum(1 for _, c in answers if c >= 500), "load_codes": codes,
+            "load_rss_growth_kib": rss_kib(receiver_pid) - warm}
+
+
+if __name__ == "__main__":
+    main()
