@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     from opsflow.webhook.cli import register as register_webhook
 
     register_webhook(sub)
+    from opsflow.worker.cli import register as register_worker
+
+    register_worker(sub)
     return parser
 
 

@@ -41,7 +41,7 @@ class ReceiverProcess:
              str(self.port), "--journal", str(self.journal), "--deployment", DEPLOYMENT, "--max-body", "65536"],
             cwd=ROOT, env={**os.environ, "PREFECT_API_URL": self.api_url, **self.extra_env},
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the process owns it
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:

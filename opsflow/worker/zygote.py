@@ -1,0 +1,336 @@
+"""The zygote: a process that has imported Prefect and the flow modules once, and forks one child per run.
+
+Starting a flow run the stock way costs a fresh interpreter that imports Prefect (~5 s here).
+The zygote pays that once: the worker starts ``python -m opsflow.worker.zygote``, which imports
+the engine modules and the preload list, then waits on a socket for ``spawn`` requests and
+answers each with ``os.fork()``. The forked child returns out of the zygote's loop into
+:func:`main`, starts its own session and runs the flow run (:mod:`opsflow.worker.runner`),
+then exits through the normal interpreter shutdown (Prefect's log and event workers drain
+there, as in ``python -m prefect.engine``).
+
+Forking is only safe from a clean process, so the zygote stays single-threaded: it imports
+modules, and never opens an HTTP client, an event loop or a thread. It reaps its children and
+reports each exit code to the worker (negative: killed by that signal), since only a parent can
+read it. The zygote runs in its own session: a Ctrl-C in the worker's terminal reaches the worker
+only, which decides what happens to the runs.
+
+Protocol, one JSON object per line over a socketpair:
+``{"op": "spawn", "key": K, "job": {...}}`` from the worker; ``{"op": "ready", ...}``,
+``{"op": "spawned", "key": K, "pid": P}`` and ``{"op": "exited", "pid": P, "code": C}`` back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import importlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opsflow.errors import OpsflowError
+
+log = logging.getLogger("opsflow.worker.zygote")
+
+#: Imported by every zygote: what the child needs to run a flow run, so no child imports it again.
+ENGINE_MODULES = (
+    "prefect",
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.flows",
+    "prefect.tasks",
+    "prefect.futures",
+    "prefect.results",
+    "prefect.states",
+    "prefect.artifacts",
+    "prefect.task_runners",
+    "prefect.client.orchestration",
+    "prefect.events.clients",
+    "prefect.events.worker",
+    "prefect.logging.handlers",
+    "prefect.deployments.steps",
+    "prefect.deployments.steps.core",
+    "prefect.deployments.steps.pull",
+    "prefect.runner.storage",
+    "prefect.filesystems",
+    "prefect.blocks.core",
+    "prefect.utilities.importtools",
+    "prefect.utilities.visualization",
+    "anyio._backends._asyncio",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "pydantic.v1",
+    "rich._emoji_codes",
+    "opsflow.worker.runner",
+)
+
+
+# --- zygote side (its own process) ---------------------------------------------------------
+
+
+def _send(conn: socket.socket, message: dict) -> None:
+    conn.sendall(json.dumps(message).encode() + b"\n")
+
+
+def preload(modules: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Import each module; a module that fails is reported, never fatal (a run then imports it itself)."""
+    loaded, failed = [], {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except BaseException as exc:  # noqa: BLE001 - a flow module may raise anything at import, even SystemExit
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return loaded, failed
+
+
+def _reap(conn: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(conn, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def serve(conn: socket.socket) -> dict | None:
+    """Fork one child per ``spawn`` request until the worker hangs up.
+
+    Returns ``None`` in the zygote when the worker is gone, and the request in a forked child.
+    """
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    old_wakeup = signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
+    selector = selectors.DefaultSelector()
+    selector.register(conn, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    buffer = b""
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 4096)
+                    _reap(conn)
+                    continue
+                data = conn.recv(1 << 16)
+                if not data:
+                    return None
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    request = json.loads(line)
+                    if request.get("op") != "spawn":
+                        continue
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    pid = os.fork()
+                    if pid == 0:
+                        return request
+                    _send(conn, {"op": "spawned", "key": request["key"], "pid": pid})
+            _reap(conn)  # a SIGCHLD that raced the select
+    finally:
+        selector.close()
+        signal.set_wakeup_fd(old_wakeup)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m opsflow.worker.zygote")
+    parser.add_argument("--fd", type=int, required=True, help="the socket shared with the worker")
+    parser.add_argument("--path", action="append", default=[], help="directory put first on sys.path")
+    parser.add_argument("modules", nargs="*", help="modules to import before serving")
+    args = parser.parse_args(argv)
+    for path in reversed(args.path):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    conn = socket.socket(fileno=args.fd)
+    started = time.monotonic()
+    loaded, failed = preload([*ENGINE_MODULES, *args.modules])
+    if args.path:
+        from opsflow.worker.runner import remember_preloaded
+
+        remember_preloaded(Path(args.path[0]))
+    # Objects that exist now are never collected; children then do not touch (and copy) their pages.
+    gc.collect()
+    gc.freeze()
+    _send(conn, {"op": "ready", "pid": os.getpid(), "loaded": loaded, "failed": failed,
+                 "seconds": round(time.monotonic() - started, 3)})
+    request = serve(conn)
+    if request is None:
+        return 0
+    # In the forked child from here on.
+    conn.close()
+    os.setsid()
+    from opsflow.worker.runner import execute
+
+    return execute(request["job"])
+
+
+# --- worker side ---------------------------------------------------------------------------
+
+
+class ZygoteError(OpsflowError):
+    """The zygote could not be started or stopped answering."""
+
+
+@dataclass
+class Child:
+    """A forked run process: its pid, and its exit code once the zygote reaped it.
+
+    The code is ``None`` when the zygote died first (the child was then watched by pidfd).
+    """
+
+    pid: int
+    exited: asyncio.Future
+
+
+@dataclass
+class Zygote:
+    """The worker's handle on its zygote process (asyncio)."""
+
+    modules: Sequence[str]
+    paths: Sequence[str]
+    ready: dict = field(default_factory=dict)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    _proc: subprocess.Popen | None = None
+    _writer: asyncio.StreamWriter | None = None
+    _reader_task: asyncio.Task | None = None
+    _spawning: dict[str, asyncio.Future] = field(default_factory=dict)
+    _children: dict[int, asyncio.Future] = field(default_factory=dict)
+    _closing: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self._reader_task is not None and not self._reader_task.done() and not self.lost.is_set()
+
+    async def start(self, timeout: float = 180) -> dict:
+        """Start the zygote and wait until it has imported everything; returns its ``ready`` message."""
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", "opsflow.worker.zygote", "--fd", str(theirs.fileno())]
+        for path in self.paths:
+            argv += ["--path", str(path)]
+        argv += list(self.modules)
+        try:
+            self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork+exec that returns at once
+                argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=self.paths[0] if self.paths else None)
+        finally:
+            theirs.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except TimeoutError as exc:
+            await self.stop()
+            raise ZygoteError(f"the zygote did not finish importing within {timeout:.0f} s") from exc
+        if not line:
+            code = await asyncio.to_thread(self._proc.wait, 10)
+            raise ZygoteError(f"the zygote exited with {code} while importing; see the worker's stderr")
+        self.ready = json.loads(line)
+        self._reader_task = asyncio.create_task(self._read(reader), name="zygote-reader")
+        return self.ready
+
+    async def spawn(self, key: str, job: dict, timeout: float = 30) -> Child:
+        """Fork a child for ``job``."""
+        if not self.alive or self._writer is None:
+            raise ZygoteError("the zygote is not running")
+        future = asyncio.get_running_loop().create_future()
+        self._spawning[key] = future
+        try:
+            self._writer.write(json.dumps({"op": "spawn", "key": key, "job": job}).encode() + b"\n")
+            await self._writer.drain()
+            pid = await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise ZygoteError(f"the zygote did not fork within {timeout:.0f} s") from exc
+        finally:
+            self._spawning.pop(key, None)
+        return Child(pid, self._children[pid])
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while line := await reader.readline():
+                message = json.loads(line)
+                if message["op"] == "spawned":
+                    # Registered before the spawner resumes: the child's exit may be the next line.
+                    self._children[message["pid"]] = loop.create_future()
+                    future = self._spawning.get(message["key"])
+                    if future is not None and not future.done():
+                        future.set_result(message["pid"])
+                elif message["op"] == "exited":
+                    exited = self._children.pop(message["pid"], None)
+                    if exited is not None and not exited.done():
+                        exited.set_result(message["code"])
+        except Exception:
+            log.exception("reading from the zygote failed")
+        for future in self._spawning.values():
+            if not future.done():
+                future.set_exception(ZygoteError("the zygote went away"))
+        for pid, exited in list(self._children.items()):
+            _watch_orphan(pid, exited)
+        self._children.clear()
+        if not self._closing:
+            self.lost.set()
+
+    async def stop(self, timeout: float = 10) -> None:
+        """Hang up; the zygote exits (running children, if any, carry on)."""
+        self._closing = True
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        if self._reader_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader_task, timeout)
+        if self._proc is not None:
+            try:
+                await asyncio.to_thread(self._proc.wait, timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                await asyncio.to_thread(self._proc.wait)
+
+
+def _watch_orphan(pid: int, exited: asyncio.Future) -> None:
+    """Resolve ``exited`` with ``None`` when ``pid`` ends: its parent, the zygote, is gone."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        if not exited.done():
+            exited.set_result(None)
+        return
+
+    def done() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, done)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
