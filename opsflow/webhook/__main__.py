@@ -3,15 +3,9 @@
 import argparse
 import sys
 
-from opsflow.errors import OpsflowError
 from opsflow.webhook.cli import register
 
 parser = argparse.ArgumentParser(prog="python -m opsflow.webhook")
 register(parser.add_subparsers(dest="command", required=True))
 arguments = parser.parse_args(["webhook", *sys.argv[1:]])
-try:
-    sys.exit(arguments.func(arguments))
-except OpsflowError as exc:
-    print(f"opsflow webhook: error: {exc}", file=sys.stderr)
-    sys.exit(2)
-
+sys.exit(arguments.func(arguments))

@@ -1,15 +1,10 @@
 """Reading a delivery: headers and JSON body → what should run, or why nothing should (pure functions).
 
-Documented payloads used: GitHub ``pull_request`` (action, pull_request.number, .head.sha, .merged,
-.merge_commit_sha, .base.ref) and ``push`` (ref, after, deleted; for a tag, head_commit.id is the
-commit while ``after`` of an annotated tag is the tag object); Gitea sends the same shapes (its
-synchronize action is ``synchronized``); GitLab ``merge_request`` (object_attributes.action
-open/update/reopen/merge, .iid, .last_commit.id, .merge_commit_sha, .target_branch) and
-``push``/``tag_push`` (ref, after, checkout_sha: the commit, also for annotated tags). The repository
-is ``repository.full_name`` (GitLab: ``project.path_with_namespace``).
-
-The delivery id is ``X-GitHub-Delivery`` / ``X-Gitea-Delivery`` (kept by the forges' "redeliver");
-for GitLab ``Idempotency-Key`` (constant across GitLab's retries, 17.4+), else ``X-Gitlab-Event-UUID``.
+Documented payloads used: GitHub ``pull_request`` (action, number, pull_request.head.sha, .merged,
+.merge_commit_sha, .base.ref) and ``push`` (ref, after, deleted); Gitea sends the same shapes;
+GitLab ``merge_request`` (object_attributes.action/iid/last_commit.id/merge_commit_sha/target_branch)
+and ``push``/``tag_push`` (ref, after/checkout_sha). The repository is ``repository.full_name``
+(GitLab: ``project.path_with_namespace``).
 """
 
 from __future__ import annotations
@@ -21,8 +16,7 @@ from dataclasses import dataclass
 from blocks.fields import check_branch
 from opsflow.errors import InvalidInput
 
-DELIVERY_HEADERS = {"github": ("x-github-delivery",), "gitea": ("x-gitea-delivery",),
-                    "gitlab": ("idempotency-key", "x-gitlab-event-uuid")}
+DELIVERY_HEADERS = {"github": "x-github-delivery", "gitea": "x-gitea-delivery", "gitlab": "x-gitlab-event-uuid"}
 EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab": "x-gitlab-event"}
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _REPO = re.compile(r"^([A-Za-z0-9._-]+/)+[A-Za-z0-9._-]+$")
@@ -109,9 +103,9 @@ def parse(kind: str, headers: dict[str, str], body: bytes) -> Trigger | Ignored:
     Raises:
         Invalid: malformed JSON, a missing or malformed field or header (named in the message).
     """
-    delivery = next((headers[h] for h in DELIVERY_HEADERS[kind] if headers.get(h)), "")
-    if not _DELIVERY.fullmatch(delivery):
-        raise Invalid(f"missing or malformed header {' or '.join(DELIVERY_HEADERS[kind])}")
+    delivery = headers.get(DELIVERY_HEADERS[kind]) or headers.get("idempotency-key", "")
+    if not _DELIVERY.fullmatch(delivery or ""):
+        raise Invalid(f"missing or malformed header {DELIVERY_HEADERS[kind]}")
     event = headers.get(EVENT_HEADERS[kind], "")
     if not event:
         raise Invalid(f"missing header {EVENT_HEADERS[kind]}")
@@ -138,7 +132,7 @@ def _parse_github_like(kind: str, delivery: str, event: str, data: dict) -> Trig
                            pr=number, branch=_branch(data, "pull_request.base.ref"))
         return Ignored(f"pull_request action {action!r}")
     if event == "push":
-        return _push(kind, delivery, event, data, _repo(data, "repository.full_name"), "after", "head_commit.id")
+        return _push(kind, delivery, event, data, _repo(data, "repository.full_name"), "after")
     return Ignored(f"event {event!r}")
 
 
@@ -157,32 +151,18 @@ def _parse_gitlab(kind: str, delivery: str, event: str, data: dict) -> Trigger |
                            pr=number, branch=branch)
         return Ignored(f"merge_request action {action!r}")
     if object_kind in ("push", "tag_push"):
-        return _push(kind, delivery, event, data, _repo(data, "project.path_with_namespace"), "after", "checkout_sha")
+        return _push(kind, delivery, event, data, _repo(data, "project.path_with_namespace"), "after")
     return Ignored(f"object_kind {object_kind!r}")
 
 
-def _push(kind: str, delivery: str, event: str, data: dict, repo: str, after_field: str,
-          commit_field: str) -> Trigger | Ignored:
-    """A push: a branch head (the default branch decides in routing), a version tag, or a deletion.
-
-    ``commit_field`` names the pushed commit where it can differ from ``after`` (an annotated tag);
-    it is used when present.
-    """
+def _push(kind: str, delivery: str, event: str, data: dict, repo: str, after_field: str) -> Trigger | Ignored:
     ref = _get(data, "ref")
-    if not isinstance(ref, str):
-        raise Invalid("field ref is not a string")
     after = _get(data, after_field)
     if after == _ZERO or data.get("deleted") is True:
         return Ignored(f"{ref} was deleted")
     sha = _sha(data, after_field)
-    try:
-        commit = _get(data, commit_field)
-    except Invalid:
-        commit = None
-    if commit is not None:
-        sha = _sha(data, commit_field)
-    if ref.startswith("refs/heads/"):
+    if isinstance(ref, str) and ref.startswith("refs/heads/"):
         return Trigger(kind, delivery, event, repo, "push", sha, branch=_branch({"ref": ref[11:]}, "ref"))
-    if ref.startswith("refs/tags/") and _VERSION.fullmatch(ref[10:]):
+    if isinstance(ref, str) and ref.startswith("refs/tags/") and _VERSION.fullmatch(ref[10:]):
         return Trigger(kind, delivery, event, repo, "tag", sha, version=ref[10:])
     return Ignored(f"push to {ref!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -10,10 +9,7 @@ from dataclasses import dataclass
 from opsflow.errors import RemoteError
 from opsflow.webhook.payloads import Ignored, Trigger
 
-log = logging.getLogger("opsflow.webhook")
-
-# pipeline → (pull request flow, merge flow); the deployment is ``<flow>/<deployment name>``.
-# An Application with ``ml_project`` uses "mlops", every other one "gitops".
+# pipeline → (pull request flow, merge flow); the deployment is ``<flow>/<deployment name>``
 PIPELINES = {
     "gitops": ("gitops-pr", "gitops-merge"),
     "mlops": ("mlops-pr", "mlops-merge"),
@@ -24,8 +20,6 @@ REFRESH_S = 5.0
 
 @dataclass(frozen=True)
 class AppInfo:
-    """What routing needs of an Application block; ``name`` is the block's name (the flows' ``app``)."""
-
     name: str
     default_branch: str
     ml_project: bool
@@ -70,8 +64,8 @@ class AppIndex:
     without a restart.
     """
 
-    def __init__(self, load):
-        self._load = load
+    def __init__(self, load=None):
+        self._load = load or load_applications
         self._apps: dict[str, AppInfo] = {}
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
@@ -92,25 +86,15 @@ class AppIndex:
             return self._apps.get(repo)
 
 
-def load_applications(client) -> dict[str, AppInfo]:
-    """forge repository → application, from every Application block (read with a sync Prefect client)."""
-    docs, page = [], 200
-    while True:
-        batch = client.read_block_documents_by_type(block_type_slug="opsflow-application", offset=len(docs),
-                                                    limit=page, include_secrets=False)
-        docs += batch
-        if len(batch) < page:
-            break
-    apps: dict[str, AppInfo] = {}
-    for doc in sorted(docs, key=lambda d: d.name or ""):
+def load_applications() -> dict[str, AppInfo]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        docs = client.read_block_documents_by_type(block_type_slug="opsflow-application", include_secrets=False)
+    apps = {}
+    for doc in docs:
         data = doc.data or {}
-        repo = data.get("forge_repo")
-        if not repo or doc.is_anonymous or not doc.name:
-            continue
-        if repo in apps:
-            log.warning("Application blocks %r and %r both have forge_repo %s; deliveries go to %r",
-                        apps[repo].name, doc.name, repo, apps[repo].name)
-            continue
-        apps[repo] = AppInfo(name=doc.name, default_branch=data.get("default_branch") or "main",
-                             ml_project=bool(data.get("ml_project")))
+        if data.get("forge_repo"):
+            apps[data["forge_repo"]] = AppInfo(name=data["name"], default_branch=data.get("default_branch", "main"),
+                                               ml_project=bool(data.get("ml_project")))
     return apps
