@@ -45,7 +45,19 @@ def _pr_payload(action: str, number: int, head: str, merged: bool = False, merge
 
 
 @pytest.fixture(scope="module")
-def receiver(stack, forge_emulator, tmp_path_factory):
+def shop(stack, tmp_path_factory):
+    """The sample shop with a PR branch and its merge; its Application block is saved before the
+    receiver starts (the receiver reloads applications on a miss at most every few seconds)."""
+    repo = SampleRepo(tmp_path_factory.mktemp("shop-e2e"), SHOP_SOURCE)
+    repo.commit("initial")
+    head = repo.commit("a change", branch="feature/e2e")
+    merge_sha = repo.merge("feature/e2e")
+    save_shop_blocks(repo.url, name=APP, forge_repo=REPO)
+    return head, merge_sha
+
+
+@pytest.fixture(scope="module")
+def receiver(stack, shop, forge_emulator, tmp_path_factory):
     deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None)
     block = forge_emulator.block("github")
     block.webhook_secret = SECRET
@@ -85,13 +97,9 @@ def _wait(run_id, deadline_s: float = 600):
 
 
 def test_a_pull_request_delivery_runs_the_pr_flow_on_the_worker_and_a_merge_delivery_the_merge_flow(
-        stack, receiver, forge_emulator, tmp_path):
+        stack, shop, receiver, forge_emulator):
     forge_emulator.reset()
-    repo = SampleRepo(tmp_path / "shop", SHOP_SOURCE)
-    repo.commit("initial")
-    head = repo.commit("a change", branch="feature/e2e")
-    merge_sha = repo.merge("feature/e2e")
-    save_shop_blocks(repo.url, name=APP, forge_repo=REPO)
+    head, merge_sha = shop
 
     headers, body = _signed("pull_request", _pr_payload("opened", 3, head))
     answer = httpx.post(receiver, content=body, headers=headers, timeout=10)
