@@ -108,6 +108,7 @@ def main() -> None:
     from opsflow.stack import Stack, StackConfig
     from tests.flows.gitops_harness import free_port
     from tests.forge_emulator import ForgeEmulator
+    from tests.webhook.deliveries import run_id_of
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
@@ -140,7 +141,7 @@ def main() -> None:
                 # Warm-up: the first run builds and stores the artifacts; later commits share the tree.
                 sha = repo.commit("warm-up", branch="bench")
                 headers, body = delivery(1, sha)
-                run_id = http.post(url, content=body, headers=headers).json()["flow_run_id"]
+                run_id = run_id_of(http.post(url, content=body, headers=headers), url)
                 print("warm-up run:", wait_final(client, run_id, 600), flush=True)
 
                 latencies, answers = [], []
@@ -151,7 +152,7 @@ def main() -> None:
                     answer = http.post(url, content=body, headers=headers)
                     answers.append(time.time() - sent)
                     assert answer.status_code == 202, answer.text
-                    run_id = answer.json()["flow_run_id"]
+                    run_id = run_id_of(answer, url)
                     latency = first_task_start(client, run_id).timestamp() - sent
                     latencies.append(latency)
                     state = wait_final(client, run_id)
@@ -229,12 +230,20 @@ def run_load(http, url: str, receiver_pid: int, total: int, client) -> dict:
     random.shuffle(mixed)
     warm = rss_kib(receiver_pid)
 
+    times: list[float] = []
+    queued = [0]
+
     def send(item):
         kind, headers, body = item
+        start = time.perf_counter()
         try:
-            return kind, http.post(url, content=body, headers=headers, timeout=30).status_code
+            answer = http.post(url, content=body, headers=headers, timeout=30)
         except httpx.HTTPError as exc:  # counted, not fatal: a forge would redeliver
             return kind, type(exc).__name__
+        times.append(time.perf_counter() - start)
+        if answer.status_code == 202 and answer.json().get("status") == "queued":
+            queued[0] += 1
+        return kind, answer.status_code
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(send, mixed))
@@ -255,7 +264,7 @@ def run_load(http, url: str, receiver_pid: int, total: int, client) -> dict:
             if len(page) < 200:
                 return runs
 
-    deadline = time.monotonic() + 60  # deliveries answered 503 are started by the receiver's retry thread
+    deadline = time.monotonic() + 180  # deliveries answered "queued" get their run in the background
     while True:
         runs = load_runs()
         started = [r for r in runs if (r.parameters or {}).get("sha") in valid_shas]
@@ -263,12 +272,14 @@ def run_load(http, url: str, receiver_pid: int, total: int, client) -> dict:
             break
         time.sleep(1)
     others = [r for r in runs if (r.parameters or {}).get("sha") in ("a" * 40, "b" * 40)]
-    for run in started + others:
-        client.delete_flow_run(run.id)
+    with ThreadPoolExecutor(4) as pool:  # the pool is paused: these runs must not run later
+        list(pool.map(lambda run: client.delete_flow_run(run.id), started + others))
     print(f"load: answers {codes}", flush=True)
     return {"load_valid": len(valid_ids), "load_runs_started": len(started), "load_other_runs": len(others),
             "load_5xx": sum(1 for _, c in answers if isinstance(c, int) and c >= 500),
             "load_timeouts": sum(1 for _, c in answers if not isinstance(c, int)), "load_codes": codes,
+            "load_queued": queued[0], "load_answer_p50_ms": round(statistics.median(times) * 1000, 1),
+            "load_answer_p95_ms": round(pct(times, 0.95) * 1000, 1),
             "load_rss_growth_kib": rss_kib(receiver_pid) - warm}
 
 

@@ -43,6 +43,11 @@ def stack_config() -> StackConfig:
 def stack(stack_config: StackConfig):
     """The whole local platform, brought up once for the session and stopped after it."""
     OUTPUT.mkdir(exist_ok=True)
+    if not processes.marked_pids(stack_config.home):
+        # Nothing of an earlier session runs: start from an empty Prefect database and fresh logs,
+        # as CI does, so runs left by earlier sessions neither slow the server nor leak into results.
+        for stale in [*(stack_config.home / "prefect").glob("prefect.db*"), *(stack_config.home / "logs").glob("*.log")]:
+            stale.unlink()
     platform = Stack(stack_config, say=lambda line: print(f"[stack] {line}"))
     try:
         platform.up()

@@ -9,15 +9,15 @@ from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Before Prefect is imported: a delivery is answered (503) instead of waiting out the client's
-    # long retry schedule; the receiver's own retry thread keeps trying in the background.
+    # Before Prefect is imported: a failed create is handed to the receiver's own retry thread
+    # instead of waiting out the client's long retry schedule.
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "1")
     os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "10")
     from opsflow.webhook.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(args.forge_block, host=args.host, port=args.port, journal=Path(args.journal), max_body=args.max_body,
-          deployment=args.deployment)
+          deployment=args.deployment, answer_within_s=args.answer_within_ms / 1000)
     return 0
 
 
@@ -34,4 +34,7 @@ def register(subparsers) -> None:
     serve.add_argument("--max-body", type=int, default=1 << 20, help="largest body accepted, in bytes")
     serve.add_argument("--deployment", default="default",
                        help="deployment name the runs go to: <flow>/<name>, e.g. gitops-pr/default")
+    serve.add_argument("--answer-within-ms", type=int, default=80,
+                       help="longest a delivery waits for its run to be created; after that it is answered 202 "
+                            "with status 'queued' and the run is created in the background")
     serve.set_defaults(func=_serve)

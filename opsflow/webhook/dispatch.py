@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from uuid import UUID
 
 from opsflow.errors import RemoteError
@@ -12,7 +14,10 @@ from opsflow.webhook.journal import Entry, Journal
 
 log = logging.getLogger("opsflow.webhook")
 RETRY_DELAYS_S = (1, 2, 5, 10, 30, 60)
-SERVER_BUSY_RETRIES_S = (0.1, 0.3, 0.6, 1.0, 2.0, None)  # ~4 s, under the forges' 10 s delivery timeout
+SERVER_BUSY_RETRIES_S = (0.1, 0.3, 0.6, 1.0, 2.0, None)
+# Runs are created by a small pool: a SQLite-backed Prefect server serializes writes anyway, and
+# many more concurrent creates only turn into "database is locked" 503s.
+CREATE_CONCURRENCY = 4
 
 
 class Dispatcher:
@@ -27,6 +32,11 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._retry_loop, name="webhook-retry", daemon=True)
+        self._pool = ThreadPoolExecutor(CREATE_CONCURRENCY, thread_name_prefix="webhook-create")
+        # Deliveries whose run is being created: a redelivery waits on the same future, and the
+        # retry thread leaves them alone, so no create is sent twice for one delivery.
+        self._inflight: dict[tuple[str, str], Future] = {}
+        self._inflight_lock = threading.Lock()
 
     def _client(self):
         with self._client_lock:
@@ -73,6 +83,35 @@ class Dispatcher:
         self._emit(entry, str(run.id))
         return str(run.id)
 
+    def dispatch_within(self, entry: Entry, tags: list[str], budget_s: float) -> str | None:
+        """Like ``dispatch``, but waits at most ``budget_s``: the run id, or None when the run is still
+        being created (it goes on in the background) or the API failed (the retry thread has it)."""
+        if entry.flow_run_id:
+            return entry.flow_run_id
+        key = (entry.forge, entry.delivery)
+        with self._inflight_lock:
+            future = self._inflight.get(key)
+            if future is None:
+                future = self._inflight[key] = self._pool.submit(self._dispatch_logged, entry, tags)
+        try:
+            return future.result(timeout=budget_s)
+        except FutureTimeout:
+            return None
+
+    def _dispatch_logged(self, entry: Entry, tags: list[str]) -> str | None:
+        try:
+            return self.dispatch(entry, tags)
+        except RemoteError as exc:
+            log.warning("delivery %s not started yet: %s", entry.delivery, exc)
+            return None
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop((entry.forge, entry.delivery), None)
+
+    def _in_flight(self, entry: Entry) -> bool:
+        with self._inflight_lock:
+            return (entry.forge, entry.delivery) in self._inflight
+
     def _create(self, entry: Entry, tags: list[str]):
         """Create the run; a 5xx from the server (SQLite busy under load) is retried briefly, in place."""
         from prefect.exceptions import PrefectHTTPStatusError
@@ -111,6 +150,8 @@ class Dispatcher:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
+        # Creates under way finish; queued ones are dropped here and stay pending in the journal.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _retry_loop(self) -> None:
         failures = 0
@@ -122,6 +163,8 @@ class Dispatcher:
             pending = self.journal.pending()
             ok = True
             for entry in pending:
+                if self._in_flight(entry):
+                    continue
                 try:
                     run_id = self.dispatch(entry, tags=["webhook", entry.forge, "redelivered"])
                     log.info("started recorded delivery %s: flow run %s", entry.delivery, run_id)

@@ -80,6 +80,14 @@ class Journal:
                                     " ORDER BY received_at").fetchall()
         return [self._entry(row) for row in rows]
 
+    def get(self, forge: str, delivery: str) -> Entry | None:
+        """The recorded delivery, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT forge, delivery, event, deployment, parameters, idempotency_key,"
+                                   " flow_run_id, attempts FROM deliveries WHERE forge = ? AND delivery = ?",
+                                   (forge, delivery)).fetchone()
+        return self._entry(row) if row else None
+
     def _get(self, forge: str, delivery: str) -> Entry:
         row = self._db.execute("SELECT forge, delivery, event, deployment, parameters, idempotency_key,"
                                " flow_run_id, attempts FROM deliveries WHERE forge = ? AND delivery = ?",

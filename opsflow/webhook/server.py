@@ -19,6 +19,8 @@ from opsflow.webhook.signatures import KINDS, verify
 
 log = logging.getLogger("opsflow.webhook")
 DEFAULT_MAX_BODY = 1 << 20
+# How long a delivery waits for its run to be created before it is answered without the run id.
+DEFAULT_ANSWER_WITHIN_S = 0.08
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Receiver:
     apps: AppIndex
     max_body: int = DEFAULT_MAX_BODY
     deployment: str = DEFAULT_DEPLOYMENT
+    answer_within_s: float = DEFAULT_ANSWER_WITHIN_S
 
     def handle(self, path: str, headers: dict[str, str], read_body) -> tuple[int, dict | None]:
         """(status, JSON answer) for one POST; ``read_body(n)`` reads at most n bytes."""
@@ -65,13 +68,23 @@ class Receiver:
             return 204, None
         entry = self.journal.record(kind, parsed.delivery, parsed.event, target.deployment, target.parameters,
                                     target.idempotency_key)
-        try:
-            run_id = self.dispatcher.dispatch(entry, tags=["webhook", kind, parsed.event.replace(" ", "-").lower()])
-        except RemoteError as exc:
-            return 503, {"error": str(exc), "delivery": parsed.delivery}
+        # Recorded, so accepted: the answer waits a bounded time for the run id, never for a slow or
+        # unreachable Prefect API (the run is then created in the background, also after a restart).
+        run_id = self.dispatcher.dispatch_within(entry, ["webhook", kind, parsed.event.replace(" ", "-").lower()],
+                                                 self.answer_within_s)
         log.info("%s delivery %s (%s %s@%s) → %s run %s", kind, parsed.delivery, parsed.event, parsed.repo,
-                 parsed.sha[:12], target.deployment, run_id)
-        return 202, {"flow_run_id": run_id, "deployment": target.deployment, "delivery": parsed.delivery}
+                 parsed.sha[:12], target.deployment, run_id or "(being created)")
+        return 202, {"flow_run_id": run_id, "status": "started" if run_id else "queued",
+                     "deployment": target.deployment, "delivery": parsed.delivery}
+
+    def status(self, path: str) -> tuple[int, dict]:
+        """``GET /hooks/<kind>/deliveries/<id>``: what became of a delivery (its run id once created)."""
+        delivery = path.rstrip("/").rsplit("/", 1)[-1]
+        entry = self.journal.get(self.kind, delivery)
+        if entry is None:
+            return 404, {"error": f"no accepted {self.kind} delivery {delivery}"}
+        return 200, {"delivery": entry.delivery, "deployment": entry.deployment, "flow_run_id": entry.flow_run_id,
+                     "status": "started" if entry.flow_run_id else "queued", "attempts": entry.attempts}
 
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
@@ -106,7 +119,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self._answer(status, payload)
 
         def do_GET(self) -> None:
-            if self.path in ("/", "/healthz"):
+            if self.path.startswith(f"/hooks/{receiver.kind}/deliveries/"):
+                self._answer(*receiver.status(self.path))
+            elif self.path in ("/", "/healthz"):
                 self._answer(200, {"status": "ok", "forge": receiver.kind})
             else:
                 self._answer(405, {"error": "deliveries are POSTed to /hooks/" + receiver.kind})
@@ -117,7 +132,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 def serve(forge_block: str, host: str = "127.0.0.1", port: int = 4300, journal: Path | None = None,
-          max_body: int = DEFAULT_MAX_BODY, deployment: str = DEFAULT_DEPLOYMENT) -> None:
+          max_body: int = DEFAULT_MAX_BODY, deployment: str = DEFAULT_DEPLOYMENT,
+          answer_within_s: float = DEFAULT_ANSWER_WITHIN_S) -> None:
     """Run the receiver until SIGTERM/SIGINT."""
     from blocks import GitForge
     from opsflow.errors import InvalidInput
@@ -128,7 +144,8 @@ def serve(forge_block: str, host: str = "127.0.0.1", port: int = 4300, journal: 
     store = Journal(journal or Path(".opsflow") / "webhook" / "deliveries.sqlite3")
     dispatcher = Dispatcher(store)
     receiver = Receiver(forge_block=forge_block, kind=forge.kind.value, secret=forge.webhook_secret.get_secret_value(),
-                        journal=store, dispatcher=dispatcher, apps=AppIndex(), max_body=max_body, deployment=deployment)
+                        journal=store, dispatcher=dispatcher, apps=AppIndex(), max_body=max_body, deployment=deployment,
+                        answer_within_s=answer_within_s)
     httpd = ThreadingHTTPServer((host, port), _handler(receiver))
     httpd.daemon_threads = True
     stop = threading.Event()

@@ -47,3 +47,24 @@ def signed(kind: str, event: str, payload: dict | bytes, secret: str, delivery: 
 
 def lower(headers: dict) -> dict:
     return {k.lower(): v for k, v in headers.items()}
+
+
+def run_id_of(answer, receiver_url: str, timeout_s: float = 60) -> str:
+    """The flow run id of a 202 answer: in the answer, or (status 'queued': the run was still being
+    created when the receiver answered) from the receiver's delivery status endpoint."""
+    import time
+
+    import httpx
+
+    body = answer.json()
+    if body.get("flow_run_id"):
+        return body["flow_run_id"]
+    assert body["status"] == "queued", body
+    url = f"{receiver_url.rstrip('/')}/deliveries/{body['delivery']}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = httpx.get(url, timeout=5).json()
+        if status.get("flow_run_id"):
+            return status["flow_run_id"]
+        time.sleep(0.1)
+    raise AssertionError(f"delivery {body['delivery']} still has no run after {timeout_s}s: {status}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,15 +57,24 @@ def test_mixed_burst(receiver):
     shas = {__import__("json").loads(b)["pull_request"]["head"]["sha"] for _, b in valid}
     bad_shas = {__import__("json").loads(b)["pull_request"]["head"]["sha"] for kind, _, b in items
                 if kind == "badsig"}
-    with get_client(sync_client=True) as client:
-        runs, offset = [], 0
-        while True:
-            page = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["webhook"])),
-                                         limit=200, offset=offset)
-            runs += page
-            offset += 200
-            if len(page) < 200:
-                break
+    def webhook_runs() -> list:
+        with get_client(sync_client=True) as client:
+            runs, offset = [], 0
+            while True:
+                page = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["webhook"])), limit=200, offset=offset)
+                runs += page
+                offset += 200
+                if len(page) < 200:
+                    return runs
+
+    # A delivery answered "queued" has its run created in the background: wait for them (bounded).
+    deadline = time.monotonic() + 120
+    while True:
+        runs = webhook_runs()
+        if len({r.parameters.get("sha") for r in runs} & shas) == len(shas) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     started = [r.parameters["sha"] for r in runs if r.parameters.get("sha") in shas]
     assert sorted(started) == sorted(shas)  # each valid delivery: exactly one run, duplicates none
     assert not [r for r in runs if r.parameters.get("sha") in bad_shas]

@@ -10,7 +10,7 @@ import pytest
 
 from tests.flows.gitops_harness import free_port
 from tests.webhook.conftest import DEPLOYMENT, REPO, SECRET, ReceiverProcess
-from tests.webhook.deliveries import pr_payload, push_payload, signed
+from tests.webhook.deliveries import pr_payload, push_payload, run_id_of, signed
 
 pytestmark = pytest.mark.stack
 
@@ -33,16 +33,16 @@ def test_a_pull_request_starts_one_run_with_the_right_parameters_and_redelivery_
     headers, body = signed("github", "pull_request", pr_payload("github", "opened", 5, head, REPO), SECRET)
     answer = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
     assert answer.status_code == 202, answer.text
-    run, deployment = _run(answer.json()["flow_run_id"])
+    run, deployment = _run(run_id_of(answer, receiver.url))
     assert deployment.name == DEPLOYMENT and answer.json()["deployment"] == f"gitops-pr/{DEPLOYMENT}"
     assert run.parameters == {"app": "hooks-app", "pr": 5, "sha": head, "forge_block": "hooks-forge"}
     assert {"webhook", "github"} <= set(run.tags)
     again = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
-    assert again.status_code == 202 and again.json()["flow_run_id"] == answer.json()["flow_run_id"]
+    assert again.status_code == 202 and run_id_of(again, receiver.url) == run_id_of(answer, receiver.url)
     # A new delivery id for the same PR head (the forge re-sent it as a new delivery): still one run.
     headers2, _ = signed("github", "pull_request", pr_payload("github", "opened", 5, head, REPO), SECRET)
     third = httpx.post(receiver.url, content=body, headers=headers2, timeout=10)
-    assert third.json()["flow_run_id"] == answer.json()["flow_run_id"]
+    assert run_id_of(third, receiver.url) == run_id_of(answer, receiver.url)
 
 
 def test_a_merged_pr_and_the_push_of_its_merge_commit_are_one_merge_run(receiver):
@@ -51,11 +51,11 @@ def test_a_merged_pr_and_the_push_of_its_merge_commit_are_one_merge_run(receiver
                            SECRET)
     merged = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
     assert merged.status_code == 202
-    run, _ = _run(merged.json()["flow_run_id"])
+    run, _ = _run(run_id_of(merged, receiver.url))
     assert run.parameters["sha"] == merge and run.parameters["branch"] == "main" and run.parameters["pr"] == 6
     headers, body = signed("github", "push", push_payload("github", "refs/heads/main", merge, REPO), SECRET)
     push = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
-    assert push.status_code == 202 and push.json()["flow_run_id"] == merged.json()["flow_run_id"]
+    assert push.status_code == 202 and run_id_of(push, receiver.url) == run_id_of(merged, receiver.url)
 
 
 @pytest.mark.parametrize("change, code", [
@@ -111,7 +111,7 @@ def test_an_accepted_delivery_emits_an_event(receiver, hooks_setup):
         if found.get("events"):
             event = found["events"][0]
             assert event["payload"]["deployment"] == f"gitops-pr/{DEPLOYMENT}"
-            assert any(r["prefect.resource.id"] == f"prefect.flow-run.{answer.json()['flow_run_id']}"
+            assert any(r["prefect.resource.id"] == f"prefect.flow-run.{run_id_of(answer, receiver.url)}"
                        for r in event["related"])
             return
         time.sleep(0.5)
@@ -129,6 +129,7 @@ class Proxy:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.open = True
+        self.delay_s = 0.0  # added before each answer from the server (a slow API)
         self.conns: list = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -146,13 +147,14 @@ class Proxy:
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, slow in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, slow), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a, b) -> None:
+    def _pipe(self, a, b, slow: bool) -> None:
         try:
             while data := a.recv(65536):
+                if slow and self.delay_s:
+                    time.sleep(self.delay_s)
                 b.sendall(data)
         except OSError:
             pass
@@ -172,8 +174,7 @@ class Proxy:
                 pass
 
 
-def test_with_prefect_down_the_delivery_is_kept_answered_503_and_started_once_after_a_restart(hooks_setup,
-                                                                                               tmp_path):
+def test_with_prefect_down_the_delivery_is_accepted_queued_and_started_once_after_a_restart(hooks_setup, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
@@ -185,8 +186,12 @@ def test_with_prefect_down_the_delivery_is_kept_answered_503_and_started_once_af
     try:
         proxy.cut()
         answer = httpx.post(flaky.url, content=body, headers=headers, timeout=30)
-        assert answer.status_code == 503, answer.text
+        # Recorded before the answer, so accepted: 202 without a run id, and the status says queued.
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "queued" and answer.json()["flow_run_id"] is None
         assert answer.json()["delivery"] == headers["X-GitHub-Delivery"]
+        status = httpx.get(f"{flaky.url}/deliveries/{headers['X-GitHub-Delivery']}", timeout=5).json()
+        assert status["status"] == "queued" and status["flow_run_id"] is None
     finally:
         assert flaky.stop() == 0
     # Restarted against a reachable server, the receiver starts what it had recorded, exactly once.
@@ -201,6 +206,28 @@ def test_with_prefect_down_the_delivery_is_kept_answered_503_and_started_once_af
             time.sleep(0.3)
         assert len(runs) == 1
         again = httpx.post(restarted.url, content=body, headers=headers, timeout=10)
-        assert again.status_code == 202 and again.json()["flow_run_id"] == str(runs[0].id)
+        assert again.status_code == 202 and run_id_of(again, restarted.url) == str(runs[0].id)
     finally:
         assert restarted.stop() == 0
+
+
+def test_with_a_slow_prefect_api_the_answer_does_not_wait_for_the_run(hooks_setup, tmp_path):
+    """The answer waits a bounded time (80 ms by default); the run is then created in the background."""
+    from prefect.client.orchestration import get_client
+
+    proxy = Proxy(hooks_setup.prefect_port)
+    slow = ReceiverProcess(free_port(), tmp_path / "journal.sqlite3", f"http://127.0.0.1:{proxy.port}/api").start()
+    head = _sha()
+    headers, body = signed("github", "pull_request", pr_payload("github", "opened", 11, head, REPO), SECRET)
+    try:
+        proxy.delay_s = 1.5
+        answer = httpx.post(slow.url, content=body, headers=headers, timeout=30)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "queued" and answer.json()["flow_run_id"] is None
+        proxy.delay_s = 0
+        run_id = run_id_of(answer, slow.url)
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(run_id).parameters["sha"] == head
+        assert httpx.get(f"{slow.url}/deliveries/nope", timeout=5).status_code == 404
+    finally:
+        assert slow.stop() == 0
