@@ -203,11 +203,14 @@ class Stack:
         return out
 
     def down(self) -> list[str]:
-        """Stop every service this stack started (newest first) and any process they left."""
+        """Stop the selected services this stack started (newest first); once none is left
+        running, also any process they left behind."""
         state = self._load()
         records = state.get("services", {})
         stopped = []
         for name in reversed(SERVICES):
+            if name not in self.cfg.services:
+                continue
             rec = records.pop(name, None)
             if not rec:
                 continue
@@ -215,7 +218,7 @@ class Stack:
                 processes.stop(rec["pid"], grace=20 if name == "docker" else 10)
                 stopped.append(name)
                 self.say(f"{name}: stopped")
-        leftovers = processes.sweep(self.cfg.home)
+        leftovers = [] if records else processes.sweep(self.cfg.home)
         if leftovers:
             self.say(f"stopped {len(leftovers)} leftover process(es) of this stack")
         if self.cfg.state_file.exists():

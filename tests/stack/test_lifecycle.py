@@ -87,3 +87,14 @@ def test_a_service_dying_during_start_fails_with_its_log_and_stops_the_rest(ligh
     assert "registry: exited during start" in str(info.value)
     assert "panic: storage driver exploded" in str(info.value)
     assert processes.marked_pids(stack.cfg.home) == []  # s3, started in the same call, was stopped too
+
+
+def test_down_with_services_stops_only_those(light):
+    stack, _ = light
+    assert stack.up() == ["s3", "registry"]
+    registry_pid = {s.name: s.pid for s in stack.status()}["registry"]
+    only_s3 = Stack(stack.cfg.with_services(("s3",)), say=lambda line: None)
+    assert only_s3.down() == ["s3"]
+    assert [s.name for s in stack.status()] == ["registry"]
+    assert processes.alive(registry_pid)
+    assert httpx.get(f"{stack.cfg.url(stack.cfg.registry_port)}/v2/", timeout=5).status_code == 200
