@@ -185,7 +185,7 @@ def main() -> None:
                 # Load: the vault-build pool paused, so the accepted deliveries only create runs.
                 client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=True))
                 try:
-                    load = run_load(http, url, receiver.pid, args.load, client)
+                    load = run_load(http, url, receiver, args.load, client)
                 finally:
                     client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=False))
         finally:
@@ -210,7 +210,7 @@ def main() -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_load(http, url: str, receiver_pid: int, total: int, client) -> dict:
+def run_load(http, url: str, receiver: subprocess.Popen, total: int, client) -> dict:
     import httpx
 
     """A burst of mixed deliveries from 8 threads; counts answers and the runs that were created."""
@@ -228,6 +228,7 @@ def run_load(http, url: str, receiver_pid: int, total: int, client) -> dict:
     mixed += [("malformed", *delivery(30_000 + i, "b" * 40, body=b'{"action": "synchronize", "numb'))
               for i in range(total - len(mixed))]
     random.shuffle(mixed)
+    receiver_pid = receiver.pid
     warm = rss_kib(receiver_pid)
 
     times: list[float] = []
@@ -271,16 +272,27 @@ def run_load(http, url: str, receiver_pid: int, total: int, client) -> dict:
         if len(started) >= len(valid_shas) or time.monotonic() > deadline:
             break
         time.sleep(1)
+    rss_growth = rss_kib(receiver_pid) - warm
+    # Stop the receiver first (nothing is created after this), then cancel every run of the burst
+    # while the pool is still paused. Runs are cancelled, not deleted: deleting runs whose events
+    # are still in flight makes Prefect's task run recorder fail on foreign keys.
+    receiver.terminate()
+    receiver.wait(60)
+    runs = load_runs()
+    started = [r for r in runs if (r.parameters or {}).get("sha") in valid_shas]
     others = [r for r in runs if (r.parameters or {}).get("sha") in ("a" * 40, "b" * 40)]
-    with ThreadPoolExecutor(4) as pool:  # the pool is paused: these runs must not run later
-        list(pool.map(lambda run: client.delete_flow_run(run.id), started + others))
+    from prefect.states import Cancelled
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda run: client.set_flow_run_state(run.id, Cancelled(message="benchmark burst"), force=True),
+                      [r for r in started + others if not (r.state and r.state.is_final())]))
     print(f"load: answers {codes}", flush=True)
     return {"load_valid": len(valid_ids), "load_runs_started": len(started), "load_other_runs": len(others),
             "load_5xx": sum(1 for _, c in answers if isinstance(c, int) and c >= 500),
             "load_timeouts": sum(1 for _, c in answers if not isinstance(c, int)), "load_codes": codes,
             "load_queued": queued[0], "load_answer_p50_ms": round(statistics.median(times) * 1000, 1),
             "load_answer_p95_ms": round(pct(times, 0.95) * 1000, 1),
-            "load_rss_growth_kib": rss_kib(receiver_pid) - warm}
+            "load_rss_growth_kib": rss_growth}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ side effects beyond defining the classes.
 """
 
 from blocks.application import Application, Component, DeployDefaults, DeployMethod, EnvFile, HealthCheck
+from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
 from blocks.forge import ForgeKind, GitForge
 from blocks.mlflow_server import MlflowServer
 from blocks.object_store import ObjectStore
@@ -19,12 +20,14 @@ BLOCK_CLASSES = (
     KubernetesTarget,
     MlflowServer,
     ObjectStore,
+    RegistryCleanupPolicy,
     SshHostTarget,
 )
 
 __all__ = [
     "BLOCK_CLASSES",
     "Application",
+    "CleanupRule",
     "Component",
     "ContainerRegistry",
     "DeployDefaults",
@@ -38,5 +41,6 @@ __all__ = [
     "KubernetesTarget",
     "MlflowServer",
     "ObjectStore",
+    "RegistryCleanupPolicy",
     "SshHostTarget",
 ]

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from prefect.blocks.core import Block
 from pydantic import Field, model_validator
 
-from blocks.fields import HttpUrl, Secret
+from blocks.fields import Argv, HttpUrl, Secret
 
 
 class ContainerRegistry(Block):
@@ -27,6 +27,14 @@ class ContainerRegistry(Block):
     password: Secret = Field(default=None, description="Password or token for the user.")
     verify_tls: bool = Field(default=True, description="Verify the registry's TLS certificate.")
     timeout: float = Field(default=30, gt=0, description="Seconds per registry API request.")
+    gc_command: Argv | None = Field(
+        default=None,
+        description="Command (argv list) run on the worker after a cleanup deletes manifests: it must put the "
+        "registry in maintenance (read-only or stopped), run `registry garbage-collect --delete-untagged <config>` "
+        "and bring it back, e.g. ['sudo', '/usr/local/sbin/registry-gc']. Empty: no garbage collection.",
+    )
+    storage_root: str | None = Field(
+        default=None, description="The registry's storage directory as the worker sees it, to report bytes freed.")
 
     @model_validator(mode="after")
     def _credentials_pair(self) -> ContainerRegistry:

@@ -29,6 +29,9 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     if args.action == "down":
         stack.down()
         return 0
+    if args.action == "registry-gc":
+        stack.registry_gc()
+        return 0
     rows = stack.status()
     if not rows:
         print(f"no stack recorded under {stack.cfg.home}; run `opsflow stack up`")
@@ -68,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="start, inspect or stop the local platform on 127.0.0.1",
                            description="The PostgreSQL URL for the Prefect server is read from "
                            "$OPSFLOW_DATABASE_URL only, so its password never shows in a process list.")
-    stack.add_argument("action", choices=["up", "status", "down"])
+    stack.add_argument("action", choices=["up", "status", "down", "registry-gc"],
+                       help="registry-gc: stop the registry, garbage-collect its storage, start it again")
     stack_options(stack)
     stack.set_defaults(func=_cmd_stack)
 

@@ -16,7 +16,8 @@ def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stac
 
     said: list[str] = []
     names = deploy_all(stack.prefect_api_url, say=said.append)
-    assert {"gitops-pr/default", "gitops-merge/default", "smoke-image/default", "smoke-image/edge-local"} <= set(names)
+    assert {"gitops-pr/default", "gitops-merge/default", "smoke-image/default", "smoke-image/edge-local",
+            "registry-cleanup/nightly"} <= set(names)
     assert "work pool kubernetes (kubernetes): created" in said or "work pool kubernetes (kubernetes): exists" in said
     sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -30,6 +31,10 @@ def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stac
         assert (edge.work_pool_name, edge.work_queue_name) == ("edge", "edge-local")
         assert client.read_work_queue_by_name("edge-local", work_pool_name="edge")
         assert client.read_work_pool("kubernetes").type == "kubernetes"
+        cleanup = client.read_deployment_by_name("registry-cleanup/nightly")
+        assert cleanup.parameters["apply"] is False  # an ad-hoc run from the UI is a dry run
+        [nightly] = cleanup.schedules
+        assert nightly.schedule.cron == "30 3 * * *" and nightly.active and nightly.parameters == {"apply": True}
         before = {d.name: d.id for d in client.read_deployments()}
     again: list[str] = []
     assert deploy_all(stack.prefect_api_url, say=again.append) == names

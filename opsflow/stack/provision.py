@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from blocks import BLOCK_CLASSES, ContainerRegistry, DockerHostTarget, MlflowServer, ObjectStore
+from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
 from opsflow.errors import ServiceError
 from opsflow.stack.config import BUCKETS, WORK_POOLS, StackConfig
 
 #: Names of the block documents ``stack up`` creates for the local services.
 OBJECT_STORES = {"opsflow-artifacts": "opsflow-artifacts", "opsflow-data": "opsflow-data"}
 REGISTRY_BLOCK = "local-registry"
+CLEANUP_POLICY_BLOCK = "nightly"
 MLFLOW_BLOCK = "local-mlflow"
 BUILD_ENGINE_BLOCK = "build-server"
 EDGE_BLOCK = "edge-local"
@@ -56,7 +61,19 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
                 endpoint_url=cfg.url(cfg.s3_port), bucket=bucket,
                 access_key_id=creds["s3_access_key"], secret_access_key=creds["s3_secret_key"],
             ).save(block_name, overwrite=True)
-        ContainerRegistry(url=cfg.url(cfg.registry_port), verify_tls=False).save(REGISTRY_BLOCK, overwrite=True)
+        opsflow_bin = str(Path(sys.executable).parent / "opsflow")
+        ContainerRegistry(
+            url=cfg.url(cfg.registry_port), verify_tls=False,
+            gc_command=[opsflow_bin, "stack", "registry-gc", "--home", str(cfg.home)],
+            storage_root=str(cfg.home / "registry" / "data"),
+        ).save(REGISTRY_BLOCK, overwrite=True)
+        if not _block_exists(RegistryCleanupPolicy, CLEANUP_POLICY_BLOCK):  # users edit it in the UI: keep theirs
+            RegistryCleanupPolicy(rules=[
+                CleanupRule(priority=10, description="commit-SHA tags", tags=[r"re:[0-9a-f]{7,40}"],
+                            keep_newest=20, older_than_days=14),
+                CleanupRule(priority=20, description="branch and PR tags", tags=["*"], keep_newest=10,
+                            older_than_days=30),
+            ]).save(CLEANUP_POLICY_BLOCK)
         MlflowServer(tracking_uri=cfg.url(cfg.mlflow_port)).save(MLFLOW_BLOCK, overwrite=True)
         if docker_url:
             DockerHostTarget(name="build-server", base_url=docker_url).save(BUILD_ENGINE_BLOCK, overwrite=True)
@@ -75,3 +92,13 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
                 except ObjectAlreadyExists:
                     done.append(f"work pool {pool}: exists")
     return done
+
+
+def _block_exists(cls, name: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        cls.load(name)
+    except (ObjectNotFound, ValueError):
+        return False
+    return True

@@ -1,0 +1,154 @@
+"""Registry lifecycle rules: which images a scheduled cleanup may delete, and which it always keeps.
+
+Semantics (as ECR lifecycle policies and GitLab cleanup policies, with Harbor's always-keep list):
+
+* Every tag is judged on its own first. Tags matching an ``always_keep`` pattern are kept.
+  The other tags are given to the rules in ascending ``priority``; the **first rule whose
+  repository and tag filters match a tag decides** for that tag, and later rules never see it.
+  A tag no rule matches is kept.
+* A rule orders the tags it decides for in one repository newest first (image creation time)
+  and keeps the newest ``keep_newest``; of the others it expires those older than
+  ``older_than_days`` (all of them when ``older_than_days`` is not set).
+* A manifest is deleted only when every tag on it expired. Expired tags of a manifest that
+  keeps another tag are untagged (``untag_shared``) or kept, and the plan says why. Digests
+  in use (running containers, pods, recorded deploys) are never touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+
+from prefect.blocks.core import Block
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from opsflow.errors import InvalidInput
+
+DEFAULT_ALWAYS_KEEP = [r"re:^v?\d+\.\d+\.\d+$", "latest", "stable"]
+
+
+def compile_pattern(pattern: str) -> re.Pattern:
+    """``re:<regex>`` is a regular expression matched against the whole name; anything else is
+    a shell glob (``*``, ``?``, ``[...]``)."""
+    if pattern.startswith("re:"):
+        try:
+            return re.compile(rf"(?:{pattern[3:]})\Z")
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern[3:]!r}: {exc}") from None
+    if not pattern:
+        raise ValueError("an empty pattern matches nothing; use '*' for everything")
+    return re.compile(fnmatch.translate(pattern))
+
+
+def matches_any(name: str, patterns: list[str]) -> bool:
+    return any(compile_pattern(p).match(name) for p in patterns)
+
+
+class CleanupRule(BaseModel):
+    """One lifecycle rule: which tags it decides for, and how many/how old of them to keep."""
+
+    priority: int = Field(ge=1, le=10_000, description="Order of evaluation; the lowest matching rule decides.")
+    description: str = Field(default="", max_length=200, description="What the rule is for, shown in the plan.")
+    repositories: list[str] = Field(
+        default_factory=lambda: ["*"], min_length=1,
+        description="Repository globs (or 're:<regex>'), e.g. 'shop/*'.",
+    )
+    tags: list[str] = Field(
+        default_factory=lambda: ["*"], min_length=1,
+        description="Tags the rule decides for: globs or 're:<regex>', e.g. 'pr-*' or 're:^[0-9a-f]{40}$'.",
+    )
+    exclude_tags: list[str] = Field(default_factory=list, description="Tags the rule leaves to later rules.")
+    keep_newest: int | None = Field(default=None, ge=0, le=100_000, description="Newest tags kept per repository.")
+    older_than_days: float | None = Field(
+        default=None, ge=0, le=36_500, description="Only tags older than this many days expire.")
+
+    @field_validator("repositories", "tags", "exclude_tags")
+    @classmethod
+    def _patterns_valid(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            compile_pattern(pattern)
+        return patterns
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CleanupRule:
+        if self.keep_newest is None and self.older_than_days is None:
+            raise ValueError("set keep_newest or older_than_days (a rule without either would expire every tag)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"#{self.priority}" + (f" {self.description}" if self.description else "")
+
+    def decides(self, repository: str, tag: str) -> bool:
+        return (matches_any(repository, self.repositories) and matches_any(tag, self.tags)
+                and not matches_any(tag, self.exclude_tags))
+
+
+class RegistryCleanupPolicy(Block):
+    """Lifecycle rules for a registry's repositories, evaluated by the registry cleanup flow."""
+
+    _block_type_name = "opsflow registry cleanup policy"
+    _block_type_slug = "opsflow-registry-cleanup-policy"
+    _description = "Registry lifecycle rules: keep the newest N, expire after D days, tags always kept."
+
+    rules: list[CleanupRule] = Field(min_length=1, description="Rules; the lowest priority that matches a tag decides.")
+    always_keep: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALWAYS_KEEP),
+        description="Tags never deleted (globs or 're:<regex>'): release versions, latest, stable by default.",
+    )
+    untag_shared: bool = Field(
+        default=True,
+        description="An expired tag whose manifest keeps another tag is removed by re-pointing it at a tiny "
+        "placeholder manifest that is then deleted (as regclient does); when off, such tags are kept.",
+    )
+
+    @field_validator("always_keep")
+    @classmethod
+    def _keep_valid(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            compile_pattern(pattern)
+        return patterns
+
+    @model_validator(mode="after")
+    def _unique_priorities(self) -> RegistryCleanupPolicy:
+        seen: dict[int, int] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.priority in seen:
+                raise ValueError(f"rules {seen[rule.priority] + 1} and {index + 1} both have priority "
+                                 f"{rule.priority}; priorities must be unique")
+            seen[rule.priority] = index
+        return self
+
+    def ordered_rules(self) -> list[CleanupRule]:
+        return sorted(self.rules, key=lambda r: r.priority)
+
+
+def load_policy(path: Path) -> RegistryCleanupPolicy:
+    """A policy from a YAML file (``rules:``, ``always_keep:``, ``untag_shared:``).
+
+    Raises:
+        InvalidInput: unreadable YAML or an invalid rule; the message names the rule.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read cleanup policy {path}: {exc}") from None
+    return policy_from_dict(data or {}, source=str(path))
+
+
+def policy_from_dict(data: dict, source: str = "policy") -> RegistryCleanupPolicy:
+    """Validate a policy given as plain data; errors name the rule (``rules[2]``) and the field."""
+    from pydantic import ValidationError
+
+    try:
+        return RegistryCleanupPolicy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(f"rules[{p + 1}]" if isinstance(p, int) and i == 1 and err["loc"][0] == "rules" else str(p)
+                             for i, p in enumerate(err["loc"]))
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        raise InvalidInput(f"invalid cleanup policy ({source}): " + "; ".join(problems)) from None
