@@ -9,9 +9,8 @@ from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Before Prefect is imported: no retries inside Prefect's client, whose first back-off is 2 s.
-    # A busy server (503, SQLite locked) is retried by the dispatcher after 0.1-2 s, and an
-    # unreachable one by the receiver's retry thread.
+    # Before Prefect is imported: loading the application blocks fails fast when the API is down
+    # (the delivery is answered 503 and the forge can redeliver) instead of waiting out retries.
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "0")
     os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "10")
     from opsflow.webhook.server import serve

@@ -39,23 +39,41 @@ class Dispatcher:
         self._inflight_lock = threading.Lock()
 
     def _client(self):
+        """An httpx client for the Prefect REST API, authenticated as Prefect's own client is.
+
+        Prefect's client is not used for creating runs: on a 503 (a SQLite server that is busy) it
+        sleeps 2 s even when told not to retry; the dispatcher retries those itself, sooner."""
         with self._client_lock:
             if self._client_obj is None:
-                from prefect.client.orchestration import get_client
+                import base64
 
-                client = get_client(sync_client=True)
-                client.__enter__()
-                self._client_obj = client
+                import httpx
+                from prefect.settings import (
+                    PREFECT_API_AUTH_STRING,
+                    PREFECT_API_KEY,
+                    PREFECT_API_REQUEST_TIMEOUT,
+                    PREFECT_API_URL,
+                )
+
+                if not PREFECT_API_URL.value():
+                    raise RemoteError("PREFECT_API_URL is not set; point it at the Prefect server's /api")
+                headers = {}
+                if PREFECT_API_AUTH_STRING.value():
+                    token = base64.b64encode(PREFECT_API_AUTH_STRING.value().encode()).decode()
+                    headers["Authorization"] = f"Basic {token}"
+                elif PREFECT_API_KEY.value():
+                    headers["Authorization"] = f"Bearer {PREFECT_API_KEY.value()}"
+                self._client_obj = httpx.Client(base_url=PREFECT_API_URL.value().rstrip("/") + "/", headers=headers,
+                                                timeout=min(PREFECT_API_REQUEST_TIMEOUT.value(), 10))
             return self._client_obj
 
     def _deployment_id(self, name: str) -> UUID:
         if name not in self._ids:
-            from prefect.exceptions import ObjectNotFound
-
-            try:
-                self._ids[name] = self._client().read_deployment_by_name(name).id
-            except ObjectNotFound:
-                raise RemoteError(f"deployment {name} does not exist; apply them with `opsflow deploy`") from None
+            resp = self._client().get(f"deployments/name/{name}")
+            if resp.status_code == 404:
+                raise RemoteError(f"deployment {name} does not exist; apply them with `opsflow deploy`")
+            resp.raise_for_status()
+            self._ids[name] = UUID(resp.json()["id"])
         return self._ids[name]
 
     def dispatch(self, entry: Entry, tags: list[str]) -> str:
@@ -79,9 +97,9 @@ class Dispatcher:
             self._wake.set()
             raise RemoteError(f"the Prefect API did not create the run of {entry.deployment}: "
                               f"{type(exc).__name__}; the delivery is recorded and will be retried") from None
-        self.journal.dispatched(entry.forge, entry.delivery, str(run.id))
-        self._emit(entry, str(run.id))
-        return str(run.id)
+        self.journal.dispatched(entry.forge, entry.delivery, str(run))
+        self._emit(entry, str(run))
+        return str(run)
 
     def dispatch_within(self, entry: Entry, tags: list[str], budget_s: float) -> str | None:
         """Like ``dispatch``, but waits at most ``budget_s``: the run id, or None when the run is still
@@ -112,19 +130,20 @@ class Dispatcher:
         with self._inflight_lock:
             return (entry.forge, entry.delivery) in self._inflight
 
-    def _create(self, entry: Entry, tags: list[str]):
-        """Create the run; a 5xx from the server (SQLite busy under load) is retried briefly, in place."""
-        from prefect.exceptions import PrefectHTTPStatusError
+    def _create(self, entry: Entry, tags: list[str]) -> UUID:
+        """Create the run (POST /deployments/{id}/create_flow_run, as Prefect's client does); a 5xx
+        from the server (SQLite busy under load) is retried briefly, in place."""
+        from prefect.client.schemas.actions import DeploymentFlowRunCreate
+        from prefect.states import Scheduled, to_state_create
 
+        body = DeploymentFlowRunCreate(parameters=entry.parameters, state=to_state_create(Scheduled()), tags=tags,
+                                       idempotency_key=entry.idempotency_key).model_dump(mode="json", exclude_unset=True)
         for delay in SERVER_BUSY_RETRIES_S:
-            try:
-                return self._client().create_flow_run_from_deployment(
-                    self._deployment_id(entry.deployment), parameters=entry.parameters,
-                    idempotency_key=entry.idempotency_key, tags=tags)
-            except PrefectHTTPStatusError as exc:
-                if exc.response.status_code < 500 or delay is None:
-                    raise
-                time.sleep(delay)
+            resp = self._client().post(f"deployments/{self._deployment_id(entry.deployment)}/create_flow_run", json=body)
+            if resp.status_code < 500 or delay is None:
+                resp.raise_for_status()
+                return UUID(resp.json()["id"])
+            time.sleep(delay)
         raise AssertionError("unreachable")
 
     def _emit(self, entry: Entry, run_id: str) -> None:
@@ -152,6 +171,8 @@ class Dispatcher:
         self._thread.join(timeout=10)
         # Creates under way finish; queued ones are dropped here and stay pending in the journal.
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client_obj is not None:
+            self._client_obj.close()
 
     def _retry_loop(self) -> None:
         failures = 0
