@@ -38,12 +38,13 @@ def put_manifest(http: httpx.Client, repo: str, ref: str, body: bytes, media_typ
 
 
 def push_image(http: httpx.Client, repo: str, tags: list[str], days_old: float, layer_bytes: int = 2048,
-               layer: bytes | None = None, now: datetime | None = None) -> str:
+               layer: bytes | None = None, now: datetime | None = None, labels: dict | None = None) -> str:
     """A single-platform image created ``days_old`` days ago with one layer; tagged with every tag."""
     created = (now or datetime.now(UTC)) - timedelta(days=days_old)
     layer = layer if layer is not None else os.urandom(layer_bytes)
     layer_digest = put_blob(http, repo, layer)
     config = json.dumps({"architecture": "amd64", "os": "linux", "created": created.isoformat(),
+                         "config": {"Labels": labels or {}},
                          "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
     config_digest = put_blob(http, repo, config)
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
