@@ -43,7 +43,7 @@ def main() -> None:
     from opsflow.stack import Stack, StackConfig
     from tasks.registry_cleanup import apply_registry_cleanup, inventory_registry
     from tasks.registry_cleanup_plan import plan_cleanup
-    from tests.registry_images import manifest_exists, push_image
+    from tests.registry_images import manifest_exists, push_image, put_blob
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
@@ -61,6 +61,7 @@ def main() -> None:
         for r in range(args.repos):
             repo = f"bench-{run}-{prefix}/app{r:02d}"
             layer = os.urandom(4096)
+            put_blob(http, repo, layer)  # once, before the parallel pushes that share it
             for t in range(args.tags):
                 if t % 25 == 0:
                     work.append((repo, [f"v1.{r}.{t}"], 300 + t, layer, "release"))
