@@ -71,7 +71,7 @@ def main() -> None:
                     work.append((repo, [f"build-{t}"], t * 0.5, layer, "in-use" if t % 17 == 0 else None))
 
         def push(item):
-            repo, tags, days, layer, mark = item
+            repo, tags, days, layer, _mark = item
             return item, push_image(http, repo, tags, days, layer=layer)
 
         with ThreadPoolExecutor(16) as pool:

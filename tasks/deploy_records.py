@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
+from prefect import task
 from pydantic import BaseModel, Field
 
 from blocks.fields import Name
@@ -83,3 +84,9 @@ def read_deploy_records(store: ObjectStore) -> list[DeployRecord]:
     except (BotoCoreError, ClientError) as exc:
         raise RemoteError(f"could not list deploy records in s3://{store.bucket}/{PREFIX}: {exc}") from exc
     return records
+
+
+@task(name="record-deploy", task_run_name="record-deploy-{record.app}-{record.target}", retries=2, retry_delay_seconds=2)
+def record_deploy(store: ObjectStore, record: DeployRecord) -> str:
+    """Task form of ``write_deploy_record`` for flows."""
+    return write_deploy_record(store, record)

@@ -17,7 +17,7 @@ def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stac
     said: list[str] = []
     names = deploy_all(stack.prefect_api_url, say=said.append)
     assert {"gitops-pr/default", "gitops-merge/default", "smoke-image/default", "smoke-image/edge-local",
-            "registry-cleanup/nightly", "housekeeping/nightly"} <= set(names)
+            "registry-cleanup/nightly", "housekeeping/nightly", "manual-deploy/edge-local"} <= set(names)
     assert "work pool kubernetes (kubernetes): created" in said or "work pool kubernetes (kubernetes): exists" in said
     sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                          text=True, check=True).stdout.strip()

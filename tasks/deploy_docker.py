@@ -1,0 +1,116 @@
+"""Rolling deploys on a Docker host (an edge node): replace with a health gate, roll back on failure."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from prefect import get_run_logger, task
+
+from blocks import ContainerRegistry, DockerHostTarget
+from opsflow.errors import OpsflowError, RemoteError
+from tasks.deploy_plan import OPSFLOW_LABEL, ComponentRelease, docker_container_specs
+
+
+class DeployFailed(OpsflowError):
+    """The new version did not become healthy; what ran before was put back."""
+
+
+@dataclass
+class RolloutResult:
+    component: str
+    version: str
+    previous_image: str | None
+    healthy: bool
+    rolled_back: bool
+    message: str
+    containers: list[str] = field(default_factory=list)
+
+
+@task(name="read-running-containers", task_run_name="read-running-{app}-{component}")
+def running_specs(engine: DockerHostTarget, app: str, component: str) -> list[dict]:
+    """What runs now for ``app``/``component`` on the engine, in the plan's shape (for the diff)."""
+    client = engine.get_client()
+    try:
+        found = client.containers.list(all=True, filters={"label": [f"{OPSFLOW_LABEL}.app={app}",
+                                                                     f"{OPSFLOW_LABEL}.component={component}"]})
+        return [{"name": c.name, "image": c.labels.get(f"{OPSFLOW_LABEL}.image", ""), "labels": c.labels,
+                 "status": c.status} for c in found]
+    finally:
+        client.close()
+
+
+def wait_healthy(url: str, deadline_s: float, probe_timeout_s: float = 2) -> tuple[bool, str]:
+    """Probe ``url`` until it answers 2xx or the deadline passes; (healthy, last observation)."""
+    end = time.monotonic() + deadline_s
+    last = "no answer yet"
+    while time.monotonic() < end:
+        try:
+            resp = httpx.get(url, timeout=probe_timeout_s)
+            if 200 <= resp.status_code < 300:
+                return True, f"HTTP {resp.status_code}"
+            last = f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.2)
+    return False, last
+
+
+@task(name="rollout-docker", task_run_name="rollout-{release.component}-{engine.name}")
+def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, release: ComponentRelease,
+                   network_mode: str = "host") -> RolloutResult:
+    """Replace the component's containers on ``engine`` with ``release``, gated on health.
+
+    The previous containers are stopped and kept (renamed ``*-previous``) until the new ones are
+    healthy; if they are not healthy within the release's deadline the new containers are
+    removed and the previous ones started again. Raises DeployFailed after a rollback.
+    """
+    import docker.errors
+
+    logger = get_run_logger()
+    specs = docker_container_specs(release, network_mode)
+    client = engine.get_client()
+    previous: list = []
+    started: list = []
+    try:
+        repository, digest = release.image.split("@", 1)
+        client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
+        for spec in specs:
+            try:
+                old = client.containers.get(spec["name"])
+            except docker.errors.NotFound:
+                continue
+            stale = f"{spec['name']}-previous"
+            try:
+                client.containers.get(stale).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            old.rename(stale)
+            old.stop(timeout=10)
+            previous.append((spec["name"], old))
+        previous_image = previous[0][1].labels.get(f"{OPSFLOW_LABEL}.image") if previous else None
+        for spec in specs:
+            kwargs = {k: v for k, v in spec.items() if v is not None and k != "name"}
+            started.append(client.containers.run(name=spec["name"], detach=True, **kwargs))
+        url = (f"http://{engine.public_host}:{release.ports[0]}{release.health_path}"
+               if release.ports and release.health_path else None)
+        healthy, seen = wait_healthy(url, release.health_deadline_s) if url else (True, "no health check")
+        if healthy:
+            for _, old in previous:
+                old.remove(force=True)
+            logger.info("%s %s is healthy on %s (%s)", release.base_name, release.version, engine.name, seen)
+            return RolloutResult(release.component, release.version, previous_image, True, False, f"healthy ({seen})",
+                                 [c.name for c in started])
+        for new in started:
+            new.remove(force=True)
+        for name, old in previous:
+            old.rename(name)
+            old.start()
+        back = f"; the previous version ({previous_image}) is serving again" if previous else ""
+        raise DeployFailed(f"{release.base_name} {release.version} on {engine.name} was not healthy within "
+                           f"{release.health_deadline_s:g}s (last probe of {url}: {seen}); rolled back{back}")
+    except docker.errors.APIError as exc:
+        raise RemoteError(f"Docker host {engine.name}: {exc.explanation or exc}") from exc
+    finally:
+        client.close()

@@ -1,0 +1,99 @@
+"""Manual deploy to a Docker host (the stack's engine as edge node): plan, rollout, rollback."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import httpx
+import pytest
+import yaml
+
+from tasks.deploy_plan import ComponentRelease, bash_script, kubernetes_manifests, powershell_script
+from tests.flows.gitops_harness import free_port
+
+IMAGE = "127.0.0.1:5000/shop-web@sha256:" + "a" * 64
+
+
+def test_plans_quote_values_and_carry_health_resources_and_deadline():
+    rel = ComponentRelease(app="shop", component="web", image=IMAGE, version="v1.2", replicas=3, cpu="500m",
+                           memory="128Mi", ports=[8081], health_path="/healthz", health_deadline_s=45)
+    script = bash_script(rel)
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert f"image={IMAGE}" in script and "--memory 134217728" in script and "rolling back" in script
+    ps = powershell_script(rel)
+    assert f"$image = '{IMAGE}'" in ps and "$deadline = 45" in ps
+    deployment, service = kubernetes_manifests(rel, "prod", colour="green")
+    spec = deployment["spec"]
+    assert deployment["metadata"]["name"] == "shop-web-green" and spec["replicas"] == 3
+    assert spec["progressDeadlineSeconds"] == 45 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8081}
+    assert container["resources"]["limits"] == {"cpu": "500m", "memory": "128Mi"}
+    assert service["spec"]["selector"]["opsflow.org/colour"] == "green"
+    yaml.safe_dump_all([deployment, service])
+    with pytest.raises(ValueError):
+        ComponentRelease(app="shop", component="web", image="x; rm -rf /", version="v1")
+    with pytest.raises(ValueError):
+        ComponentRelease(app="shop", component="web", image=IMAGE, version="$(reboot)")
+
+
+@pytest.mark.stack
+@pytest.mark.docker
+def test_rollout_then_failed_deploy_rolls_back_and_the_old_version_serves(stack, docker_client):
+    from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck, ObjectStore
+    from flows.manual_deploy import manual_deploy
+    from opsflow.errors import InvalidInput
+    from tasks.base_image import prepare_busybox_context
+    from tasks.deploy_records import DeployRecord, record_key
+    from tasks.images import build_image, push_image
+
+    uid = uuid.uuid4().hex[:6]
+    app, port = f"dep-{uid}", free_port()
+    registry = ContainerRegistry.load("local-registry")
+    engine = DockerHostTarget.load("edge-local")
+    repository = registry.repository(f"{app}-web")
+    digests = {}
+    for version, healthy in (("v1", True), ("v2", False), ("v3", True)):
+        files = {"www/index.html": f"shop {version}\n"}
+        if healthy:
+            files["www/healthz"] = "ok\n"
+        context = prepare_busybox_context(
+            dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
+            files=files)
+        built = build_image(engine, context, repository, tags=[version], revision=version, source="test")
+        digests[version] = push_image(engine, registry, built).digest
+    Application(name=app, repository="file:///nowhere/dep.git",
+                components=[Component(name="web", ports=[port],
+                                      health_check=HealthCheck(path="/healthz", deadline_s=6))]).save(app)
+    store = ObjectStore.load("opsflow-artifacts")
+
+    def serving() -> str:
+        return httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip()
+
+    try:
+        first = manual_deploy(app=app, version="v1", target="edge-local")
+        assert first["components"][0]["image"].endswith(digests["v1"]) and serving() == "shop v1"
+
+        with pytest.raises(Exception, match=r"not healthy within 6s.*rolled back; the previous version .* is serving"):
+            manual_deploy(app=app, version="v2", target="edge-local")
+        assert serving() == "shop v1"  # the old version still serves after the failed deploy
+        running = docker_client.containers.list(filters={"label": f"org.opsflow.app={app}"})
+        assert [c.labels["org.opsflow.version"] for c in running] == ["v1"]
+
+        manual_deploy(app=app, version="v3", target="edge-local")
+        assert serving() == "shop v3"
+        body = store.get_client().get_object(Bucket=store.bucket, Key=record_key(app, "edge-local"))["Body"].read()
+        record = DeployRecord.model_validate_json(body)
+        assert [i.digest for i in record.images] == [digests["v3"]]
+        assert [i.digest for i in record.previous] == [digests["v1"]]
+
+        with pytest.raises(InvalidInput, match="v9 is not in the registry"):
+            manual_deploy(app=app, version="v9", target="edge-local")
+        with pytest.raises(InvalidInput, match="no component"):
+            manual_deploy(app=app, version="v3", target="edge-local", components=["db"])
+        assert serving() == "shop v3"
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        store.get_client().delete_object(Bucket=store.bucket, Key=record_key(app, "edge-local"))
