@@ -17,6 +17,7 @@ from blocks.application import DeployMethod
 from blocks.fields import Cpu, Memory, Name
 from opsflow.errors import InvalidInput
 from tasks.deploy_docker import rollout_docker, running_specs
+from tasks.deploy_kubernetes import rollout_kubernetes
 from tasks.deploy_plan import (
     ComponentRelease,
     bash_script,
@@ -138,7 +139,7 @@ def manual_deploy(
     if unknown:
         raise InvalidInput(f"application {app!r} has no component(s) {unknown}")
     chosen_method = method or application.deploy.method
-    if target_kind == "docker" and chosen_method == DeployMethod.blue_green:
+    if target_kind == "docker" and chosen_method == DeployMethod.blue_green:  # Kubernetes has it
         raise InvalidInput("blue-green deploys to Docker hosts are not available yet; use method=rolling")
     releases = [resolve_release(registry, application, name, version, replicas if replicas is not None
                                 else application.deploy.replicas, cpu or application.deploy.cpu,
@@ -150,17 +151,21 @@ def manual_deploy(
     if approve:
         logger.info("waiting for approval: resume this run in the Prefect UI to deploy, cancel it to stop")
         pause_flow_run(timeout=24 * 3600)
-    if target_kind != "docker":
-        raise InvalidInput(f"the plan for {target_kind} targets is generated above; running it there from opsflow "
-                           "is not available yet, so nothing was changed")
+    if target_kind == "ssh":
+        raise InvalidInput("the script for SSH hosts is generated above; running it over SSH from opsflow is not "
+                           "available yet, so nothing was changed")
 
     lock = ensure_deploy_lock(f"deploy-{app}-{target}")
     results = []
     with concurrency(lock, occupy=1, timeout_seconds=3600, strict=True):
         for release in releases:
-            outcome = rollout_docker(target_block, registry, release)
+            if target_kind == "kubernetes":
+                health, previous_image = rollout_kubernetes(target_block, release), None
+            else:
+                outcome = rollout_docker(target_block, registry, release)
+                health, previous_image = outcome.message, outcome.previous_image
             results.append({"component": release.component, "image": release.image, "version": release.version,
-                            "previous": outcome.previous_image, "health": outcome.message})
+                            "previous": previous_image, "health": health})
         record_deploy(store, DeployRecord(
             app=app, target=target, target_kind=target_kind,
             images=[DeployedImage(component=r.component, repository=r.image.split("@")[0],
