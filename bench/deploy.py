@@ -1,0 +1,110 @@
+"""Manual deploy benchmark on the stack's Docker engine (standing in for an edge node).
+
+    uv run python bench/deploy.py [--rounds 5]
+
+Uses the stack of ``opsflow stack up`` (started if needed; ports from the OPSFLOW_* variables).
+Builds a good and a bad version of a tiny web image (the bad one has no /healthz), deploys
+the good one, then the bad one ``--rounds`` times while a prober reads the page every 20 ms.
+
+* ``rollback_s``: from the last answer of the bad version (its health gate has given up and
+  it is being removed) to the first answer of the old version again; median of the rounds.
+
+``failed_probes_during_switch`` (blue-green) and ``fanout_ratio`` (several edge nodes) are not
+measured yet: those deploy modes do not exist for Docker hosts yet.
+Prints one line per round and a final line ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    import httpx
+
+    from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck
+    from flows.manual_deploy import manual_deploy
+    from opsflow.stack import Stack, StackConfig
+    from tasks.base_image import prepare_busybox_context
+    from tasks.images import build_image, push_image
+    from tests.flows.gitops_harness import free_port
+
+    cfg = StackConfig.from_env()
+    Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
+    uid = uuid.uuid4().hex[:6]
+    app, port = f"bench-dep-{uid}", free_port()
+    registry = ContainerRegistry.load("local-registry")
+    engine = DockerHostTarget.load("edge-local")
+    repository = registry.repository(f"{app}-web")
+    for version, healthy in (("good", True), ("bad", False)):
+        files = {"www/index.html": f"{version}\n", **({"www/healthz": "ok\n"} if healthy else {})}
+        context = prepare_busybox_context(
+            dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
+            files=files)
+        push_image(engine, registry, build_image(engine, context, repository, tags=[version], revision=version,
+                                                 source="bench"))
+    Application(name=app, repository="file:///nowhere/bench.git",
+                components=[Component(name="web", ports=[port],
+                                      health_check=HealthCheck(path="/healthz", deadline_s=3))]).save(app)
+    manual_deploy(app=app, version="good", target="edge-local")
+
+    seen: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(timeout=0.5) as http:
+            while not stop.is_set():
+                try:
+                    body = http.get(f"http://127.0.0.1:{port}/index.html").text.strip()
+                except httpx.HTTPError:
+                    body = "-"
+                seen.append((time.perf_counter(), body))
+                time.sleep(0.02)
+
+    rollbacks = []
+    try:
+        for i in range(args.rounds):
+            seen.clear()
+            stop.clear()
+            prober = threading.Thread(target=probe, daemon=True)
+            prober.start()
+            try:
+                manual_deploy(app=app, version="bad", target="edge-local")
+                raise AssertionError("the bad version was deployed")
+            except Exception as exc:  # noqa: BLE001 - the failed deploy is the point
+                assert "rolled back" in str(exc), exc
+            time.sleep(0.5)
+            stop.set()
+            prober.join()
+            last_bad = max(t for t, body in seen if body == "bad")
+            back = min(t for t, body in seen if body == "good" and t > last_bad)
+            rollbacks.append(back - last_bad)
+            print(f"round {i + 1}: old version serving {rollbacks[-1]:.3f}s after the bad one stopped answering",
+                  flush=True)
+    finally:
+        client = engine.get_client()
+        for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        client.close()
+    result = {"rollback_s": round(statistics.median(rollbacks), 3), "rollback_max_s": round(max(rollbacks), 3),
+              "rounds": len(rollbacks), "failed_probes_during_switch": None, "fanout_ratio": None,
+              "not_measured": "blue-green and fan-out deploys to Docker hosts do not exist yet"}
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
