@@ -27,6 +27,7 @@ from tasks.deploy_plan import (
     spec_diff,
 )
 from tasks.deploy_records import DeployedImage, DeployRecord, record_deploy
+from tasks.deploy_ssh import run_deploy_script
 from tasks.registry_api import lookup_image
 
 TargetKind = Literal["docker", "kubernetes", "ssh"]
@@ -151,9 +152,7 @@ def manual_deploy(
     if approve:
         logger.info("waiting for approval: resume this run in the Prefect UI to deploy, cancel it to stop")
         pause_flow_run(timeout=24 * 3600)
-    if target_kind == "ssh":
-        raise InvalidInput("the script for SSH hosts is generated above; running it over SSH from opsflow is not "
-                           "available yet, so nothing was changed")
+    windows = target_kind == "ssh" and target_block.os.value == "windows"
 
     lock = ensure_deploy_lock(f"deploy-{app}-{target}")
     results = []
@@ -161,6 +160,10 @@ def manual_deploy(
         for release in releases:
             if target_kind == "kubernetes":
                 health, previous_image = rollout_kubernetes(target_block, release), None
+            elif target_kind == "ssh":
+                script = powershell_script(release) if windows else bash_script(release)
+                output = run_deploy_script(target_block, script)
+                health, previous_image = (output.strip().splitlines() or ["done"])[-1], None
             else:
                 outcome = rollout_docker(target_block, registry, release)
                 health, previous_image = outcome.message, outcome.previous_image

@@ -27,6 +27,7 @@ def run(
     logger: logging.Logger | logging.LoggerAdapter | None = None,
     on_line: Callable[[str], None] | None = None,
     hint: str = "",
+    stdin_text: str | None = None,
 ) -> str:
     """Run ``argv`` (never through a shell) and return its combined, redacted output.
 
@@ -45,7 +46,7 @@ def run(
             argv,
             cwd=cwd,
             env=full_env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -71,6 +72,13 @@ def run(
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    if stdin_text is not None:  # e.g. a script for a remote shell: never in argv
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(stdin_text)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
     try:
         returncode: int | None = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
