@@ -152,7 +152,7 @@ def ml_sample_repo(root: Path, store, prefix: str) -> SampleRepo:
             conf["core"]["remote"] = "storage"
             conf["remote"]["storage"] = {"url": f"s3://{store.bucket}/{prefix}", "endpointurl": store.endpoint_url,
                                          "region": store.region}
-        dvc.add("data")
+        dvc.add(str(repo.work / "data"))
     with Repo(str(repo.work), remote_config={
             "access_key_id": store.access_key_id.get_secret_value(),
             "secret_access_key": store.secret_access_key.get_secret_value()}) as dvc:

@@ -65,10 +65,15 @@ class Comparison:
     differing_params: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
+def tracked_files(workdir: Path) -> list[Path]:
+    """The ``*.dvc`` files of the checkout (the data it tracks; stage outputs are made by the experiment)."""
+    return sorted(p for p in workdir.rglob("*.dvc") if p.is_file() and ".dvc" not in p.relative_to(workdir).parts[:-1])
+
+
 def dvc_hashes(workdir: Path) -> dict[str, str]:
     """The md5 of every DVC-tracked output declared in ``*.dvc`` files and ``dvc.lock``."""
     hashes: dict[str, str] = {}
-    for dvc_file in sorted(workdir.glob("*.dvc")):
+    for dvc_file in tracked_files(workdir):
         for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []):
             hashes[out["path"]] = out.get("md5", "")
     return hashes
@@ -88,14 +93,14 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
     logger = get_run_logger()
     try:
         with Repo(str(workdir), remote_config=_remote_config(store)) as repo:
-            stats = repo.pull(jobs=jobs)
+            stats = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
     except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the situation instead
         text = str(exc)
         if "403" in text or "Forbidden" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
             raise MlopsError(f"DVC pull from the remote was refused: the credentials of object store "
                              f"{store.bucket!r} are wrong; fix the block's access keys") from None
-        if "missing" in text.lower() or "Checkout failed" in text or "failed to pull" in text.lower():
-            raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({text.splitlines()[0]}); "
+        if any(s in text.lower() for s in ("missing", "checkout failed", "failed to pull", "failed to download")):
+            raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({' '.join(text.split())[:200]}); "
                              f"run `dvc push` from the branch that produced it, then re-run") from None
         raise RemoteError(f"DVC pull failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}") from None
     hashes = dvc_hashes(workdir)

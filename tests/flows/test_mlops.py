@@ -119,3 +119,51 @@ def test_worse_params_do_not_beat_the_champion(ml):
     assert "| log_loss (↓) |" in body and "| fail |" in body
     worse = ml["shas"][3]
     assert ml["forge"].statuses("github", FORGE_REPO, worse)[-1]["state"] == "failure"
+
+
+@pytest.fixture(scope="module")
+def faults(stack, forge_emulator, tmp_path_factory):
+    """Three PR runs that must fail: data not pushed, a failing experiment, MLflow down."""
+    from blocks import MlflowServer, ObjectStore
+    from opsflow.samples import git, ml_sample_data
+
+    forge_emulator.reset()
+    app = f"mlf-{uuid.uuid4().hex[:6]}"
+    repo = ml_sample_repo(tmp_path_factory.mktemp("mlf"), ObjectStore.load("opsflow-data"), f"dvc/{app}")
+    forge_emulator.block("github").save("mlops-forge", overwrite=True)
+    save_ml_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
+    MlflowServer(tracking_uri="http://127.0.0.1:9", max_retries=0, request_timeout=2).save("mlflow-down",
+                                                                                         overwrite=True)
+    common = {"app": app, "forge_block": "mlops-forge"}
+    ml_sample_data(repo.work / "data", seed=99)
+    git("rm", "-q", "--cached", "data.dvc", cwd=repo.work)
+    from dvc.repo import Repo
+
+    with Repo(str(repo.work)) as dvc:
+        dvc.add(str(repo.work / "data"))  # new data, never pushed
+    not_pushed = repo.commit("data not pushed", branch="pr-10")
+    git("checkout", "-q", "main", cwd=repo.work)
+    git("checkout", "-q", "--", ".", cwd=repo.work)
+    repo.write("params.yaml", "train:\n  C: -1\n  max_iter: 200\n")
+    bad_params = repo.commit("negative C", branch="pr-11")
+    repo.write("params.yaml", "train:\n  C: 1.0\n  max_iter: 200\n")
+    good = repo.commit("fine", branch="pr-12")
+    runs = {"missing_cache": (10, not_pushed, run_flow(mlops_pr, pr=10, sha=not_pushed, **common)),
+            "bad_experiment": (11, bad_params, run_flow(mlops_pr, pr=11, sha=bad_params, **common)),
+            "mlflow_down": (12, good, run_flow(mlops_pr, pr=12, sha=good, mlflow_block="mlflow-down", **common))}
+    return {"runs": runs, "forge": forge_emulator}
+
+
+@pytest.mark.parametrize("case, says", [
+    ("missing_cache", "not in the remote cache"),
+    ("bad_experiment", "experiment failed"),
+    ("mlflow_down", "did not answer"),
+])
+def test_faults_end_with_what_to_do_and_a_failed_status(faults, case, says):
+    pr, sha, run = faults["runs"][case]
+    assert not run.ok
+    assert says in run.state.message or says in str(run.result(raise_on_failure=False))
+    status = faults["forge"].statuses("github", FORGE_REPO, sha)[-1]
+    assert status["state"] == "failure" and status["context"] == "mlops/eval" and says in status["description"]
+    comment = faults["forge"].comments("github", FORGE_REPO, pr)[0]["body"]
+    assert "evaluation failed" in comment and says in comment
