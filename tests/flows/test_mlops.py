@@ -167,3 +167,32 @@ def test_faults_end_with_what_to_do_and_a_failed_status(faults, case, says):
     assert status["state"] == "failure" and status["context"] == "mlops/eval" and says in status["description"]
     comment = faults["forge"].comments("github", FORGE_REPO, pr)[0]["body"]
     assert "evaluation failed" in comment and says in comment
+
+
+def _outputs(nb) -> str:
+    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                     for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
+
+
+def test_notebooks_run_against_the_stack_in_the_project_venv(ml, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nbdir = Path(__file__).resolve().parents[2] / "notebooks"
+    monkeypatch.setenv("OPSFLOW_NB_MODEL", ml["app"])
+    monkeypatch.setenv("OPSFLOW_NB_APP", ml["app"])
+    monkeypatch.setenv("OPSFLOW_NB_SHA", ml["shas"][3])
+    monkeypatch.setenv("OPSFLOW_NB_PR", "3")
+    texts = {}
+    for name in ("explore_experiments.ipynb", "trigger_deployment.ipynb"):
+        nb = nbformat.read(nbdir / name, as_version=4)
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(nbdir)}}).execute()
+        texts[name] = _outputs(nb)
+        assert sys.executable.rsplit("/bin/", 1)[0] in texts[name], texts[name][:300]
+    explore = texts["explore_experiments.ipynb"]
+    assert "champion: version 1" in explore and "does not beat champion" in explore
+    assert "states:" in texts["trigger_deployment.ipynb"] and texts["trigger_deployment.ipynb"].rstrip().endswith(
+        "Completed"), texts["trigger_deployment.ipynb"][-500:]
