@@ -93,7 +93,7 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
     logger = get_run_logger()
     try:
         with Repo(str(workdir), remote_config=_remote_config(store)) as repo:
-            stats = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
+            result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
     except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the situation instead
         text = str(exc)
         if "403" in text or "Forbidden" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
@@ -103,6 +103,7 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
             raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({' '.join(text.split())[:200]}); "
                              f"run `dvc push` from the branch that produced it, then re-run") from None
         raise RemoteError(f"DVC pull failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}") from None
+    stats = result.get("stats", result) if isinstance(result, dict) else {}
     hashes = dvc_hashes(workdir)
     logger.info("dvc pull: %s file(s) fetched; data %s", stats.get("fetched", 0), hashes)
     return PullResult(fetched=int(stats.get("fetched", 0)), data_hashes=hashes)
