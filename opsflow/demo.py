@@ -117,3 +117,44 @@ def run_demo(cfg: StackConfig) -> dict:
             print(f"  {row['component']:9} image {row['image_ref']}  tags {row['image_tags']}")
     print(f"\nPrefect UI: {cfg.url(cfg.prefect_port)}")
     return {"pr": pr, "merge": merge, "head": head, "merge_sha": merge_sha}
+
+
+# --- MLOps demo (issue 7): call run_mlops_demo(cfg) after run_demo, or on its own -------------------------
+def run_mlops_demo(cfg: StackConfig) -> dict:
+    """PR #1 (first model, comment on the forge emulation), its merge (version registered, aliases moved),
+    then PR #2 with worse params: "does not beat champion". Returns the comments and the registered version."""
+    import sys
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from blocks import ObjectStore
+    from flows.mlops_merge import mlops_merge
+    from flows.mlops_pr import mlops_pr
+    from opsflow.samples import ml_sample_repo, save_ml_blocks
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.forge_emulator import ForgeEmulator
+
+    Stack(cfg).up()
+    forge = ForgeEmulator().start()
+    try:
+        with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
+            root = cfg.home / "demo" / "ml-repo"
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            repo = ml_sample_repo(root, ObjectStore.load("opsflow-data"), "dvc/ml-iris-demo")
+            forge.block("github").save("demo-forge", overwrite=True)
+            save_ml_blocks(repo.url, name="ml-iris", forge_repo="demo/ml-iris")
+            common = {"app": "ml-iris", "forge_block": "demo-forge"}
+            repo.write("params.yaml", f"train:\n  C: 1.0\n  max_iter: 200\n# demo {time.time_ns()}\n")
+            head = repo.commit("PR #1: train the model", branch="pr-1")
+            pr1 = mlops_pr(pr=1, sha=head, **common)
+            print(f"PR #1: {pr1['verdict']}\n{forge.comments('github', 'demo/ml-iris', 1)[0]['body']}\n")
+            merge = mlops_merge(sha=repo.merge("pr-1"), pr=1, **common)
+            print(f"merge: model ml-iris version {merge['version']} registered; champion moved: {merge['champion']}\n")
+            repo.write("params.yaml", "train:\n  C: 0.0005\n  max_iter: 200\n")
+            pr2 = mlops_pr(pr=2, sha=repo.commit("PR #2: tiny C", branch="pr-2"), **common)
+            print(f"PR #2: {pr2['verdict']}\n{forge.comments('github', 'demo/ml-iris', 2)[0]['body']}")
+            return {"pr1": pr1, "merge": merge, "pr2": pr2}
+    finally:
+        forge.stop()

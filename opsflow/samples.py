@@ -117,3 +117,53 @@ def save_shop_blocks(repository: str, name: str = "shop", forge_repo: str = "", 
     )
     app.save(name, overwrite=True)
     return app
+
+
+# --- MLOps sample (issue 7) -------------------------------------------------------------------
+ML_SOURCE = PROJECT_ROOT / "samples" / "ml-iris"
+
+
+def ml_sample_data(dest: Path, seed: int = 7, n_samples: int = 600) -> None:
+    """Write ``train.csv`` and ``valid.csv`` (a generated two-class problem) into ``dest``."""
+    import numpy as np
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=n_samples, n_features=8, n_informative=5, random_state=seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    header = ",".join([*(f"f{i}" for i in range(x.shape[1])), "label"])
+    cut = int(n_samples * 0.7)
+    for name, rows in (("train.csv", slice(0, cut)), ("valid.csv", slice(cut, None))):
+        np.savetxt(dest / name, np.column_stack([x[rows], y[rows]]), delimiter=",", header=header, comments="",
+                   fmt="%.6f")
+
+
+def ml_sample_repo(root: Path, store, prefix: str) -> SampleRepo:
+    """The ML sample as a git repository whose ``data/`` is tracked by DVC and pushed to ``store``.
+
+    The remote in ``.dvc/config`` names only the bucket, prefix and endpoint; the credentials go
+    to DVC in-process (``remote_config``) and are never written to the repository.
+    """
+    from dvc.repo import Repo
+
+    repo = SampleRepo(root, ML_SOURCE)
+    ml_sample_data(repo.work / "data")
+    with Repo.init(str(repo.work)) as dvc:
+        with dvc.config.edit() as conf:
+            conf["core"]["remote"] = "storage"
+            conf["remote"]["storage"] = {"url": f"s3://{store.bucket}/{prefix}", "endpointurl": store.endpoint_url,
+                                         "region": store.region}
+        dvc.add(str(repo.work / "data"))
+    with Repo(str(repo.work), remote_config={
+            "access_key_id": store.access_key_id.get_secret_value(),
+            "secret_access_key": store.secret_access_key.get_secret_value()}) as dvc:
+        dvc.push()
+    repo.commit("ML sample: data tracked by DVC")
+    return repo
+
+
+def save_ml_blocks(repository: str, name: str = "ml-iris", forge_repo: str = "") -> Application:
+    """The ML sample's Application block (``ml_project=True``: webhooks route it to the MLOps flows)."""
+    app = Application(name=name, repository=repository, forge_repo=forge_repo, ml_project=True,
+                      components=[Component(name="model", build_commands=[["dvc", "repro"]])])
+    app.save(name, overwrite=True)
+    return app
