@@ -19,9 +19,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
+from typing import Annotated
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from opsflow.errors import InvalidInput
 
@@ -41,6 +42,16 @@ def compile_pattern(pattern: str) -> re.Pattern:
     return re.compile(fnmatch.translate(pattern))
 
 
+def check_patterns(patterns: list[str]) -> list[str]:
+    """Every pattern compiles (a bad one raises naming it)."""
+    for pattern in patterns:
+        compile_pattern(pattern)
+    return patterns
+
+
+Patterns = Annotated[list[str], AfterValidator(check_patterns)]
+
+
 def matches_any(name: str, patterns: list[str]) -> bool:
     return any(compile_pattern(p).match(name) for p in patterns)
 
@@ -50,25 +61,18 @@ class CleanupRule(BaseModel):
 
     priority: int = Field(ge=1, le=10_000, description="Order of evaluation; the lowest matching rule decides.")
     description: str = Field(default="", max_length=200, description="What the rule is for, shown in the plan.")
-    repositories: list[str] = Field(
+    repositories: Patterns = Field(
         default_factory=lambda: ["*"], min_length=1,
         description="Repository globs (or 're:<regex>'), e.g. 'shop/*'.",
     )
-    tags: list[str] = Field(
+    tags: Patterns = Field(
         default_factory=lambda: ["*"], min_length=1,
         description="Tags the rule decides for: globs or 're:<regex>', e.g. 'pr-*' or 're:^[0-9a-f]{40}$'.",
     )
-    exclude_tags: list[str] = Field(default_factory=list, description="Tags the rule leaves to later rules.")
+    exclude_tags: Patterns = Field(default_factory=list, description="Tags the rule leaves to later rules.")
     keep_newest: int | None = Field(default=None, ge=0, le=100_000, description="Newest tags kept per repository.")
     older_than_days: float | None = Field(
         default=None, ge=0, le=36_500, description="Only tags older than this many days expire.")
-
-    @field_validator("repositories", "tags", "exclude_tags")
-    @classmethod
-    def _patterns_valid(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            compile_pattern(pattern)
-        return patterns
 
     @model_validator(mode="after")
     def _bounded(self) -> CleanupRule:
@@ -93,7 +97,7 @@ class RegistryCleanupPolicy(Block):
     _description = "Registry lifecycle rules: keep the newest N, expire after D days, tags always kept."
 
     rules: list[CleanupRule] = Field(min_length=1, description="Rules; the lowest priority that matches a tag decides.")
-    always_keep: list[str] = Field(
+    always_keep: Patterns = Field(
         default_factory=lambda: list(DEFAULT_ALWAYS_KEEP),
         description="Tags never deleted (globs or 're:<regex>'): release versions, latest, stable by default.",
     )
@@ -102,13 +106,6 @@ class RegistryCleanupPolicy(Block):
         description="An expired tag whose manifest keeps another tag is removed by re-pointing it at a tiny "
         "placeholder manifest that is then deleted (as regclient does); when off, such tags are kept.",
     )
-
-    @field_validator("always_keep")
-    @classmethod
-    def _keep_valid(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            compile_pattern(pattern)
-        return patterns
 
     @model_validator(mode="after")
     def _unique_priorities(self) -> RegistryCleanupPolicy:

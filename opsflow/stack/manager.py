@@ -206,6 +206,7 @@ class Stack:
         """Garbage-collect the stack's registry: stopped meanwhile (the documented safe way), then
         started again. Returns the bytes freed in its storage."""
         from opsflow.proc import run
+        from tasks.registry_cleanup import directory_bytes
 
         state = self._load()
         records = state.get("services", {})
@@ -216,7 +217,7 @@ class Stack:
         spec = build_specs(cfg, load_credentials(cfg.home), records.get("docker", {}).get("url", own_docker_socket(cfg)))[
             "registry"]
         storage = cfg.home / "registry" / "data"
-        before = _tree_bytes(storage)
+        before = directory_bytes(storage)
         processes.stop(rec["pid"])
         records.pop("registry")
         self._save(state)
@@ -224,7 +225,7 @@ class Stack:
             run([spec.argv[0], "garbage-collect", "--delete-untagged", spec.argv[-1]], timeout=1800)
         finally:
             self._start_all(cfg, [spec], records, state, [])
-        freed = before - _tree_bytes(storage)
+        freed = before - directory_bytes(storage)
         self.say(f"registry: garbage collection freed {freed} bytes")
         return freed
 
@@ -253,7 +254,3 @@ class Stack:
             self.say("nothing was running")
         return stopped
 
-
-
-def _tree_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
