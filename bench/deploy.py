@@ -9,8 +9,14 @@ the good one, then the bad one ``--rounds`` times while a prober reads the page 
 * ``rollback_s``: from the last answer of the bad version (its health gate has given up and
   it is being removed) to the first answer of the old version again; median of the rounds.
 
-``failed_probes_during_switch`` (blue-green) and ``fanout_ratio`` (several edge nodes) are not
-measured yet: those deploy modes do not exist for Docker hosts yet.
+Then it starts four edge nodes (extra Docker engines with bridge networking, tests/edge_nodes.py;
+needs root) and measures:
+
+* ``fanout_ratio``: a rolling deploy to all 4 nodes in one run vs the same deploy to 1 node
+  (medians of ``--rounds`` alternating good/good2 deploys, after a warm-up deploy to all 4).
+* ``failed_probes_during_switch``: a prober reads the public port of node 1 every 50 ms during
+  ``--rounds`` blue-green switches good ↔ good2; failed reads (errors, non-200, timeouts) in total.
+
 Prints one line per round and a final line ``RESULT {json}``.
 """
 
@@ -50,7 +56,7 @@ def main() -> None:
     registry = ContainerRegistry.load("local-registry")
     engine = DockerHostTarget.load("edge-local")
     repository = registry.repository(f"{app}-web")
-    for version, healthy in (("good", True), ("bad", False)):
+    for version, healthy in (("good", True), ("good2", True), ("bad", False)):
         files = {"www/index.html": f"{version}\n", **({"www/healthz": "ok\n"} if healthy else {})}
         context = prepare_busybox_context(
             dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
@@ -60,7 +66,7 @@ def main() -> None:
     Application(name=app, repository="file:///nowhere/bench.git",
                 components=[Component(name="web", ports=[port],
                                       health_check=HealthCheck(path="/healthz", deadline_s=3))]).save(app)
-    manual_deploy(app=app, version="good", target="edge-local")
+    manual_deploy(app=app, version="good", targets=["edge-local"])
 
     seen: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -83,7 +89,7 @@ def main() -> None:
             prober = threading.Thread(target=probe, daemon=True)
             prober.start()
             try:
-                manual_deploy(app=app, version="bad", target="edge-local")
+                manual_deploy(app=app, version="bad", targets=["edge-local"])
                 raise AssertionError("the bad version was deployed")
             except Exception as exc:  # noqa: BLE001 - the failed deploy is the point
                 assert "rolled back" in str(exc), exc
@@ -101,9 +107,65 @@ def main() -> None:
             container.remove(force=True)
         client.close()
     result = {"rollback_s": round(statistics.median(rollbacks), 3), "rollback_max_s": round(max(rollbacks), 3),
-              "rounds": len(rollbacks), "failed_probes_during_switch": None, "fanout_ratio": None,
-              "not_measured": "blue-green and fan-out deploys to Docker hosts do not exist yet"}
+              "rounds": len(rollbacks)}
+    result.update(edge_benchmarks(app, port, args.rounds))
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
+    import tempfile
+
+    import httpx
+
+    from blocks import DockerHostTarget
+    from flows.manual_deploy import manual_deploy
+    from tests.edge_nodes import edge_nodes
+
+    with edge_nodes(4, Path(tempfile.mkdtemp(prefix="bench-edges-")), prefix=f"bench-{app[-6:]}") as nodes:
+        names = [n.name for n in nodes]
+        for node in nodes:
+            DockerHostTarget(name=node.name, base_url=node.base_url, public_host=node.public_host,
+                             network_mode="bridge").save(node.name, overwrite=True)
+        manual_deploy(app=app, version="good", targets=names, method="rolling")  # warm-up: pulls on every node
+        one, four = [], []
+        for i in range(rounds):
+            for version, targets, times in (("good2", names[:1], one), ("good2", names, four),
+                                            ("good", names[:1], one), ("good", names, four)):
+                start = time.perf_counter()
+                manual_deploy(app=app, version=version, targets=targets, method="rolling")
+                times.append(time.perf_counter() - start)
+            print(f"round {i + 1}: 1 node {one[-1]:.2f}s, 4 nodes {four[-1]:.2f}s", flush=True)
+
+        url = f"http://{nodes[0].public_host}:{port}/index.html"
+        manual_deploy(app=app, version="good", targets=names[:1], method="blue-green")  # proxy takes the port
+        failed: list[str] = []
+        answers = 0
+        for i in range(rounds * 2):
+            stop = threading.Event()
+
+            def probe(stop: threading.Event = stop) -> None:
+                nonlocal answers
+                while not stop.is_set():
+                    try:
+                        resp = httpx.get(url, timeout=2)
+                        answers += 1
+                        if resp.status_code != 200:
+                            failed.append(f"HTTP {resp.status_code}")
+                    except httpx.HTTPError as exc:
+                        failed.append(type(exc).__name__)
+                    time.sleep(0.05)
+
+            prober = threading.Thread(target=probe, daemon=True)
+            prober.start()
+            manual_deploy(app=app, version="good2" if i % 2 == 0 else "good", targets=names[:1], method="blue-green")
+            time.sleep(0.5)
+            stop.set()
+            prober.join()
+            print(f"switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
+    return {"fanout_ratio": round(statistics.median(four) / statistics.median(one), 3),
+            "fanout_1_node_s": round(statistics.median(one), 2), "fanout_4_nodes_s": round(statistics.median(four), 2),
+            "failed_probes_during_switch": len(failed), "switch_probes": answers, "switches": rounds * 2,
+            "failed_probe_kinds": sorted(set(failed))}
 
 
 if __name__ == "__main__":

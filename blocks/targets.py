@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from prefect.blocks.core import Block
 from pydantic import AfterValidator, Field, model_validator
@@ -62,6 +62,11 @@ class DockerHostTarget(Block):
     tls_client_cert: str | None = Field(default=None, description="Client certificate file for tcp:// with TLS.")
     tls_client_key: str | None = Field(default=None, description="Client key file for tcp:// with TLS.")
     public_host: str = Field(default="127.0.0.1", description="Host name or address clients reach published ports on.")
+    network_mode: Literal["bridge", "host"] = Field(
+        default="bridge",
+        description="bridge: containers publish their ports on the host (Docker's default; blue-green needs it). "
+        "host: containers share the host's network (for engines started with --bridge=none).",
+    )
     timeout: float = Field(default=120, gt=0, description="Seconds per engine API request.")
 
     @model_validator(mode="after")

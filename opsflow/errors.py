@@ -42,3 +42,7 @@ class ServiceError(OpsflowError):
 
 class RemoteError(OpsflowError):
     """A remote endpoint (registry, object store, forge, engine) failed after retries."""
+
+
+class DeployFailed(OpsflowError):
+    """A new version did not become healthy; what ran before was put back."""

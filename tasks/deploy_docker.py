@@ -9,12 +9,8 @@ import httpx
 from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry, DockerHostTarget
-from opsflow.errors import OpsflowError, RemoteError
+from opsflow.errors import DeployFailed, InvalidInput, RemoteError
 from tasks.deploy_plan import OPSFLOW_LABEL, ComponentRelease, docker_container_specs
-
-
-class DeployFailed(OpsflowError):
-    """The new version did not become healthy; what ran before was put back."""
 
 
 @dataclass
@@ -28,10 +24,16 @@ class RolloutResult:
     containers: list[str] = field(default_factory=list)
 
 
-@task(name="read-running-containers", task_run_name="read-running-{app}-{component}")
+@task(name="read-running-containers", task_run_name="read-running-{app}-{component}-{engine.name}", retries=1,
+      retry_delay_seconds=2)
 def running_specs(engine: DockerHostTarget, app: str, component: str) -> list[dict]:
     """What runs now for ``app``/``component`` on the engine, in the plan's shape (for the diff)."""
-    client = engine.get_client()
+    import docker.errors
+
+    try:
+        client = engine.get_client()
+    except docker.errors.DockerException as exc:
+        raise RemoteError(f"Docker host {engine.name} ({engine.base_url}): {engine_error(exc)}") from exc
     try:
         found = client.containers.list(all=True, filters={"label": [f"{OPSFLOW_LABEL}.app={app}",
                                                                      f"{OPSFLOW_LABEL}.component={component}"]})
@@ -39,6 +41,25 @@ def running_specs(engine: DockerHostTarget, app: str, component: str) -> list[di
                  "status": c.status} for c in found]
     finally:
         client.close()
+
+
+def engine_error(exc: Exception) -> str:
+    """A short reason for a Docker SDK error (an unreachable engine reads as such)."""
+    import docker.errors
+
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return f"the engine cannot be reached ({exc}); check that it runs and the block's base_url"
+
+
+def find_container(client, name: str):
+    """The container called ``name`` on ``client``'s engine, or None."""
+    import docker.errors
+
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
 
 
 def wait_healthy(url: str, deadline_s: float, probe_timeout_s: float = 2) -> tuple[bool, str]:
@@ -58,8 +79,7 @@ def wait_healthy(url: str, deadline_s: float, probe_timeout_s: float = 2) -> tup
 
 
 @task(name="rollout-docker", task_run_name="rollout-{release.component}-{engine.name}")
-def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, release: ComponentRelease,
-                   network_mode: str = "host") -> RolloutResult:
+def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, release: ComponentRelease) -> RolloutResult:
     """Replace the component's containers on ``engine`` with ``release``, gated on health.
 
     The previous containers are stopped and kept (renamed ``*-previous``) until the new ones are
@@ -69,11 +89,15 @@ def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, releas
     import docker.errors
 
     logger = get_run_logger()
-    specs = docker_container_specs(release, network_mode)
-    client = engine.get_client()
+    specs = docker_container_specs(release, engine.network_mode)
     previous: list = []
     started: list = []
+    client = None
     try:
+        client = engine.get_client()
+        if find_container(client, f"{release.base_name}-proxy") is not None:
+            raise InvalidInput(f"{release.base_name} runs blue-green on {engine.name} (its proxy owns the ports); "
+                               "deploy it with method=blue-green, or remove the proxy container first")
         repository, digest = release.image.split("@", 1)
         client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
         for spec in specs:
@@ -110,7 +134,8 @@ def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, releas
         back = f"; the previous version ({previous_image}) is serving again" if previous else ""
         raise DeployFailed(f"{release.base_name} {release.version} on {engine.name} was not healthy within "
                            f"{release.health_deadline_s:g}s (last probe of {url}: {seen}); rolled back{back}")
-    except docker.errors.APIError as exc:
-        raise RemoteError(f"Docker host {engine.name}: {exc.explanation or exc}") from exc
+    except docker.errors.DockerException as exc:
+        raise RemoteError(f"Docker host {engine.name} ({engine.base_url}): {engine_error(exc)}") from exc
     finally:
-        client.close()
+        if client is not None:
+            client.close()

@@ -13,8 +13,7 @@ import time
 from prefect import get_run_logger, task
 
 from blocks import KubernetesTarget
-from opsflow.errors import RemoteError
-from tasks.deploy_docker import DeployFailed
+from opsflow.errors import DeployFailed, RemoteError
 from tasks.deploy_plan import ComponentRelease, kubernetes_manifests
 
 FIELD_MANAGER = "opsflow"

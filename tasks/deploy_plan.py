@@ -53,18 +53,46 @@ def memory_bytes(memory: str) -> int:
     return int(float(number) * _MEM_FACTORS[memory[len(number):]])
 
 
-def docker_container_specs(release: ComponentRelease, network_mode: str = "host") -> list[dict]:
-    """The containers of ``release`` on a Docker host: names, labels (app, component, version),
-    limits, restart policy. With host networking each replica must own its port, so a component
-    with ports runs one replica per engine."""
+def docker_container_specs(release: ComponentRelease, network_mode: str = "host",
+                           colour: str | None = None) -> list[dict]:
+    """The containers of ``release`` on a Docker host: names, labels (app, component, version,
+    colour), limits, restart policy.
+
+    Rolling (no ``colour``): ``<app>-<component>-<i>``; ports are published on the engine's host
+    (``bridge``) or bound directly (``host``), so a component with ports runs one replica per
+    engine. Blue-green: ``<app>-<component>-<colour>-<i>`` on the application's own network,
+    nothing published: the proxy (:func:`docker_proxy_spec`) owns the ports and forwards to them.
+    """
     labels = {f"{OPSFLOW_LABEL}.app": release.app, f"{OPSFLOW_LABEL}.component": release.component,
               f"{OPSFLOW_LABEL}.version": release.version, f"{OPSFLOW_LABEL}.image": release.image}
-    replicas = min(release.replicas, 1) if (network_mode == "host" and release.ports) else release.replicas
-    return [{"name": f"{release.base_name}-{i}", "image": release.image, "labels": labels,
-             "nano_cpus": cpu_nano(release.cpu), "mem_limit": memory_bytes(release.memory),
-             "network_mode": network_mode, "restart_policy": {"Name": "unless-stopped"},
+    common = {"image": release.image, "nano_cpus": cpu_nano(release.cpu), "mem_limit": memory_bytes(release.memory),
+              "restart_policy": {"Name": "unless-stopped"}}
+    if colour:
+        labels[f"{OPSFLOW_LABEL}.colour"] = colour
+        return [{"name": f"{release.base_name}-{colour}-{i}", **common, "labels": labels,
+                 "network": bluegreen_network(release.app), "ports": None}
+                for i in range(max(release.replicas, 1))]
+    replicas = min(release.replicas, 1) if release.ports else release.replicas
+    return [{"name": f"{release.base_name}-{i}", **common, "labels": labels, "network_mode": network_mode,
              "ports": {f"{p}/tcp": p for p in release.ports} if network_mode != "host" else None}
             for i in range(replicas)]
+
+
+def bluegreen_network(app: str) -> str:
+    """The Docker network an application's blue-green containers and its proxies share."""
+    return f"opsflow-{app}"
+
+
+def docker_proxy_spec(release: ComponentRelease, proxy_image: str) -> dict:
+    """The blue-green proxy of a component: publishes the component's ports and forwards each
+    request to the live colour (see ``tasks/bluegreen_proxy.js``)."""
+    return {"name": f"{release.base_name}-proxy", "image": proxy_image,
+            "command": ["node", "/opsflow/bluegreen_proxy.js", "serve"],
+            "environment": {"OPSFLOW_PROXY_PORTS": ",".join(str(p) for p in release.ports)},
+            "labels": {f"{OPSFLOW_LABEL}.app": release.app, f"{OPSFLOW_LABEL}.component": release.component,
+                       f"{OPSFLOW_LABEL}.role": "proxy"},
+            "network": bluegreen_network(release.app), "ports": {f"{p}/tcp": p for p in release.ports},
+            "restart_policy": {"Name": "unless-stopped"}}
 
 
 def kubernetes_manifests(release: ComponentRelease, namespace: str, colour: str | None = None) -> list[dict]:

@@ -14,9 +14,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from blocks import SshHostTarget
-from opsflow.errors import CommandFailed, InvalidInput
+from opsflow.errors import CommandFailed, DeployFailed, InvalidInput
 from opsflow.proc import run
-from tasks.deploy_docker import DeployFailed
 
 
 def ssh_argv(host: SshHostTarget, key_file: Path | None, known_hosts: Path, remote: list[str]) -> list[str]:

@@ -76,8 +76,8 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
             ]).save(CLEANUP_POLICY_BLOCK)
         MlflowServer(tracking_uri=cfg.url(cfg.mlflow_port)).save(MLFLOW_BLOCK, overwrite=True)
         if docker_url:
-            DockerHostTarget(name="build-server", base_url=docker_url).save(BUILD_ENGINE_BLOCK, overwrite=True)
-            DockerHostTarget(name="edge-local", base_url=docker_url).save(EDGE_BLOCK, overwrite=True)
+            DockerHostTarget(name="build-server", base_url=docker_url, network_mode="host").save(BUILD_ENGINE_BLOCK, overwrite=True)
+            DockerHostTarget(name="edge-local", base_url=docker_url, network_mode="host").save(EDGE_BLOCK, overwrite=True)
         done.append(f"blocks: {len(BLOCK_CLASSES)} types registered, local blocks saved")
 
         template = ProcessWorker.get_default_base_job_template()

@@ -91,13 +91,13 @@ def test_deploy_over_ssh_runs_the_script_and_a_failed_health_check_rolls_back(st
         return httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip()
 
     try:
-        done = manual_deploy(app=app, version="v1", target=f"host-{uid}", target_kind="ssh")
-        assert done["components"][0]["health"] == "deployed v1" and serving() == "v1"
+        done = manual_deploy(app=app, version="v1", targets=[f"host-{uid}"], target_kind="ssh")
+        assert done["targets"][f"host-{uid}"]["components"][0]["health"] == "deployed v1" and serving() == "v1"
         with pytest.raises(Exception, match=r"(?s)exited with 1:.*previous version is serving again"):
-            manual_deploy(app=app, version="v2", target=f"host-{uid}", target_kind="ssh")
+            manual_deploy(app=app, version="v2", targets=[f"host-{uid}"], target_kind="ssh")
         assert serving() == "v1"  # the script put v1 back on the host
         with pytest.raises(Exception, match="has no known_hosts"):
-            manual_deploy(app=app, version="v1", target=f"unpinned-{uid}", target_kind="ssh")
+            manual_deploy(app=app, version="v1", targets=[f"unpinned-{uid}"], target_kind="ssh")
         assert serving() == "v1"
     finally:
         for name in (f"{app}-web", f"{app}-web-previous"):
