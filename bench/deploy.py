@@ -3,7 +3,9 @@
     uv run python bench/deploy.py [--rounds 5]
 
 Uses the stack of ``opsflow stack up`` (started if needed; ports from the OPSFLOW_* variables).
-Builds a good and a bad version of a tiny web image (the bad one has no /healthz), deploys
+Builds two good versions and a bad one of a tiny web image (the bad one has no /healthz;
+``STOPSIGNAL SIGKILL``, since busybox httpd as PID 1 ignores SIGTERM and every stop would
+otherwise wait Docker's 10 s stop timeout), deploys
 the good one, then the bad one ``--rounds`` times while a prober reads the page every 20 ms.
 
 * ``rollback_s``: from the last answer of the bad version (its health gate has given up and
@@ -59,7 +61,7 @@ def main() -> None:
     for version, healthy in (("good", True), ("good2", True), ("bad", False)):
         files = {"www/index.html": f"{version}\n", **({"www/healthz": "ok\n"} if healthy else {})}
         context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
+            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
             files=files)
         push_image(engine, registry, build_image(engine, context, repository, tags=[version], revision=version,
                                                  source="bench"))

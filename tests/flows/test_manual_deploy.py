@@ -33,6 +33,19 @@ def test_plans_quote_values_and_carry_health_resources_and_deadline():
     assert container["resources"]["limits"] == {"cpu": "500m", "memory": "128Mi"}
     assert service["spec"]["selector"]["opsflow.org/colour"] == "green"
     yaml.safe_dump_all([deployment, service])
+    from tasks.deploy_bluegreen import colour_of
+    from tasks.deploy_plan import docker_container_specs, docker_proxy_spec
+
+    rolling = docker_container_specs(rel, "bridge")
+    assert [c["name"] for c in rolling] == ["shop-web-0"] and rolling[0]["ports"] == {"8081/tcp": 8081}
+    green = docker_container_specs(rel, "bridge", colour="green")
+    assert [c["name"] for c in green] == ["shop-web-green-0", "shop-web-green-1", "shop-web-green-2"]
+    assert {c["network"] for c in green} == {"opsflow-shop"} and all(c["ports"] is None for c in green)
+    assert green[0]["labels"]["org.opsflow.colour"] == "green" and green[0]["mem_limit"] == 128 * 2**20
+    proxy = docker_proxy_spec(rel, "opsflow/bluegreen-proxy:x")
+    assert proxy["ports"] == {"8081/tcp": 8081} and proxy["environment"] == {"OPSFLOW_PROXY_PORTS": "8081"}
+    assert [colour_of(n, "shop-web") for n in ("shop-web-green-1", "shop-web-blue-0", "shop-web-0")] == [
+        "green", "blue", None]
     with pytest.raises(ValueError):
         ComponentRelease(app="shop", component="web", image="x; rm -rf /", version="v1")
     with pytest.raises(ValueError):
@@ -60,7 +73,7 @@ def test_rollout_then_failed_deploy_rolls_back_and_the_old_version_serves(stack,
         if healthy:
             files["www/healthz"] = "ok\n"
         context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
+            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
             files=files)
         built = build_image(engine, context, repository, tags=[version], revision=version, source="test")
         digests[version] = push_image(engine, registry, built).digest

@@ -73,7 +73,7 @@ def web_app(stack):
     for version in ("v1", "v2", "bad"):
         files = {"www/index.html": f"{app} {version}\n", **({} if version == "bad" else {"www/healthz": "ok\n"})}
         context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
+            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
             files=files)
         push_image(builder, registry, build_image(builder, context, repository, tags=[version], revision=version,
                                                   source="test"))
