@@ -21,7 +21,7 @@ from prefect import get_run_logger, task
 from blocks import ContainerRegistry, DockerHostTarget
 from opsflow.errors import DeployFailed, InvalidInput, RemoteError
 from tasks.base_image import ensure_base_image
-from tasks.deploy_docker import RolloutResult, engine_error, find_container, wait_healthy
+from tasks.deploy_docker import RolloutResult, engine_error, find_container, pull_if_missing, wait_healthy
 from tasks.deploy_plan import (
     OPSFLOW_LABEL,
     ComponentRelease,
@@ -164,8 +164,7 @@ def rollout_blue_green(engine: DockerHostTarget, registry: ContainerRegistry, re
     client = None
     try:
         client = engine.get_client()
-        repository, digest = release.image.split("@", 1)
-        client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
+        pull_if_missing(client, registry, release.image)
         ensure_network(client, bluegreen_network(release.app), release.app)
         proxy = find_container(client, f"{release.base_name}-proxy")
         live_names = read_upstream(proxy) if proxy is not None else []

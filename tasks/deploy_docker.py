@@ -52,6 +52,20 @@ def engine_error(exc: Exception) -> str:
     return f"the engine cannot be reached ({exc}); check that it runs and the block's base_url"
 
 
+def pull_if_missing(client, registry: ContainerRegistry, image: str) -> None:
+    """Pull ``repository@digest`` unless the engine has it: a digest names one immutable image,
+    so what is there is what was asked for (Kubernetes' IfNotPresent, without a registry call)."""
+    import docker.errors
+
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    repository, digest = image.split("@", 1)
+    client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
+
+
 def find_container(client, name: str):
     """The container called ``name`` on ``client``'s engine, or None."""
     import docker.errors
@@ -98,8 +112,7 @@ def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, releas
         if find_container(client, f"{release.base_name}-proxy") is not None:
             raise InvalidInput(f"{release.base_name} runs blue-green on {engine.name} (its proxy owns the ports); "
                                "deploy it with method=blue-green, or remove the proxy container first")
-        repository, digest = release.image.split("@", 1)
-        client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
+        pull_if_missing(client, registry, release.image)
         for spec in specs:
             try:
                 old = client.containers.get(spec["name"])
