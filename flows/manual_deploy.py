@@ -230,10 +230,13 @@ def manual_deploy(
                                 memory or application.deploy.memory, chosen_method) for name in names]
     reads = {t: {r.component: running_specs.submit(b, app, r.component) for r in releases}
              for t, b in blocks.items()} if target_kind == "docker" else {}
-    for target, block in blocks.items():
-        current = {c: _or_error(f.result(raise_on_failure=False)) for c, f in reads.get(target, {}).items()}
-        publish_plan(releases, target_kind, target, current, getattr(block, "namespace", "default"),
-                     getattr(block, "os", None) == "windows", getattr(block, "network_mode", "host"))
+    plans = [publish_plan.submit(
+        releases, target_kind, target,
+        {c: _or_error(f.result(raise_on_failure=False)) for c, f in reads.get(target, {}).items()},
+        getattr(block, "namespace", "default"), getattr(block, "os", None) == "windows",
+        getattr(block, "network_mode", "host")) for target, block in blocks.items()]
+    for plan in plans:
+        plan.result()
     if approve:
         logger.info("waiting for approval: resume this run in the Prefect UI to deploy, cancel it to stop")
         pause_flow_run(timeout=24 * 3600)
