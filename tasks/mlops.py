@@ -341,6 +341,19 @@ def register_model(server: MlflowServer, model: str, run_id: str, tags: dict[str
     return version
 
 
+@task(name="set-model-alias", task_run_name="set-model-alias-{model}-{alias}")
+def set_model_alias(server: MlflowServer, model: str, alias: str, version: str) -> None:
+    """Point ``alias`` of registered model ``model`` at ``version`` (e.g. ``champion`` once approved)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with mlflow_client(server) as client:
+            client.set_registered_model_alias(model, alias, version)
+    except (MlflowException, OSError) as exc:
+        raise _mlflow_down(server, exc) from None
+    get_run_logger().info("model %s: alias %s -> version %s", model, alias, version)
+
+
 @dataclass
 class MlConfig:
     model_name: str
