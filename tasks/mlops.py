@@ -85,6 +85,13 @@ def _remote_config(store: ObjectStore) -> dict[str, str]:
             "endpointurl": store.endpoint_url, "region": store.region}
 
 
+# The checkout links the workspace to DVC's cache instead of copying every file a second time
+# (the cache lives in the throw-away checkout, so a link is as good as a copy); reflink first, where
+# the filesystem has it, keeps the files writable. Passed as a config override: the repo's .dvc/config
+# is not changed. Read-only links make an experiment that writes into its inputs fail loudly.
+CHECKOUT_CONFIG = {"cache": {"type": "reflink,hardlink,symlink,copy"}}
+
+
 @task(name="dvc-pull", task_run_name="dvc-pull", retries=1, retry_delay_seconds=2)
 def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
     """Fetch and check out the repository's DVC data from the remote with ``store``'s credentials."""
@@ -92,7 +99,7 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
 
     logger = get_run_logger()
     try:
-        with Repo(str(workdir), remote_config=_remote_config(store)) as repo:
+        with Repo(str(workdir), config=CHECKOUT_CONFIG, remote_config=_remote_config(store)) as repo:
             result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
     except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the situation instead
         text = str(exc)
