@@ -92,20 +92,46 @@ def _remote_config(store: ObjectStore) -> dict[str, str]:
 CHECKOUT_CONFIG = {"cache": {"type": "reflink,hardlink,symlink,copy"}}
 
 
+def check_remote_access(repo) -> None:
+    """List the top of the DVC remote with the credentials DVC will use (one request).
+
+    DVC reports a refused download only as "N files failed to download", the same words as data
+    that was never pushed; listing first tells wrong credentials apart, before anything is written.
+    Raises ``PermissionError`` when the remote refuses the credentials.
+    """
+    remote = repo.cloud.get_remote(command="pull")
+    try:
+        remote.fs.ls(remote.path, detail=False)
+    except FileNotFoundError:
+        pass  # nothing under the prefix: the pull itself says which data is missing
+
+
+def _refused(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, PermissionError) or any(
+        s in text for s in ("403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"))
+
+
 @task(name="dvc-pull", task_run_name="dvc-pull", retries=1, retry_delay_seconds=2)
 def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
-    """Fetch and check out the repository's DVC data from the remote with ``store``'s credentials."""
+    """Fetch and check out the repository's DVC data from the remote with ``store``'s credentials.
+
+    Raises ``MlopsError`` saying what to do when the remote refuses the credentials or lacks the
+    data, ``RemoteError`` for anything else DVC reports.
+    """
     from dvc.repo import Repo
 
     logger = get_run_logger()
     try:
         with Repo(str(workdir), config=CHECKOUT_CONFIG, remote_config=_remote_config(store)) as repo:
+            check_remote_access(repo)
             result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
     except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the situation instead
         text = str(exc)
-        if "403" in text or "Forbidden" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-            raise MlopsError(f"DVC pull from the remote was refused: the credentials of object store "
-                             f"{store.bucket!r} are wrong; fix the block's access keys") from None
+        if _refused(exc):
+            raise MlopsError(f"DVC pull: the remote refused the credentials of object store {store.bucket!r} "
+                             f"({type(exc).__name__}): they are wrong or may not read it; fix the block's "
+                             f"access keys, then re-run") from None
         if any(s in text.lower() for s in ("missing", "checkout failed", "failed to pull", "failed to download")):
             raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({' '.join(text.split())[:200]}); "
                              f"run `dvc push` from the branch that produced it, then re-run") from None

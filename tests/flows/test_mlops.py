@@ -353,12 +353,13 @@ def test_wrong_object_store_credentials_fail_saying_so_without_the_secret(faults
         run = run_flow(mlops_pr, pr=15, sha=sha, store_block="mlops-wrong-keys", **faults["common"])
     assert not run.ok
     message = str(run.result())
-    assert "credentials of object store" in message and "are wrong" in message and "fix the block" in message
+    assert "the remote refused the credentials of object store" in message
+    assert "fix the block's access keys" in message and "not in the remote cache" not in message
     status = forge.statuses("github", FORGE_REPO, sha)[-1]
     assert status["state"] == "failure" and status["context"] == "mlops/eval"
-    assert "credentials of object store" in status["description"]
+    assert "refused the credentials of object store" in status["description"]
     comment = forge.comments("github", FORGE_REPO, 15)[0]["body"]
-    assert "evaluation failed" in comment and "are wrong" in comment
+    assert "evaluation failed" in comment and "fix the block's access keys" in comment
     seen = "\n".join([message, run.state.message or "", run_logs(run.id), comment, status["description"],
                       *(str(a.data) for a in run_artifacts(run.id))])
     assert wrong_secret not in seen and secret not in seen
