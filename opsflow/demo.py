@@ -134,12 +134,28 @@ def _aliases(model: str) -> dict[str, str]:
         return dict(sorted(client.get_registered_model(model).aliases.items()))
 
 
+def _reset_demo_model(model: str) -> None:
+    """Delete the demo's registered model, so every demo starts with no champion (like the fresh sample repos)."""
+    from mlflow.exceptions import MlflowException
+
+    from blocks import MlflowServer
+    from tasks.mlops import mlflow_client
+
+    with mlflow_client(MlflowServer.load("local-mlflow")) as client:
+        try:
+            client.delete_registered_model(model)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+
 def run_mlops_demo(cfg: StackConfig) -> dict:
     """PR #1 (comment on the forge emulation), its merge (version registered, aliases moved), then
     PR #2 with worse params: "does not beat champion". Prints what to look at; returns the results.
 
     The flows run in this process (the forge emulation lives here too), so their runs are in the
-    Prefect UI under the ``mlops-pr`` and ``mlops-merge`` flows.
+    Prefect UI under the ``mlops-pr`` and ``mlops-merge`` flows. The demo's registered model is
+    deleted first, so every demo starts with no champion.
     """
     import sys
 
@@ -160,11 +176,13 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
             root = cfg.home / "demo" / "ml-repo"
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            repo = ml_sample_repo(root, ObjectStore.load("opsflow-data"), "dvc/ml-iris-demo")
+            store = ObjectStore.load("opsflow-data")
+            repo = ml_sample_repo(root, store, "dvc/ml-iris-demo")
             forge.block("github").save("demo-forge", overwrite=True)
             save_ml_blocks(repo.url, name=ML_APP, forge_repo=ML_FORGE_REPO)
+            _reset_demo_model(ML_APP)
             common = {"app": ML_APP, "forge_block": "demo-forge"}
-            print(f"\nMLOps: sample repository {repo.url} (data tracked by DVC in s3://.../dvc/ml-iris-demo)")
+            print(f"\nMLOps: sample repository {repo.url} (data tracked by DVC in s3://{store.bucket}/dvc/ml-iris-demo)")
             # A fresh tree each demo, so the merge finds this demo's PR run (a re-run reuses nothing by mistake).
             repo.write("params.yaml", f"train:\n  C: 1.0\n  max_iter: 200\n# demo {time.time_ns()}\n")
             head = repo.commit("PR #1: train the model", branch="pr-1")
@@ -180,7 +198,8 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
             worse = repo.commit("PR #2: tiny C", branch="pr-2")
             pr2 = mlops_pr(pr=2, sha=worse, **common)
             _print_pr(forge, 2, worse, pr2)
-            print(f"\nMLflow UI: {cfg.url(cfg.mlflow_port)}  (model {ML_APP}: Models tab)")
+            print(f"\nMLflow UI: {cfg.url(cfg.mlflow_port)}  (model {ML_APP}: Models tab)\n"
+                  f"Prefect UI: {cfg.url(cfg.prefect_port)}  (flows mlops-pr, mlops-merge)")
             return {"pr1": pr1, "merge": merge, "pr2": pr2, "aliases": aliases,
                     "comments": {n: forge.comments("github", ML_FORGE_REPO, n) for n in (1, 2)},
                     "statuses": {n: forge.statuses("github", ML_FORGE_REPO, s) for n, s in ((1, head), (2, worse))}}

@@ -44,7 +44,9 @@ def test_the_demo_goes_on_with_the_mlops_pipeline(stack, both):
     assert ml["statuses"][2][-1]["state"] == "failure" and "mlops/eval: failure" in printed
     version = ml["merge"]["version"]
     assert f"model ml-iris version {version} registered" in printed
-    assert f"staging -> v{version}" in printed and ml["aliases"]["staging"] == version
+    assert ml["pr1"]["verdict"] == "no champion yet" and ml["merge"]["champion"] is True
+    assert f"champion -> v{version}, staging -> v{version}" in printed
+    assert ml["aliases"] == {"champion": version, "staging": version}
 
 
 def test_the_demo_prints_artifact_keys_image_refs_and_run_urls(stack, demo):
