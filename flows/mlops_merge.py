@@ -1,57 +1,135 @@
-"""MLOps, merge side: register the run the PR produced for the merged tree; move the aliases."""
+"""MLOps, merge side: register the run the PR produced for the merged tree; move the aliases.
+
+With ``approve_champion`` the run pauses when the gate passes, showing the comparison, and moves
+the champion alias only once a person resumes it with ``approve: true``.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
 
 from blocks import Application, GitForge, MlflowServer
 from blocks.fields import Name, Sha
-from flows.gitops_common import report_key
+from flows.gitops_common import report_key, run_url
 from flows.mlops_pr import CONTEXT, report_failure
 from tasks.git import clone_repo
 from tasks.mlops import (
     Candidate,
+    MlopsError,
     compare_to_champion,
     dvc_hashes,
+    experiment_id,
     find_champion,
     find_run_by_tree,
     load_ml_config,
+    mlflow_run_url,
+    publish_report,
     register_model,
+    render_report,
     run_tags,
+    set_model_alias,
 )
 from tasks.reporting import report_status
 from tasks.workspace import cleanup_workspace
 
+APPROVAL_POLL_SECONDS = 2
+ApprovalTimeout = Annotated[int, Field(ge=5, le=7 * 24 * 3600,
+                                       description="Seconds to wait for the approval before the run fails.")]
+
+
+class ChampionApproval(RunInput):
+    """The answer given when resuming a merge run paused before the champion promotion."""
+
+    approve: bool = Field(default=False, description="Move the champion alias to the new version.")
+
+
+class ApprovalNotGiven(MlopsError):
+    """Nobody resumed the paused run in time; the champion alias did not move."""
+
+
+def wait_for_approval(comparison_md: str, timeout: int) -> bool:
+    """Pause this run, showing ``comparison_md`` in the resume form; ``True`` when resumed with approve.
+
+    Raises ``ApprovalNotGiven`` when the pause times out. A paused run cannot start tasks, so
+    everything that needs one is done before the pause.
+    """
+    form = ChampionApproval.with_initial_data(description=comparison_md, approve=False)
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=APPROVAL_POLL_SECONDS,
+                                key="approve-champion")
+    except FlowPauseTimeout:
+        raise ApprovalNotGiven(f"no approval within {timeout}s: the champion alias did not move; re-run the "
+                               f"merge flow and resume it with approve: true to promote") from None
+    return bool(answer.approve)
+
 
 @flow(name="mlops-merge", flow_run_name="mlops-merge-{app}-{sha:.7}", log_prints=True)
 def mlops_merge(app: Name, sha: Sha, forge_block: str | None = None, mlflow_block: str = "local-mlflow",
-                branch: str | None = None, version: str | None = None, pr: int | None = None) -> dict:
+                branch: str | None = None, version: str | None = None, pr: int | None = None,
+                approve_champion: bool = False, approval_timeout: ApprovalTimeout = 3600) -> dict:
     """Find the PR's MLflow run for the merged tree, register it (once), move ``staging`` and, when it
-    beats the current champion by the configured thresholds, the champion alias."""
+    beats the current champion by the configured thresholds, the champion alias.
+
+    With ``approve_champion``, a passing gate pauses the run (the comparison is its artifact and the
+    resume form's text); resuming with ``approve: true`` moves the champion alias, ``false`` leaves
+    it, and no answer within ``approval_timeout`` seconds fails the run with the champion unchanged.
+    Returns the version, the run id, whether the champion moved and, with approval, the answer.
+    """
     application = Application.load(app)
     server = MlflowServer.load(mlflow_block)
     forge = GitForge.load(forge_block) if forge_block else None
-    repo = application.forge_repo
-    checkout = None
+    repo, key = application.forge_repo, report_key("mlops-merge", application.name)
+    checkout, approval = None, None
     try:
         checkout = clone_repo(application.repository, sha)
         cfg = load_ml_config(checkout.path)
         tags = run_tags(checkout, branch or application.default_branch, pr, repo, dvc_hashes(checkout.path))
         found = find_run_by_tree(server, cfg.model_name, tags["opsflow.tree"])
         champion = find_champion(server, cfg.model_name, cfg.champion_alias)
+        comparison = None
         if champion is not None and champion.run_id == found.run_id:
-            promote = True
+            gate = True  # already the champion: nothing to approve
         else:
-            promote = compare_to_champion(Candidate(found.metrics, found.params), champion, cfg.metrics).passed
-        registered = register_model(server, cfg.model_name, found.run_id, tags, promote,
+            comparison = compare_to_champion(Candidate(found.metrics, found.params), champion, cfg.metrics)
+            gate = comparison.passed
+        ask = approve_champion and gate and comparison is not None
+        registered = register_model(server, cfg.model_name, found.run_id, tags, gate and not ask,
                                     gate_alias=cfg.champion_alias)
+        promote = gate and not ask
+        if ask:
+            link = mlflow_run_url(server, experiment_id(server, cfg.model_name), found.run_id)
+            body = render_report(comparison, cfg.model_name, dvc_hashes(checkout.path), link, run_url(), champion)
+            body += f"\n\n**Approval:** move `{cfg.champion_alias}` to {cfg.model_name} v{registered}?"
+            publish_report(key, body)
+            if forge is not None:
+                report_status(forge, repo, sha, "success", CONTEXT,
+                              f"{cfg.model_name} v{registered} registered; {cfg.champion_alias} awaits approval",
+                              run_url())
+            cleanup_workspace([checkout.path])
+            checkout = None
+            approval = wait_for_approval(body, approval_timeout)
+            if approval:
+                set_model_alias(server, cfg.model_name, cfg.champion_alias, registered)
+            promote = approval
         if forge is not None:
-            report_status(forge, repo, sha, "success", CONTEXT,
-                          f"{cfg.model_name} v{registered} registered" + (", champion" if promote else ""))
+            kept = f", {cfg.champion_alias} not approved" + (f" (stays v{champion.version})" if champion else "")
+            report_status(forge, repo, sha, "success", CONTEXT, f"{cfg.model_name} v{registered} registered"
+                          + (f", {cfg.champion_alias}" if promote else (kept if ask else "")))
+    except ApprovalNotGiven:
+        raise  # the run is still paused server-side: no task can run (the status says it awaited approval)
     except Exception as exc:
-        report_failure(forge, repo, sha, None, report_key("mlops-merge", application.name), exc)
+        report_failure(forge, repo, sha, None, key, exc)
         raise
     finally:
         if checkout is not None:
             cleanup_workspace([checkout.path])
-    return {"version": registered, "run_id": found.run_id, "champion": promote}
+    result = {"version": registered, "run_id": found.run_id, "champion": promote}
+    if ask:
+        result["approved"] = approval
+    return result

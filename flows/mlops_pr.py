@@ -79,4 +79,4 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: str | None = None, 
     finally:
         if checkout is not None:
             cleanup_workspace([checkout.path])
-    return {"verdict": comparison.verdict, "run_id": run_id, "rows": [r.__dict__ for r in comparison.rows]}
+    return {"verdict": comparison.verdict, "run_id": run_id, "url": link, "rows": [r.__dict__ for r in comparison.rows]}

@@ -42,9 +42,9 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from opsflow.demo import run_demo
+    from opsflow.demo import run_all_demos
 
-    run_demo(_stack_config(args))
+    run_all_demos(_stack_config(args))
     return 0
 
 

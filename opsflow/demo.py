@@ -1,8 +1,10 @@
-"""``opsflow demo``: the stack, the GitOps deployments, and a pull request then its merge on the sample shop.
+"""``opsflow demo``: the stack, the GitOps deployments, and a pull request then its merge on the sample shop;
+then the MLOps pipeline on the ML sample (two pull requests and a merge).
 
-The flows run as deployments on the ``vault-build`` worker, exactly as a webhook would start
-them, so every step is visible in the Prefect UI. No forge is reachable from here, so the
-demo reports to the run's artifacts only (the PR comment's text is the run's summary).
+The GitOps flows run as deployments on the ``vault-build`` worker, exactly as a webhook would start
+them, so every step is visible in the Prefect UI. No forge is reachable from here, so the GitOps
+demo reports to the run's artifacts only (the PR comment's text is the run's summary); the MLOps
+demo posts its comments and statuses to the local forge emulation and prints them.
 """
 
 from __future__ import annotations
@@ -119,10 +121,42 @@ def run_demo(cfg: StackConfig) -> dict:
     return {"pr": pr, "merge": merge, "head": head, "merge_sha": merge_sha}
 
 
-# --- MLOps demo (issue 7): call run_mlops_demo(cfg) after run_demo, or on its own -------------------------
+# --- MLOps demo (issue 7) -------------------------------------------------------------------------------
+ML_APP, ML_FORGE_REPO = "ml-iris", "demo/ml-iris"
+
+
+def _aliases(model: str) -> dict[str, str]:
+    """``alias -> version`` of ``model`` in the MLflow registry."""
+    from blocks import MlflowServer
+    from tasks.mlops import mlflow_client
+
+    with mlflow_client(MlflowServer.load("local-mlflow")) as client:
+        return dict(sorted(client.get_registered_model(model).aliases.items()))
+
+
+def _reset_demo_model(model: str) -> None:
+    """Delete the demo's registered model, so every demo starts with no champion (like the fresh sample repos)."""
+    from mlflow.exceptions import MlflowException
+
+    from blocks import MlflowServer
+    from tasks.mlops import mlflow_client
+
+    with mlflow_client(MlflowServer.load("local-mlflow")) as client:
+        try:
+            client.delete_registered_model(model)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+
 def run_mlops_demo(cfg: StackConfig) -> dict:
-    """PR #1 (first model, comment on the forge emulation), its merge (version registered, aliases moved),
-    then PR #2 with worse params: "does not beat champion". Returns the comments and the registered version."""
+    """PR #1 (comment on the forge emulation), its merge (version registered, aliases moved), then
+    PR #2 with worse params: "does not beat champion". Prints what to look at; returns the results.
+
+    The flows run in this process (the forge emulation lives here too), so their runs are in the
+    Prefect UI under the ``mlops-pr`` and ``mlops-merge`` flows. The demo's registered model is
+    deleted first, so every demo starts with no champion.
+    """
     import sys
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -132,7 +166,7 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
     from flows.mlops_pr import mlops_pr
     from opsflow.samples import ml_sample_repo, save_ml_blocks
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(PROJECT_ROOT))
     from tests.forge_emulator import ForgeEmulator
 
     Stack(cfg).up()
@@ -142,19 +176,46 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
             root = cfg.home / "demo" / "ml-repo"
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            repo = ml_sample_repo(root, ObjectStore.load("opsflow-data"), "dvc/ml-iris-demo")
+            store = ObjectStore.load("opsflow-data")
+            repo = ml_sample_repo(root, store, "dvc/ml-iris-demo")
             forge.block("github").save("demo-forge", overwrite=True)
-            save_ml_blocks(repo.url, name="ml-iris", forge_repo="demo/ml-iris")
-            common = {"app": "ml-iris", "forge_block": "demo-forge"}
+            save_ml_blocks(repo.url, name=ML_APP, forge_repo=ML_FORGE_REPO)
+            _reset_demo_model(ML_APP)
+            common = {"app": ML_APP, "forge_block": "demo-forge"}
+            print(f"\nMLOps: sample repository {repo.url} (data tracked by DVC in s3://{store.bucket}/dvc/ml-iris-demo)")
+            # A fresh tree each demo, so the merge finds this demo's PR run (a re-run reuses nothing by mistake).
             repo.write("params.yaml", f"train:\n  C: 1.0\n  max_iter: 200\n# demo {time.time_ns()}\n")
             head = repo.commit("PR #1: train the model", branch="pr-1")
             pr1 = mlops_pr(pr=1, sha=head, **common)
-            print(f"PR #1: {pr1['verdict']}\n{forge.comments('github', 'demo/ml-iris', 1)[0]['body']}\n")
-            merge = mlops_merge(sha=repo.merge("pr-1"), pr=1, **common)
-            print(f"merge: model ml-iris version {merge['version']} registered; champion moved: {merge['champion']}\n")
+            _print_pr(forge, 1, head, pr1)
+            merge_sha = repo.merge("pr-1")
+            merge = mlops_merge(sha=merge_sha, pr=1, **common)
+            aliases = _aliases(ML_APP)
+            print(f"\nmerge {merge_sha[:12]}: model {ML_APP} version {merge['version']} registered from MLflow run "
+                  f"{merge['run_id']}; champion moved: {'yes' if merge['champion'] else 'no'}")
+            print("  aliases: " + ", ".join(f"{a} -> v{v}" for a, v in aliases.items()))
             repo.write("params.yaml", "train:\n  C: 0.0005\n  max_iter: 200\n")
-            pr2 = mlops_pr(pr=2, sha=repo.commit("PR #2: tiny C", branch="pr-2"), **common)
-            print(f"PR #2: {pr2['verdict']}\n{forge.comments('github', 'demo/ml-iris', 2)[0]['body']}")
-            return {"pr1": pr1, "merge": merge, "pr2": pr2}
+            worse = repo.commit("PR #2: tiny C", branch="pr-2")
+            pr2 = mlops_pr(pr=2, sha=worse, **common)
+            _print_pr(forge, 2, worse, pr2)
+            print(f"\nMLflow UI: {cfg.url(cfg.mlflow_port)}  (model {ML_APP}: Models tab)\n"
+                  f"Prefect UI: {cfg.url(cfg.prefect_port)}  (flows mlops-pr, mlops-merge)")
+            return {"pr1": pr1, "merge": merge, "pr2": pr2, "aliases": aliases,
+                    "comments": {n: forge.comments("github", ML_FORGE_REPO, n) for n in (1, 2)},
+                    "statuses": {n: forge.statuses("github", ML_FORGE_REPO, s) for n, s in ((1, head), (2, worse))}}
     finally:
         forge.stop()
+
+
+def _print_pr(forge, number: int, sha: str, result: dict) -> None:
+    status = forge.statuses("github", ML_FORGE_REPO, sha)[-1]
+    print(f"\nMLOps PR #{number} ({sha[:12]}): {result['verdict']}\n  MLflow run: {result['url']}\n"
+          f"  commit status {status['context']}: {status['state']} ({status['description']})\n"
+          f"  PR comment on {ML_FORGE_REPO}#{number}:")
+    for line in forge.comments("github", ML_FORGE_REPO, number)[0]["body"].splitlines():
+        print(f"    {line}")
+
+
+def run_all_demos(cfg: StackConfig) -> dict:
+    """``opsflow demo``: the GitOps demo, then the MLOps demo."""
+    return {"gitops": run_demo(cfg), "mlops": run_mlops_demo(cfg)}

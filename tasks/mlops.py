@@ -85,20 +85,53 @@ def _remote_config(store: ObjectStore) -> dict[str, str]:
             "endpointurl": store.endpoint_url, "region": store.region}
 
 
+# The checkout links the workspace to DVC's cache instead of copying every file a second time
+# (the cache lives in the throw-away checkout, so a link is as good as a copy); reflink first, where
+# the filesystem has it, keeps the files writable. Passed as a config override: the repo's .dvc/config
+# is not changed. Read-only links make an experiment that writes into its inputs fail loudly.
+CHECKOUT_CONFIG = {"cache": {"type": "reflink,hardlink,symlink,copy"}}
+
+
+def check_remote_access(repo) -> None:
+    """List the top of the DVC remote with the credentials DVC will use (one request).
+
+    DVC reports a refused download only as "N files failed to download", the same words as data
+    that was never pushed; listing first tells wrong credentials apart, before anything is written.
+    Raises ``PermissionError`` when the remote refuses the credentials.
+    """
+    remote = repo.cloud.get_remote(command="pull")
+    try:
+        remote.fs.ls(remote.path, detail=False)
+    except FileNotFoundError:
+        pass  # nothing under the prefix: the pull itself says which data is missing
+
+
+def _refused(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, PermissionError) or any(
+        s in text for s in ("403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"))
+
+
 @task(name="dvc-pull", task_run_name="dvc-pull", retries=1, retry_delay_seconds=2)
 def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
-    """Fetch and check out the repository's DVC data from the remote with ``store``'s credentials."""
+    """Fetch and check out the repository's DVC data from the remote with ``store``'s credentials.
+
+    Raises ``MlopsError`` saying what to do when the remote refuses the credentials or lacks the
+    data, ``RemoteError`` for anything else DVC reports.
+    """
     from dvc.repo import Repo
 
     logger = get_run_logger()
     try:
-        with Repo(str(workdir), remote_config=_remote_config(store)) as repo:
+        with Repo(str(workdir), config=CHECKOUT_CONFIG, remote_config=_remote_config(store)) as repo:
+            check_remote_access(repo)
             result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
     except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the situation instead
         text = str(exc)
-        if "403" in text or "Forbidden" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-            raise MlopsError(f"DVC pull from the remote was refused: the credentials of object store "
-                             f"{store.bucket!r} are wrong; fix the block's access keys") from None
+        if _refused(exc):
+            raise MlopsError(f"DVC pull: the remote refused the credentials of object store {store.bucket!r} "
+                             f"({type(exc).__name__}): they are wrong or may not read it; fix the block's "
+                             f"access keys, then re-run") from None
         if any(s in text.lower() for s in ("missing", "checkout failed", "failed to pull", "failed to download")):
             raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({' '.join(text.split())[:200]}); "
                              f"run `dvc push` from the branch that produced it, then re-run") from None
@@ -339,6 +372,19 @@ def register_model(server: MlflowServer, model: str, run_id: str, tags: dict[str
         raise _mlflow_down(server, exc) from None
     get_run_logger().info("model %s version %s (run %s); aliases %s", model, version, run_id, moved)
     return version
+
+
+@task(name="set-model-alias", task_run_name="set-model-alias-{model}-{alias}")
+def set_model_alias(server: MlflowServer, model: str, alias: str, version: str) -> None:
+    """Point ``alias`` of registered model ``model`` at ``version`` (e.g. ``champion`` once approved)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with mlflow_client(server) as client:
+            client.set_registered_model_alias(model, alias, version)
+    except (MlflowException, OSError) as exc:
+        raise _mlflow_down(server, exc) from None
+    get_run_logger().info("model %s: alias %s -> version %s", model, alias, version)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`opsflow demo`: PR then merge of the sample shop, run as deployments on the vault-build worker."""
+"""`opsflow demo`: PR then merge of the sample shop, run as deployments on the vault-build worker;
+then the MLOps part: PR, merge, worse PR on the ML sample."""
 
 from __future__ import annotations
 
@@ -7,20 +8,45 @@ import io
 
 import pytest
 
-from opsflow.demo import run_demo
+from opsflow.demo import run_all_demos, run_demo
 from tests.flows.gitops_harness import manifest_digest
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 
 
 @pytest.fixture(scope="module")
-def demo(stack):
+def both(stack):
+    """What ``opsflow demo`` runs (run_all_demos): the GitOps demo, then the MLOps demo."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        result = run_demo(stack)
+        result = run_all_demos(stack)
     return result, printed.getvalue()
 
 
+@pytest.fixture(scope="module")
+def demo(both):
+    result, printed = both
+    return result["gitops"], printed
+
+
+def test_the_demo_goes_on_with_the_mlops_pipeline(stack, both):
+    result, printed = both
+    ml = result["mlops"]
+    gitops_end, mlops_start = printed.index("Prefect UI:"), printed.index("MLOps PR #1")
+    assert gitops_end < mlops_start
+    assert ml["pr1"]["verdict"] in printed[mlops_start:] and "MLOps PR #2" in printed
+    assert ml["pr2"]["verdict"] == "does not beat champion" and "does not beat champion" in ml["comments"][2][0]["body"]
+    for pr in ("pr1", "pr2"):
+        assert ml[pr]["url"].startswith(f"{stack.url(stack.mlflow_port)}/#/experiments/")
+        assert f"MLflow run: {ml[pr]['url']}" in printed
+    # the comment printed is the one on the forge emulation, posted once per PR
+    assert len(ml["comments"][1]) == 1 and ml["comments"][1][0]["body"].splitlines()[1] in printed
+    assert ml["statuses"][2][-1]["state"] == "failure" and "mlops/eval: failure" in printed
+    version = ml["merge"]["version"]
+    assert f"model ml-iris version {version} registered" in printed
+    assert ml["pr1"]["verdict"] == "no champion yet" and ml["merge"]["champion"] is True
+    assert f"champion -> v{version}, staging -> v{version}" in printed
+    assert ml["aliases"] == {"champion": version, "staging": version}
 
 
 def test_the_demo_prints_artifact_keys_image_refs_and_run_urls(stack, demo):

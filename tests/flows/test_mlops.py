@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
+import time
 import uuid
 
 import pytest
@@ -121,15 +125,134 @@ def test_worse_params_do_not_beat_the_champion(ml):
     assert ml["forge"].statuses("github", FORGE_REPO, worse)[-1]["state"] == "failure"
 
 
+def _resume_when_paused(app: str, approve: bool, seen: dict) -> threading.Thread:
+    """A thread that waits for ``app``'s merge run to pause, records its artifacts, then resumes it
+    through the Prefect API with ``{"approve": approve}`` (as a person would in the UI)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    from tests.flows.gitops_harness import run_artifacts
+
+    paused = FlowRunFilter(name=FlowRunFilterName(like_=f"mlops-merge-{app}-"),
+                           state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+
+    def work() -> None:
+        deadline = time.monotonic() + 300
+        with get_client(sync_client=True) as client:
+            while not (runs := client.read_flow_runs(flow_run_filter=paused)):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.5)
+        seen["run_id"] = runs[0].id
+        seen["report"] = "\n".join(str(a.data) for a in run_artifacts(runs[0].id))
+        resume_flow_run(runs[0].id, run_input={"approve": approve})
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(scope="module")
+def approval(stack, forge_emulator, tmp_path_factory):
+    """A first model's PR run, then its merge with approve_champion three times: no answer, reject, approve."""
+    from blocks import ObjectStore
+
+    app = f"mla-{uuid.uuid4().hex[:6]}"
+    repo = ml_sample_repo(tmp_path_factory.mktemp("mla"), ObjectStore.load("opsflow-data"), f"dvc/{app}")
+    repo.write("opsflow-ml.yaml", repo.read("opsflow-ml.yaml").replace("model_name: ml-iris", f"model_name: {app}"))
+    repo.commit("model name")
+    forge_emulator.block("github").save("mlops-forge", overwrite=True)
+    save_ml_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
+    common = {"app": app, "forge_block": "mlops-forge"}
+    head = repo.commit("PR #20", branch="pr-20")
+    runs = {"pr": run_flow(mlops_pr, pr=20, sha=head, **common)}
+    merge_sha = repo.merge("pr-20")
+    gated = {**common, "sha": merge_sha, "pr": 20, "approve_champion": True}
+
+    def aliases() -> dict:
+        from mlflow.tracking import MlflowClient
+
+        from blocks import MlflowServer
+
+        return dict(MlflowClient(MlflowServer.load("local-mlflow").tracking_uri).get_registered_model(app).aliases)
+
+    def status() -> str:
+        last = forge_emulator.statuses("github", FORGE_REPO, merge_sha)[-1]
+        return f"{last['state']}: {last['description']}"
+
+    runs["timeout"] = run_flow(mlops_merge, approval_timeout=5, **gated)
+    after, statuses = {"timeout": aliases()}, {"timeout": status()}
+    seen = {"reject": {}, "approve": {}}
+    for answer in ("reject", "approve"):
+        thread = _resume_when_paused(app, answer == "approve", seen[answer])
+        runs[answer] = run_flow(mlops_merge, approval_timeout=300, **gated)
+        thread.join(timeout=60)
+        after[answer], statuses[answer] = aliases(), status()
+    return {"runs": runs, "aliases": after, "seen": seen, "statuses": statuses}
+
+
+def test_champion_promotion_waits_for_approval(approval):
+    runs, aliases, seen = approval["runs"], approval["aliases"], approval["seen"]
+    assert runs["pr"].ok, runs["pr"].state.message
+    # no answer: the run fails, the version is registered as staging, the champion alias does not exist
+    assert not runs["timeout"].ok
+    assert "never resumed" in runs["timeout"].state.message or "no approval within" in runs["timeout"].state.message
+    assert aliases["timeout"] == {"staging": "1"}
+    # rejected: completed, champion unchanged; the paused run showed the comparison
+    assert runs["reject"].ok, runs["reject"].state.message
+    assert seen["reject"]["run_id"] == runs["reject"].id
+    assert "no champion yet" in seen["reject"]["report"] and "| accuracy (↑) |" in seen["reject"]["report"]
+    assert "**Approval:** move `champion` to" in seen["reject"]["report"]
+    assert runs["reject"].result() == {"version": "1", "run_id": runs["pr"].result()["run_id"], "champion": False,
+                                       "approved": False}
+    assert aliases["reject"] == {"staging": "1"}
+    statuses = approval["statuses"]
+    assert statuses["timeout"].startswith("success: ") and statuses["timeout"].endswith(
+        "v1 registered; champion awaits approval")
+    assert statuses["reject"].endswith("v1 registered, champion not approved")
+    # approved: the champion alias moves to the registered version
+    assert runs["approve"].ok, runs["approve"].state.message
+    assert runs["approve"].result()["approved"] is True and runs["approve"].result()["champion"] is True
+    assert aliases["approve"] == {"staging": "1", "champion": "1"}
+    assert statuses["approve"].startswith("success: ") and statuses["approve"].endswith("v1 registered, champion")
+
+
+def _champion_without(app: str, metric: str) -> str:
+    """Register a champion for model ``app`` whose run lacks ``metric`` (as an old champion would); its version."""
+    from mlflow.tracking import MlflowClient
+
+    from blocks import MlflowServer
+
+    client = MlflowClient(MlflowServer.load("local-mlflow").tracking_uri)
+    exp = client.get_experiment_by_name(app)
+    exp_id = exp.experiment_id if exp else client.create_experiment(app)
+    run = client.create_run(exp_id, tags={"opsflow.pr": "0"})
+    client.log_metric(run.info.run_id, "accuracy", 0.5)
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(app)
+    version = client.create_model_version(app, f"{run.info.artifact_uri}/model", run.info.run_id).version
+    client.set_registered_model_alias(app, "champion", version)
+    return str(version)
+
+
 @pytest.fixture(scope="module")
 def faults(stack, forge_emulator, tmp_path_factory):
-    """Three PR runs that must fail: data not pushed, a failing experiment, MLflow down."""
+    """PR runs that must fail: data not pushed, a failing experiment, MLflow down, a champion without a metric."""
     from blocks import MlflowServer, ObjectStore
     from opsflow.samples import git, ml_sample_data
 
     forge_emulator.reset()
     app = f"mlf-{uuid.uuid4().hex[:6]}"
     repo = ml_sample_repo(tmp_path_factory.mktemp("mlf"), ObjectStore.load("opsflow-data"), f"dvc/{app}")
+    repo.write("opsflow-ml.yaml", repo.read("opsflow-ml.yaml").replace("model_name: ml-iris", f"model_name: {app}"))
+    repo.commit("model name")
     forge_emulator.block("github").save("mlops-forge", overwrite=True)
     save_ml_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
     MlflowServer(tracking_uri="http://127.0.0.1:9", max_retries=0, request_timeout=2).save("mlflow-down",
@@ -151,13 +274,18 @@ def faults(stack, forge_emulator, tmp_path_factory):
     runs = {"missing_cache": (10, not_pushed, run_flow(mlops_pr, pr=10, sha=not_pushed, **common)),
             "bad_experiment": (11, bad_params, run_flow(mlops_pr, pr=11, sha=bad_params, **common)),
             "mlflow_down": (12, good, run_flow(mlops_pr, pr=12, sha=good, mlflow_block="mlflow-down", **common))}
-    return {"runs": runs, "forge": forge_emulator}
+    champion = _champion_without(app, "log_loss")
+    repo.write("params.yaml", "train:\n  C: 2.0\n  max_iter: 200\n")
+    new_metric = repo.commit("C 2.0", branch="pr-14")
+    runs["champion_lacks_metric"] = (14, new_metric, run_flow(mlops_pr, pr=14, sha=new_metric, **common))
+    return {"runs": runs, "forge": forge_emulator, "repo": repo, "app": app, "common": common, "champion": champion}
 
 
 @pytest.mark.parametrize("case, says", [
     ("missing_cache", "not in the remote cache"),
     ("bad_experiment", "experiment failed"),
     ("mlflow_down", "did not answer"),
+    ("champion_lacks_metric", "'log_loss' is missing from the champion"),
 ])
 def test_faults_end_with_what_to_do_and_a_failed_status(faults, case, says):
     pr, sha, run = faults["runs"][case]
@@ -167,6 +295,75 @@ def test_faults_end_with_what_to_do_and_a_failed_status(faults, case, says):
     assert status["state"] == "failure" and status["context"] == "mlops/eval" and says in status["description"]
     comment = faults["forge"].comments("github", FORGE_REPO, pr)[0]["body"]
     assert "evaluation failed" in comment and says in comment
+
+
+def test_a_champion_without_a_metric_is_named_and_left_alone(faults):
+    from mlflow.tracking import MlflowClient
+
+    from blocks import MlflowServer
+
+    _, _, run = faults["runs"]["champion_lacks_metric"]
+    assert f"(version {faults['champion']})" in str(run.result()) and "opsflow-ml.yaml" in str(run.result())
+    client = MlflowClient(MlflowServer.load("local-mlflow").tracking_uri)
+    assert client.get_model_version_by_alias(faults["app"], "champion").version == faults["champion"]
+
+
+@contextlib.contextmanager
+def s3_auth_enforced(store):
+    """Make the S3 stand-in check signatures (moto accepts any key by default) and give a real key pair.
+
+    Moto only knows keys made through its IAM API; authentication is switched on for the block's
+    duration and off again (``/moto-api/reset-auth``), so other tests keep the stack's open store.
+    """
+    import boto3
+    import requests
+
+    iam = boto3.client("iam", endpoint_url=store.endpoint_url, region_name=store.region,
+                       aws_access_key_id="AKIAOPSFLOWTEST0000", aws_secret_access_key="unused")
+    user = f"opsflow-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    reset = f"{store.endpoint_url.rstrip('/')}/moto-api/reset-auth"
+    requests.post(reset, data=b"0", timeout=10).raise_for_status()
+    try:
+        yield key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        requests.post(reset, data=b"inf", timeout=10).raise_for_status()
+
+
+def test_wrong_object_store_credentials_fail_saying_so_without_the_secret(faults):
+    from blocks import ObjectStore
+    from tests.flows.gitops_harness import run_artifacts, run_logs, task_run_names
+
+    good = ObjectStore.load("opsflow-data")
+    wrong_secret = f"wrong-secret-{uuid.uuid4().hex}"
+    repo, forge = faults["repo"], faults["forge"]
+    repo.write("params.yaml", "train:\n  C: 3.0\n  max_iter: 200\n")
+    sha = repo.commit("C 3.0", branch="pr-15")
+    with s3_auth_enforced(good) as (key_id, secret):
+        def store(secret_key: str) -> ObjectStore:
+            return ObjectStore(endpoint_url=good.endpoint_url, bucket=good.bucket, region=good.region,
+                               access_key_id=key_id, secret_access_key=secret_key, max_attempts=1)
+
+        # the real key pair can read the remote: what fails below is the secret, not the set-up
+        assert store(secret).get_client().list_objects_v2(Bucket=good.bucket, MaxKeys=1)["ResponseMetadata"]
+        store(wrong_secret).save("mlops-wrong-keys", overwrite=True)
+        run = run_flow(mlops_pr, pr=15, sha=sha, store_block="mlops-wrong-keys", **faults["common"])
+    assert not run.ok
+    message = str(run.result())
+    assert "the remote refused the credentials of object store" in message
+    assert "fix the block's access keys" in message and "not in the remote cache" not in message
+    status = forge.statuses("github", FORGE_REPO, sha)[-1]
+    assert status["state"] == "failure" and status["context"] == "mlops/eval"
+    assert "refused the credentials of object store" in status["description"]
+    comment = forge.comments("github", FORGE_REPO, 15)[0]["body"]
+    assert "evaluation failed" in comment and "fix the block's access keys" in comment
+    seen = "\n".join([message, run.state.message or "", run_logs(run.id), comment, status["description"],
+                      *(str(a.data) for a in run_artifacts(run.id))])
+    assert wrong_secret not in seen and secret not in seen
+    assert not any(name.startswith("run-experiment") for name in task_run_names(run.id))
 
 
 def _outputs(nb) -> str:
