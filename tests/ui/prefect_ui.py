@@ -1,0 +1,201 @@
+"""What a user does in the Prefect UI, as Selenium steps: open a deployment, fill its run form,
+follow the run, read its artifacts.
+
+Selectors are the UI's own words (labels, button and tab texts, ARIA roles) plus the few
+component classes of the Prefect design system that carry meaning (``schema-form-property``,
+``state-badge``, ``artifact-card__title``). Every step waits explicitly; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+# Vue re-renders form fields and toasts while we look at them: retry on these.
+_TRANSIENT = (NoSuchElementException, StaleElementReferenceException, ElementClickInterceptedException,
+              ElementNotInteractableException)
+FINAL_STATES = ("completed", "failed", "crashed", "cancelled")
+_TYPE_BUTTONS = {bool: ("bool", "boolean"), int: ("int", "integer"), float: ("float", "number"),
+                 str: ("str", "string"), list: ("list", "array"), dict: ("dict", "object")}
+
+
+def _has_class(name: str) -> str:
+    return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
+
+
+def _text_is(text: str) -> str:
+    return f"normalize-space()={_literal(text)}"
+
+
+def _literal(text: str) -> str:
+    """``text`` as an XPath 1.0 string literal (it has no escapes)."""
+    if "'" not in text:
+        return f"'{text}'"
+    return "concat(" + ", \"'\", ".join(f"'{part}'" for part in text.split("'")) + ")"
+
+
+class PrefectUI:
+    """One browser on one Prefect server's UI."""
+
+    def __init__(self, driver: WebDriver, base_url: str, output: Path):
+        self.driver = driver
+        self.base_url = base_url.rstrip("/")
+        self.output = output
+
+    # -- basics ---------------------------------------------------------------------------------
+
+    def wait(self, seconds: float = 60) -> WebDriverWait:
+        return WebDriverWait(self.driver, seconds, poll_frequency=0.25, ignored_exceptions=_TRANSIENT)
+
+    def find(self, xpath: str, seconds: float = 60, within: WebElement | None = None) -> WebElement:
+        """The first displayed element at ``xpath`` (waits for it)."""
+        root = within or self.driver
+
+        def displayed(_):
+            return next((e for e in root.find_elements(By.XPATH, xpath) if e.is_displayed()), False)
+
+        return self.wait(seconds).until(displayed, f"nothing displayed at {xpath} within {seconds}s")
+
+    def click(self, xpath: str, seconds: float = 60) -> None:
+        """Click the element at ``xpath`` once it is displayed and nothing covers it."""
+        self.wait(seconds).until(lambda _: self.find(xpath, 1).click() or True, f"could not click {xpath}")
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base_url + path)
+
+    def screenshot(self, name: str, full_page: bool = True) -> Path:
+        """Save the page as ``<output>/<name>.png`` (the whole page's height when ``full_page``)."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        path = self.output / f"{name}.png"
+        size = self.driver.get_window_size()
+        if full_page:
+            height = self.driver.execute_script("return Math.max(document.body.scrollHeight, "
+                                                "document.documentElement.scrollHeight)")
+            self.driver.set_window_size(size["width"], min(max(height + 120, size["height"]), 4000))
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            if full_page:
+                self.driver.set_window_size(size["width"], size["height"])
+        return path
+
+    def body_text(self) -> str:
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    # -- deployments and their run form ---------------------------------------------------------
+
+    def open_deployment(self, flow: str, deployment: str) -> str:
+        """Open the page of ``flow/deployment``; returns its id."""
+        resp = httpx.get(f"{self.base_url}/api/deployments/name/{flow}/{deployment}", timeout=10)
+        resp.raise_for_status()
+        deployment_id = resp.json()["id"]
+        self.open(f"/deployments/deployment/{deployment_id}")
+        self.find(f"//a[{_text_is(flow)}]")  # the header's link to the flow: the page has loaded
+        return deployment_id
+
+    def open_custom_run(self) -> None:
+        """On a deployment's page: Run → Custom run, then wait for the parameter form."""
+        self.click(f"//button[{_text_is('Run')}]")
+        self.click(f"//*[{_text_is('Custom run')}]")
+        self.find(f"//button[{_text_is('Submit')}]")
+
+    def form_field(self, name: str) -> WebElement:
+        """The form property labelled ``name`` (``name (Optional)`` for parameters with a default)."""
+        label = f"span[{_has_class('schema-form-property__label')}][{_text_is(name)} or {_text_is(name + ' (Optional)')}]"
+        return self.find(f"//div[{_has_class('schema-form-property')}][.//{label}]", 20)
+
+    def field_description(self, name: str) -> str:
+        return self.form_field(name).find_element(
+            By.XPATH, f".//*[{_has_class('schema-form-property__description')}]").text
+
+    def fill(self, name: str, value) -> None:
+        """Set parameter ``name`` to ``value`` as a user would: pick the type of an optional
+        (anyOf) parameter, then type into its input or flip its switch; checks what the form holds."""
+        buttons = self.form_field(name).find_elements(By.XPATH, f".//div[{_has_class('p-button-group')}]/button")
+        if buttons:
+            wanted = _TYPE_BUTTONS[type(value)]
+            choice = next((b for b in buttons if b.text.strip() in wanted), None)
+            assert choice is not None, f"{name}: no type button among {[b.text for b in buttons]} for {value!r}"
+            if choice.get_attribute("aria-selected") != "true":
+                choice.click()
+        if isinstance(value, bool):
+            switch = self.find(".//label[@role='switch']", 10, within=self.form_field(name))
+            if (switch.get_attribute("aria-checked") == "true") != value:
+                switch.click()
+            self.wait(10).until(lambda _: self.find(".//label[@role='switch']", 1, within=self.form_field(name))
+                                .get_attribute("aria-checked") == str(value).lower(), f"{name} did not switch")
+            return
+        text = str(value)
+
+        def typed(_) -> bool:
+            control = self.find(".//textarea | .//input[not(@type='checkbox')]", 1, within=self.form_field(name))
+            if control.get_attribute("value") != text:
+                control.clear()
+                control.send_keys(text)
+            return control.get_attribute("value") == text
+
+        self.wait(20).until(typed, f"could not type {text!r} into {name}")
+
+    def submit_run(self) -> str:
+        """Submit the run form, follow the toast's "View run"; returns the new flow run's id."""
+        self.click(f"//button[{_text_is('Submit')}]")
+        failure = f"//*[{_has_class('p-toast')}][contains(., 'went wrong') or contains(., 'rror')]"
+
+        def toast(_):
+            problems = [e.text for e in self.driver.find_elements(By.XPATH, failure) if e.is_displayed()]
+            assert not problems, f"the UI did not create the run: {problems}"
+            return self.find(f"//button[{_text_is('View run')}]", 1)
+
+        self.wait(60).until(toast, "no 'scheduled to start' toast after Submit")
+        # Toasts stack on one another: click the content of the newest one.
+        self.wait(30).until(lambda _: self.driver.find_elements(
+            By.XPATH, f"//button[{_text_is('View run')}]/div")[-1].click() or True, "could not click View run")
+        self.wait(30).until(lambda d: "/runs/flow-run/" in d.current_url, "View run did not open the run")
+        return re.search(r"/runs/flow-run/([0-9a-f-]{36})", self.driver.current_url).group(1)
+
+    # -- a flow run's page ----------------------------------------------------------------------
+
+    def run_state(self) -> str:
+        """The state in the run page's header, e.g. ``Running``, ``Paused``, ``Completed``."""
+        return self.find(f"//*[{_has_class('page-heading-flow-run')}]//*[{_has_class('state-badge')}]", 30).text.strip()
+
+    def run_name(self) -> str:
+        return self.find(f"//nav[{_has_class('p-bread-crumbs')}]/div[last()]", 30).text.strip()
+
+    def wait_for_state(self, *states: str, seconds: float = 300) -> str:
+        """Wait on the run page until its header shows one of ``states`` (default: any final state)."""
+        wanted = [s.lower() for s in states] or list(FINAL_STATES)
+        badges = " or ".join(_has_class(f"state--{s}") for s in wanted)
+        xpath = f"//*[{_has_class('page-heading-flow-run')}]//*[{_has_class('state-badge')}][{badges}]"
+        self.wait(seconds).until(lambda d: d.find_elements(By.XPATH, xpath),
+                                 f"the run did not reach {wanted} within {seconds}s (it shows {self.run_state()!r})")
+        return self.run_state()
+
+    def open_tab(self, name: str) -> None:
+        self.click(f"//li[{_has_class('p-tab')}][{_text_is(name)}]")
+
+    def open_artifact(self, key: str) -> WebElement:
+        """Artifacts tab → the card of ``key``; returns the rendered artifact on its own page."""
+        self.open_tab("Artifacts")
+        self.click(f"//a[.//*[{_has_class('artifact-card__title')}][{_text_is(key)}]]")
+        self.wait(30).until(lambda d: "/artifacts/artifact/" in d.current_url, f"artifact {key} did not open")
+        return self.find(f"//*[{_has_class('markdown-renderer')}][.//table or .//h3]", 30)
+
+    def scroll_tables_right(self, within: WebElement) -> None:
+        """Scroll wide tables to their last column (a screenshot then shows what is on the right)."""
+        self.driver.execute_script(
+            "for (const t of arguments[0].querySelectorAll('table')) {"
+            "  for (let e = t; e && e !== arguments[0]; e = e.parentElement) e.scrollLeft = e.scrollWidth; }",
+            within)

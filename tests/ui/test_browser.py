@@ -1,0 +1,97 @@
+"""The pipelines as users run them: from the Prefect UI in a real (headless Chromium) browser.
+
+Real stack (Prefect server + UI, its vault-build and edge workers, S3 stand-in, registry, dockerd),
+the deployments of `opsflow deploy`, and the forge emulator receiving the PR's report. The test
+fills the deployments' parameter forms, starts the runs with the UI's own buttons, follows them on
+their run pages and reads the summary artifacts there; what the UI shows is checked against the
+registry and the forge. Screenshots land in test-output/ui/.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from opsflow.deploy import deploy_all
+from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
+from tests.flows.gitops_harness import manifest_digest
+from tests.forge_emulator import forge_emulator_fixture, forge_fixture  # noqa: F401
+
+pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.forge, pytest.mark.browser]
+
+FORGE_REPO = "acme/shop-ui"
+PR = 12
+IMAGE_REF = re.compile(r"(\S+/(\S+?))@(sha256:[0-9a-f]{64})")
+
+
+@pytest.fixture(scope="module")
+def deployments(stack):
+    """Every deployment of deployments/prefect.yaml, served by the stack's workers."""
+    return deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def shop(stack, tmp_path_factory):
+    """The sample shop under a name of its own (so its images are new to the registry), with a PR and its merge."""
+    repo = SampleRepo(tmp_path_factory.mktemp("shop-ui"), SHOP_SOURCE)
+    repo.commit("initial")
+    head = repo.commit("a change from the UI test", branch="feature/ui")
+    merge = repo.merge("feature/ui")
+    app = f"shop-ui-{uuid.uuid4().hex[:6]}"
+    save_shop_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
+    return app, head, merge
+
+
+def test_a_user_runs_the_gitops_pipelines_from_the_ui_and_reads_the_pushed_digests(
+        stack, deployments, shop, forge, ui):
+    app, head, merge = shop
+    forge_block = f"{app}-forge"
+    forge.block("github").save(forge_block, overwrite=True)
+
+    # Pull request: the deployment's form, as a user fills it.
+    ui.open_deployment("gitops-pr", "default")
+    ui.open_custom_run()
+    assert ui.field_description("sha") == "the PR head commit to build (full SHA)."
+    ui.fill("app", app)
+    ui.fill("pr", PR)
+    ui.fill("sha", head)
+    ui.fill("forge_block", forge_block)
+    ui.screenshot("gitops-pr-form")
+    ui.submit_run()
+    assert ui.wait_for_state() == "Completed", ui.body_text()
+    assert ui.run_name() == f"gitops-pr-{app}-#{PR}-{head[:7]}"
+    ui.screenshot("gitops-pr-run")
+    summary = ui.open_artifact(f"gitops-pr-{app}")
+    shown = summary.text
+    assert f"opsflow GitOps · {app} · PR #{PR}" in shown and head[:7] in shown
+    for component, passed in (("backend", "10 passed"), ("frontend", "6 passed")):
+        row = next(line for line in shown.splitlines() if line.startswith(component + " "))
+        assert f"{app}/{component}/" in row and passed in row, row
+    ui.screenshot("gitops-pr-artifact")
+    [comment] = forge.comments("github", FORGE_REPO, PR)
+    assert f"{app}/backend/" in comment["body"] and f"{app}/frontend/" in comment["body"]
+    assert [s["state"] for s in forge.statuses("github", FORGE_REPO, head)] == ["pending", "success"]
+
+    # Merge: the images are built from the PR's artifacts and pushed; the summary names their digests.
+    ui.open_deployment("gitops-merge", "default")
+    ui.open_custom_run()
+    ui.fill("app", app)
+    ui.fill("sha", merge)
+    ui.fill("pr", PR)
+    ui.screenshot("gitops-merge-form")
+    ui.submit_run()
+    assert ui.wait_for_state() == "Completed", ui.body_text()
+    assert ui.run_name() == f"gitops-merge-{app}-{merge[:7]}"
+    ui.screenshot("gitops-merge-run")
+    summary = ui.open_artifact(f"gitops-merge-{app}")
+    images = {name: (repository, digest) for repository, name, digest in IMAGE_REF.findall(summary.text)}
+    assert set(images) == {f"{app}-backend", f"{app}-frontend"}, summary.text
+    registry_url = stack.url(stack.registry_port)
+    for repository, digest in images.values():
+        assert repository.startswith(registry_url.removeprefix("http://") + "/")
+        assert manifest_digest(registry_url, repository, merge) == digest
+        assert manifest_digest(registry_url, repository, "main") == digest
+    ui.scroll_tables_right(summary)
+    ui.screenshot("gitops-merge-artifact")
