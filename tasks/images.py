@@ -205,7 +205,7 @@ def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: Bui
     return PushedImage(repository=image.repository, tags=list(image.tags), digest=digest)
 
 
-@task(name="prune-build-images")
+@task(name="prune-build-images", task_run_name="prune-build-images-{engine.name}")
 def prune_build_images(engine: DockerHostTarget, dry_run: bool = False) -> dict:
     """Remove dangling images left by builds on the engine (never an image a container uses)."""
     logger = get_run_logger()

@@ -81,8 +81,9 @@ class PrefectUI:
         path = self.output / f"{name}.png"
         size = self.driver.get_window_size()
         if full_page:
-            height = self.driver.execute_script("return Math.max(document.body.scrollHeight, "
-                                                "document.documentElement.scrollHeight)")
+            # The UI scrolls inside its layout, not the document: grow the window to the tallest scroller.
+            height = self.driver.execute_script(
+                "return Math.max(...Array.from(document.querySelectorAll('body, body *'), e => e.scrollHeight))")
             self.driver.set_window_size(size["width"], min(max(height + 120, size["height"]), 4000))
         try:
             self.driver.save_screenshot(str(path))
@@ -158,10 +159,10 @@ class PrefectUI:
             assert not problems, f"the UI did not create the run: {problems}"
             return self.find(f"//button[{_text_is('View run')}]", 1)
 
-        self.wait(60).until(toast, "no 'scheduled to start' toast after Submit")
-        # Toasts stack on one another: click the content of the newest one.
-        self.wait(30).until(lambda _: self.driver.find_elements(
-            By.XPATH, f"//button[{_text_is('View run')}]/div")[-1].click() or True, "could not click View run")
+        view = self.wait(60).until(toast, "no 'scheduled to start' toast after Submit")
+        # The toast slides in and goes away after a few seconds: a native click can land while it
+        # moves (Chromium then reports it intercepted), so the button is clicked through the DOM.
+        self.driver.execute_script("arguments[0].click()", view)
         self.wait(30).until(lambda d: "/runs/flow-run/" in d.current_url, "View run did not open the run")
         return re.search(r"/runs/flow-run/([0-9a-f-]{36})", self.driver.current_url).group(1)
 
