@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from blocks import ContainerRegistry, DockerHostTarget
 from opsflow.errors import InvalidInput, RemoteError
 from opsflow.redact import redact
+from tasks.registry_api import image_name
 
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
@@ -109,7 +110,19 @@ def label_instruction(labels: dict[str, str]) -> str:
     return "LABEL " + " ".join(quoted) + "\n"
 
 
-@task(name="build-image", task_run_name="build-image-{repository}")
+def _run_name(verb: str):
+    """A task run name ``<verb>-<repository without its registry host>``."""
+    def name() -> str:
+        from prefect.runtime import task_run
+
+        params = task_run.parameters
+        repository = params["repository"] if "repository" in params else params["image"].repository
+        return f"{verb}-{image_name(repository)}"
+
+    return name
+
+
+@task(name="build-image", task_run_name=_run_name("build-image"))
 def build_image(
     engine: DockerHostTarget,
     context: Path | Any,
@@ -167,7 +180,7 @@ def _is_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="push-image", task_run_name="push-image-{image.repository}", retries=3,
+@task(name="push-image", task_run_name=_run_name("push-image"), retries=3,
       retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_transient)
 def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: BuiltImage) -> PushedImage:
     """Push every tag of ``image`` and return the digest the registry reported.

@@ -36,8 +36,9 @@ def chrome():
                 "--window-size=1400,1000", "--lang=en-US"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(UI_OUTPUT / "chromedriver.log"))
-    UI_OUTPUT.mkdir(parents=True, exist_ok=True)
+    service = Service(executable_path=str(CHROMEDRIVER))
+    shutil.rmtree(UI_OUTPUT, ignore_errors=True)  # screenshots of this session only
+    UI_OUTPUT.mkdir(parents=True)
     driver = webdriver.Chrome(options=options, service=service)
     try:
         yield driver

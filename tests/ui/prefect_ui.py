@@ -17,15 +17,17 @@ from selenium.common.exceptions import (
     ElementNotInteractableException,
     NoSuchElementException,
     StaleElementReferenceException,
+    TimeoutException,
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-# Vue re-renders form fields and toasts while we look at them: retry on these.
+# Vue re-renders form fields and toasts while we look at them: retry on these (a TimeoutException
+# is an inner, shorter wait giving up; the outer wait goes on until its own deadline).
 _TRANSIENT = (NoSuchElementException, StaleElementReferenceException, ElementClickInterceptedException,
-              ElementNotInteractableException)
+              ElementNotInteractableException, TimeoutException)
 FINAL_STATES = ("completed", "failed", "crashed", "cancelled")
 _TYPE_BUTTONS = {bool: ("bool", "boolean"), int: ("int", "integer"), float: ("float", "number"),
                  str: ("str", "string"), list: ("list", "array"), dict: ("dict", "object")}
@@ -157,7 +159,8 @@ class PrefectUI:
         def toast(_):
             problems = [e.text for e in self.driver.find_elements(By.XPATH, failure) if e.is_displayed()]
             assert not problems, f"the UI did not create the run: {problems}"
-            return self.find(f"//button[{_text_is('View run')}]", 1)
+            buttons = self.driver.find_elements(By.XPATH, f"//button[{_text_is('View run')}]")
+            return next((b for b in buttons if b.is_displayed()), False)
 
         view = self.wait(60).until(toast, "no 'scheduled to start' toast after Submit")
         # The toast slides in and goes away after a few seconds: a native click can land while it
@@ -184,13 +187,30 @@ class PrefectUI:
                                  f"the run did not reach {wanted} within {seconds}s (it shows {self.run_state()!r})")
         return self.run_state()
 
+    def resume_run(self) -> None:
+        """A paused run's header: Resume, then confirm in the "Resume Flow Run" dialog."""
+        self.click(f"//*[{_has_class('page-heading-flow-run')}]//button[{_text_is('Resume')}]")
+        dialog = f"//*[{_has_class('p-modal__card')}][.//*[{_text_is('Resume Flow Run')}]]"
+        self.click(f"{dialog}//button[{_text_is('Submit')}]")
+        self.wait(30).until(lambda d: not [e for e in d.find_elements(By.XPATH, dialog) if e.is_displayed()],
+                            "the resume dialog did not close")
+
     def open_tab(self, name: str) -> None:
         self.click(f"//li[{_has_class('p-tab')}][{_text_is(name)}]")
 
-    def open_artifact(self, key: str) -> WebElement:
-        """Artifacts tab → the card of ``key``; returns the rendered artifact on its own page."""
+    def task_run_names(self) -> list[str]:
+        """Task Runs tab: the names of the run's task runs as listed."""
+        self.open_tab("Task Runs")
+        links = "//a[contains(@href, '/runs/task-run/')]"
+        self.find(links, 30)
+        return [a.text.strip() for a in self.driver.find_elements(By.XPATH, links)]
+
+    def open_artifact(self, key: str, prefix: bool = False) -> WebElement:
+        """Artifacts tab → the card of ``key`` (the first whose key starts with it, with ``prefix``);
+        returns the rendered artifact on its own page."""
         self.open_tab("Artifacts")
-        self.click(f"//a[.//*[{_has_class('artifact-card__title')}][{_text_is(key)}]]")
+        title = f"starts-with(normalize-space(), {_literal(key)})" if prefix else _text_is(key)
+        self.click(f"//a[.//*[{_has_class('artifact-card__title')}][{title}]]")
         self.wait(30).until(lambda d: "/artifacts/artifact/" in d.current_url, f"artifact {key} did not open")
         return self.find(f"//*[{_has_class('markdown-renderer')}][.//table or .//h3]", 30)
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import uuid
 
+import httpx
 import pytest
 
 from opsflow.deploy import deploy_all
 from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
-from tests.flows.gitops_harness import manifest_digest
+from tests.flows.gitops_harness import free_port, manifest_digest
 from tests.forge_emulator import forge_emulator_fixture, forge_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.forge, pytest.mark.browser]
@@ -62,7 +63,11 @@ def test_a_user_runs_the_gitops_pipelines_from_the_ui_and_reads_the_pushed_diges
     ui.submit_run()
     assert ui.wait_for_state() == "Completed", ui.body_text()
     assert ui.run_name() == f"gitops-pr-{app}-#{PR}-{head[:7]}"
-    ui.screenshot("gitops-pr-run")
+    ui.screenshot("gitops-pr-run", full_page=False)
+    names = ui.task_run_names()  # one task run per component and step, each named for what it did
+    for step in ("build", "test", "save-artifact", "record-test-results"):
+        assert {f"{step}-backend", f"{step}-frontend"} <= set(names), names
+    assert "fetch-env-files" in names and f"clone-{head[:12]}" in names, names
     summary = ui.open_artifact(f"gitops-pr-{app}")
     shown = summary.text
     assert f"opsflow GitOps · {app} · PR #{PR}" in shown and head[:7] in shown
@@ -84,7 +89,10 @@ def test_a_user_runs_the_gitops_pipelines_from_the_ui_and_reads_the_pushed_diges
     ui.submit_run()
     assert ui.wait_for_state() == "Completed", ui.body_text()
     assert ui.run_name() == f"gitops-merge-{app}-{merge[:7]}"
-    ui.screenshot("gitops-merge-run")
+    ui.screenshot("gitops-merge-run", full_page=False)
+    names = ui.task_run_names()
+    for component in ("backend", "frontend"):
+        assert {f"build-image-{app}-{component}", f"push-image-{app}-{component}"} <= set(names), names
     summary = ui.open_artifact(f"gitops-merge-{app}")
     images = {name: (repository, digest) for repository, name, digest in IMAGE_REF.findall(summary.text)}
     assert set(images) == {f"{app}-backend", f"{app}-frontend"}, summary.text
@@ -95,3 +103,59 @@ def test_a_user_runs_the_gitops_pipelines_from_the_ui_and_reads_the_pushed_diges
         assert manifest_digest(registry_url, repository, "main") == digest
     ui.scroll_tables_right(summary)
     ui.screenshot("gitops-merge-artifact")
+
+
+@pytest.fixture
+def edge_app(stack, docker_client):
+    """A one-component app (busybox httpd on a free port) whose v1 image is in the registry; its
+    containers on the edge engine and its deploy records are removed afterwards."""
+    from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck, ObjectStore
+    from tasks.base_image import prepare_busybox_context
+    from tasks.images import build_image, push_image
+
+    app, port = f"ui-dep-{uuid.uuid4().hex[:6]}", free_port()
+    registry = ContainerRegistry.load("local-registry")
+    context = prepare_busybox_context(
+        dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
+        files={"www/index.html": f"{app} v1\n", "www/healthz": "ok\n"})
+    built = build_image(DockerHostTarget.load("edge-local"), context, registry.repository(f"{app}-web"),
+                        tags=["v1"], revision="v1", source="tests/ui")
+    pushed = push_image(DockerHostTarget.load("edge-local"), registry, built)
+    Application(name=app, repository="file:///nowhere/ui-dep.git",
+                components=[Component(name="web", ports=[port],
+                                      health_check=HealthCheck(path="/healthz", deadline_s=30))]).save(app)
+    store = ObjectStore.load("opsflow-artifacts")
+    try:
+        yield app, port, pushed.digest
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        client = store.get_client()
+        for obj in client.list_objects_v2(Bucket=store.bucket).get("Contents", []):
+            if f"/{app}/" in obj["Key"]:
+                client.delete_object(Bucket=store.bucket, Key=obj["Key"])
+
+
+def test_a_user_deploys_from_the_ui_and_approves_the_plan_by_resuming_the_run(stack, deployments, edge_app, ui):
+    app, port, digest = edge_app
+
+    ui.open_deployment("manual-deploy", "edge-local")
+    ui.open_custom_run()
+    ui.fill("app", app)
+    ui.fill("version", "v1")
+    ui.fill("approve", True)  # the target(s) keep the deployment's default: edge-local
+    ui.screenshot("manual-deploy-form")
+    ui.submit_run()
+    assert ui.wait_for_state("paused", "failed", "crashed") == "Paused", ui.body_text()
+    assert ui.run_name().startswith(f"deploy-{app}-")
+    ui.screenshot("manual-deploy-paused", full_page=False)
+    with pytest.raises(httpx.HTTPError):  # nothing is deployed before the approval
+        httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=2)
+
+    ui.resume_run()
+    assert ui.wait_for_state() == "Completed", ui.body_text()
+    ui.screenshot("manual-deploy-run", full_page=False)
+    assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text == f"{app} v1\n"
+    summary = ui.open_artifact(f"deploy-plan-{app}-", prefix=True)
+    assert f"{app}-web@{digest}" in summary.text
+    ui.screenshot("manual-deploy-plan")
