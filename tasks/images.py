@@ -32,6 +32,11 @@ class BuiltImage:
     tags: list[str]
     labels: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def name(self) -> str:
+        """The repository without its registry host, e.g. ``shop-backend``."""
+        return image_name(self.repository)
+
 
 @dataclass(frozen=True)
 class PushedImage:
@@ -110,19 +115,14 @@ def label_instruction(labels: dict[str, str]) -> str:
     return "LABEL " + " ".join(quoted) + "\n"
 
 
-def _run_name(verb: str):
-    """A task run name ``<verb>-<repository without its registry host>``."""
-    def name() -> str:
-        from prefect.runtime import task_run
+def _build_run_name() -> str:
+    """``build-image-<repository without its registry host>``."""
+    from prefect.runtime import task_run
 
-        params = task_run.parameters
-        repository = params["repository"] if "repository" in params else params["image"].repository
-        return f"{verb}-{image_name(repository)}"
-
-    return name
+    return f"build-image-{image_name(task_run.parameters['repository'])}"
 
 
-@task(name="build-image", task_run_name=_run_name("build-image"))
+@task(name="build-image", task_run_name=_build_run_name)
 def build_image(
     engine: DockerHostTarget,
     context: Path | Any,
@@ -180,7 +180,8 @@ def _is_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="push-image", task_run_name=_run_name("push-image"), retries=3,
+# A template, not a callable: Prefect resolves the ``image`` future before formatting it.
+@task(name="push-image", task_run_name="push-image-{image.name}", retries=3,
       retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_transient)
 def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: BuiltImage) -> PushedImage:
     """Push every tag of ``image`` and return the digest the registry reported.

@@ -66,7 +66,7 @@ def pytest_runtest_makereport(item, call):
             page.driver.save_screenshot(str(where / "page.png"))
             (where / "page.html").write_text(page.driver.page_source)
             (where / "url.txt").write_text(page.driver.current_url + "\n")
-            console = page.driver.get_log("browser")
+            console = page.console + [entry["message"] for entry in page.driver.get_log("browser")]
             (where / "console.json").write_text(json.dumps(console, indent=1))
         except Exception as exc:  # noqa: BLE001 - the test's own failure is what matters
             (where / "capture-error.txt").write_text(repr(exc))

@@ -55,6 +55,7 @@ class PrefectUI:
         self.driver = driver
         self.base_url = base_url.rstrip("/")
         self.output = output
+        self.console: list[str] = []  # the browser console, as read so far
 
     # -- basics ---------------------------------------------------------------------------------
 
@@ -151,23 +152,42 @@ class PrefectUI:
 
         self.wait(20).until(typed, f"could not type {text!r} into {name}")
 
-    def submit_run(self) -> str:
-        """Submit the run form, follow the toast's "View run"; returns the new flow run's id."""
-        self.click(f"//button[{_text_is('Submit')}]")
-        failure = f"//*[{_has_class('p-toast')}][contains(., 'went wrong') or contains(., 'rror')]"
+    def submit_run(self, attempts: int = 3) -> str:
+        """Submit the run form, follow the toast's "View run"; returns the new flow run's id.
 
-        def toast(_):
-            problems = [e.text for e in self.driver.find_elements(By.XPATH, failure) if e.is_displayed()]
-            assert not problems, f"the UI did not create the run: {problems}"
-            buttons = self.driver.find_elements(By.XPATH, f"//button[{_text_is('View run')}]")
-            return next((b for b in buttons if b.is_displayed()), False)
-
-        view = self.wait(60).until(toast, "no 'scheduled to start' toast after Submit")
+        The server answers 503 to errors it deems retryable (SQLite busy on a loaded machine, for
+        one); Prefect's Python client retries those by itself, the UI shows "Oops. Something went
+        wrong" and creates nothing. Then, like a user, we press Submit again. Any other error fails.
+        """
+        for attempt in range(1, attempts + 1):
+            self.click(f"//button[{_text_is('Submit')}]")
+            try:
+                view = self.wait(60).until(lambda _: self._view_run_button() or self._create_failed())
+            except TimeoutException as exc:
+                raise AssertionError(f"no 'scheduled to start' toast after Submit; browser console: "
+                                     f"{self.console[-5:]}") from exc
+            if view != "busy":
+                break
+            assert attempt < attempts, f"the server stayed busy for {attempts} submits: {self.console[-5:]}"
         # The toast slides in and goes away after a few seconds: a native click can land while it
         # moves (Chromium then reports it intercepted), so the button is clicked through the DOM.
         self.driver.execute_script("arguments[0].click()", view)
         self.wait(30).until(lambda d: "/runs/flow-run/" in d.current_url, "View run did not open the run")
         return re.search(r"/runs/flow-run/([0-9a-f-]{36})", self.driver.current_url).group(1)
+
+    def _view_run_button(self) -> WebElement | bool:
+        buttons = self.driver.find_elements(By.XPATH, f"//button[{_text_is('View run')}]")
+        return next((b for b in buttons if b.is_displayed()), False)
+
+    def _create_failed(self) -> str | bool:
+        """``"busy"`` after a 503 from the server's create_flow_run; fails on any other error there."""
+        messages = [entry["message"] for entry in self.driver.get_log("browser")]
+        self.console += messages
+        failed = [m for m in messages if "/create_flow_run" in m]
+        if failed and all("503" in m for m in failed):
+            return "busy"
+        assert not failed, f"the UI could not create the run: {failed}"
+        return False
 
     # -- a flow run's page ----------------------------------------------------------------------
 
