@@ -232,7 +232,7 @@ class PrefectUI:
         title = f"starts-with(normalize-space(), {_literal(key)})" if prefix else _text_is(key)
         self.click(f"//a[.//*[{_has_class('artifact-card__title')}][{title}]]")
         self.wait(30).until(lambda d: "/artifacts/artifact/" in d.current_url, f"artifact {key} did not open")
-        return self.find(f"//*[{_has_class('markdown-renderer')}][.//table or .//h3]", 30)
+        return self.find(f"//article[{_has_class('artifact-data-markdown')}]", 30)
 
     def scroll_tables_right(self, within: WebElement) -> None:
         """Scroll wide tables to their last column (a screenshot then shows what is on the right)."""

@@ -147,7 +147,7 @@ def test_a_user_deploys_from_the_ui_and_approves_the_plan_by_resuming_the_run(st
     ui.screenshot("manual-deploy-form")
     ui.submit_run()
     assert ui.wait_for_state("paused", "failed", "crashed") == "Paused", ui.body_text()
-    assert ui.run_name().startswith(f"deploy-{app}-")
+    assert ui.run_name() == f"deploy-{app}-edge-local"
     ui.screenshot("manual-deploy-paused", full_page=False)
     with pytest.raises(httpx.HTTPError):  # nothing is deployed before the approval
         httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=2)
