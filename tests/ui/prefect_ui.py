@@ -216,7 +216,9 @@ class PrefectUI:
                             "the resume dialog did not close")
 
     def open_tab(self, name: str) -> None:
-        self.click(f"//li[{_has_class('p-tab')}][{_text_is(name)}]")
+        tab = f"//li[{_has_class('p-tab')}][{_text_is(name)}]"
+        self.click(tab)
+        self.find(f"{tab}[{_has_class('p-tab__active')}]", 30)
 
     def task_run_names(self) -> list[str]:
         """Task Runs tab: the names of the run's task runs as listed."""
@@ -224,6 +226,14 @@ class PrefectUI:
         links = "//a[contains(@href, '/runs/task-run/')]"
         self.find(links, 30)
         return [a.text.strip() for a in self.driver.find_elements(By.XPATH, links)]
+
+    def open_task_run(self, name: str) -> None:
+        """Task Runs tab → the task run called ``name``; waits for its page."""
+        self.open_tab("Task Runs")
+        self.click(f"//a[contains(@href, '/runs/task-run/')][{_text_is(name)}]")
+        self.wait(30).until(lambda d: "/runs/task-run/" in d.current_url, f"task run {name} did not open")
+        # The URL changes before the page does: wait for the task run's own heading.
+        self.find(f"//nav[{_has_class('p-bread-crumbs')}]/div[last()][{_text_is(name)}]", 30)
 
     def open_artifact(self, key: str, prefix: bool = False) -> WebElement:
         """Artifacts tab → the card of ``key`` (the first whose key starts with it, with ``prefix``);

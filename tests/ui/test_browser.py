@@ -145,17 +145,21 @@ def test_a_user_deploys_from_the_ui_and_approves_the_plan_by_resuming_the_run(st
     ui.fill("version", "v1")
     ui.fill("approve", True)  # the target(s) keep the deployment's default: edge-local
     ui.screenshot("manual-deploy-form")
-    ui.submit_run()
+    run_id = ui.submit_run()
     assert ui.wait_for_state("paused", "failed", "crashed") == "Paused", ui.body_text()
     assert ui.run_name() == f"deploy-{app}-edge-local"
     ui.screenshot("manual-deploy-paused", full_page=False)
     with pytest.raises(httpx.HTTPError):  # nothing is deployed before the approval
         httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=2)
 
+    # The approver reads the plan (the artifact of the plan task), then resumes the run.
+    ui.open_task_run("publish-deploy-plan-edge-local")
+    plan = ui.open_artifact(f"deploy-plan-{app}-edge-local")
+    assert f"{app}-web@{digest}" in plan.text and "edge-local" in plan.text
+    ui.screenshot("manual-deploy-plan")
+    ui.open(f"/runs/flow-run/{run_id}")
+    assert ui.wait_for_state("paused") == "Paused"
     ui.resume_run()
     assert ui.wait_for_state() == "Completed", ui.body_text()
     ui.screenshot("manual-deploy-run", full_page=False)
     assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text == f"{app} v1\n"
-    summary = ui.open_artifact(f"deploy-plan-{app}-", prefix=True)
-    assert f"{app}-web@{digest}" in summary.text
-    ui.screenshot("manual-deploy-plan")
