@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 # command:package pairs; a package is installed only when its command is missing (a machine
 # may already have node and npm from elsewhere, which conflicts with Debian's npm package).
-SYSTEM_COMMANDS := git:git dockerd:docker.io docker-registry:docker-registry /bin/busybox:busybox-static node:nodejs npm:npm docker-compose:docker-compose pg_ctlcluster:postgresql /usr/sbin/sshd:openssh-server
+SYSTEM_COMMANDS := git:git dockerd:docker.io docker-registry:docker-registry /bin/busybox:busybox-static node:nodejs npm:npm docker-compose:docker-compose pg_ctlcluster:postgresql /usr/sbin/sshd:openssh-server chromium:chromium chromedriver:chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup system-packages uv stack-down lint

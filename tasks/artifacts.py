@@ -198,7 +198,15 @@ def save_artifact(store: ObjectStore, plan: ArtifactPlan, build: BuildResult, co
     return ArtifactRef(key=plan.key, digest=digest, size=size, uploaded=True, metadata=metadata)
 
 
-@task(name="record-test-results", retries=2, retry_delay_seconds=[2, 8])
+def _record_run_name() -> str:
+    """``record-test-results-<component>``: artifact keys are ``<app>/<component>/<tree>``."""
+    from prefect.runtime import task_run
+
+    parts = str(task_run.parameters.get("key", "")).split("/")
+    return f"record-test-results-{parts[1] if len(parts) == 3 else parts[-1]}"
+
+
+@task(name="record-test-results", task_run_name=_record_run_name, retries=2, retry_delay_seconds=[2, 8])
 def record_test_results(store: ObjectStore, key: str, tests: dict[str, Any]) -> dict[str, Any]:
     """Write a test summary into the artifact's metadata (the archive is untouched)."""
     client = store.get_client()

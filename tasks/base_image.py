@@ -61,7 +61,7 @@ def find_static_busybox() -> Path:
     raise InvalidInput("no static busybox found: install it with `apt-get install busybox-static`")
 
 
-@task(name="prepare-busybox-context")
+@task(name="prepare-busybox-context", task_run_name="prepare-busybox-context")
 def prepare_busybox_context(dockerfile_tail: str = "", files: dict[str, str] | None = None) -> Path:
     """A build context: static busybox on scratch, then ``dockerfile_tail`` and extra ``files``."""
     busybox = find_static_busybox()

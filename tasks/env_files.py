@@ -38,7 +38,7 @@ def secret_values(text: str) -> list[str]:
     return [v for v in values if v]
 
 
-@task(name="fetch-env-files")
+@task(name="fetch-env-files", task_run_name="fetch-env-files")
 def fetch_env_files(checkout: Checkout, env_files: list[EnvFile], secrets: dict[str, Secret]) -> EnvFilesWritten:
     """Write each env file from its Prefect Secret block into the checkout, mode 0600.
 

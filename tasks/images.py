@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from blocks import ContainerRegistry, DockerHostTarget
 from opsflow.errors import InvalidInput, RemoteError
 from opsflow.redact import redact
+from tasks.registry_api import image_name
 
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
@@ -30,6 +31,11 @@ class BuiltImage:
     repository: str
     tags: list[str]
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The repository without its registry host, e.g. ``shop-backend``."""
+        return image_name(self.repository)
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,14 @@ def label_instruction(labels: dict[str, str]) -> str:
     return "LABEL " + " ".join(quoted) + "\n"
 
 
-@task(name="build-image", task_run_name="build-image-{repository}")
+def _build_run_name() -> str:
+    """``build-image-<repository without its registry host>``."""
+    from prefect.runtime import task_run
+
+    return f"build-image-{image_name(task_run.parameters['repository'])}"
+
+
+@task(name="build-image", task_run_name=_build_run_name)
 def build_image(
     engine: DockerHostTarget,
     context: Path | Any,
@@ -167,7 +180,8 @@ def _is_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="push-image", task_run_name="push-image-{image.repository}", retries=3,
+# A template, not a callable: Prefect resolves the ``image`` future before formatting it.
+@task(name="push-image", task_run_name="push-image-{image.name}", retries=3,
       retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_transient)
 def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: BuiltImage) -> PushedImage:
     """Push every tag of ``image`` and return the digest the registry reported.
@@ -205,7 +219,7 @@ def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: Bui
     return PushedImage(repository=image.repository, tags=list(image.tags), digest=digest)
 
 
-@task(name="prune-build-images")
+@task(name="prune-build-images", task_run_name="prune-build-images-{engine.name}")
 def prune_build_images(engine: DockerHostTarget, dry_run: bool = False) -> dict:
     """Remove dangling images left by builds on the engine (never an image a container uses)."""
     logger = get_run_logger()

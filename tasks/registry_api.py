@@ -32,7 +32,20 @@ def repository_path(registry: ContainerRegistry, repository: str) -> str:
     return repository.removeprefix(prefix)
 
 
-@task(name="lookup-image", task_run_name="lookup-image-{repository}:{tag}")
+def image_name(repository: str) -> str:
+    """``127.0.0.1:5000/team/app`` → ``team/app``: the repository without its registry host (for run names)."""
+    host, _, rest = repository.partition("/")
+    return rest if rest and ("." in host or ":" in host or host == "localhost") else repository
+
+
+def _lookup_run_name() -> str:
+    from prefect.runtime import task_run
+
+    params = task_run.parameters
+    return f"lookup-image-{image_name(params['repository'])}:{str(params['tag'])[:12]}"
+
+
+@task(name="lookup-image", task_run_name=_lookup_run_name)
 def lookup_image(registry: ContainerRegistry, repository: str, tag: str, attempts: int = 4) -> str | None:
     """The digest ``repository:tag`` has in the registry, or None when the tag does not exist."""
     path = f"/v2/{repository_path(registry, repository)}/manifests/{tag}"

@@ -55,13 +55,15 @@ def pipeline_report(title: str, sha: str, outcomes: list[ComponentOutcome], run_
                     total_seconds: float) -> str:
     """Markdown for a PR comment and the run's summary artifact."""
     ok = all(o.ok for o in outcomes)
+    images = any(o.image_ref for o in outcomes)  # a pull request run pushes none: no empty column
     lines = [f"### {'✅' if ok else '❌'} {title} · `{sha[:7]}`", "",
-             "| component | artifact | size | tests | image | time |", "|---|---|---|---|---|---|"]
+             "| component | artifact | size | tests | " + ("image | " if images else "") + "time |",
+             "|---|---|---|---|" + ("---|" if images else "") + "---|"]
     for o in outcomes:
         artifact = f"`{o.artifact_key}`" + (" (reused)" if o.artifact_reused else "") if o.artifact_key else "—"
-        image = f"`{o.image_ref}`" if o.image_ref else "—"
-        lines.append(f"| {o.component} | {artifact} | {_size(o.artifact_size)} | {_tests(o.tests)} | {image} "
-                     f"| {o.seconds:.1f}s |")
+        image = (f"`{o.image_ref}` | " if o.image_ref else "— | ") if images else ""
+        lines.append(f"| {o.component} | {artifact} | {_size(o.artifact_size)} | {_tests(o.tests)} | {image}"
+                     f"{o.seconds:.1f}s |")
     problems = [(o.component, o.error) for o in outcomes if o.error]
     failed_tests = [(o.component, n) for o in outcomes for n in (o.tests or {}).get("failed_names", [])]
     failed_tests += [(o.component, o.tests["detail"]) for o in outcomes

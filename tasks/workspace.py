@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from opsflow.errors import InvalidInput
 
 
-@task(name="cleanup-workspace")
+@task(name="cleanup-workspace", task_run_name="cleanup-workspace")
 def cleanup_workspace(paths: list[Path], dry_run: bool = False) -> list[str]:
     """Delete the given run directories (only ones under the temp dir); return what was (or would be) removed."""
     logger = get_run_logger()

@@ -41,3 +41,25 @@ def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stac
     assert "edge queue edge-local: exists" in again
     with get_client(sync_client=True) as client:
         assert {d.name: d.id for d in client.read_deployments()} == before
+
+
+def test_the_nightly_schedules_put_runs_on_the_calendar(stack):
+    """The server's scheduler creates the cron runs (it failed on SQLAlchemy 2.1: nothing was ever scheduled)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState
+
+    deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None)
+    with get_client(sync_client=True) as client:
+        cleanup = client.read_deployment_by_name("registry-cleanup/nightly")
+        deadline, runs = time.monotonic() + 120, []
+        while not runs and time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[cleanup.id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type={"any_": ["SCHEDULED"]})))
+            time.sleep(1)
+    assert runs, "no scheduled run of registry-cleanup/nightly: is the server's scheduler failing? (see its log)"
+    assert {(r.expected_start_time.hour, r.expected_start_time.minute) for r in runs} == {(3, 30)}
+    assert all(r.parameters == {"registry_block": "local-registry", "policy_block": "nightly", "apply": True}
+               for r in runs)

@@ -79,3 +79,13 @@ def test_a_registry_that_is_down_is_retried_then_fails_naming_it(engine, docker_
             lookup_image.fn(down, f"127.0.0.1:{port}/opsflow-test/down", "t1", attempts=2)
     finally:
         docker_client.images.remove(built.image_id, force=True)
+
+
+@pytest.mark.parametrize("repository, name", [
+    ("127.0.0.1:5000/shop-backend", "shop-backend"), ("registry.example.com/team/app", "team/app"),
+    ("localhost/app", "app"), ("team/app", "team/app"), ("app", "app"),
+])
+def test_run_names_show_the_repository_without_its_registry_host(repository, name):
+    from tasks.registry_api import image_name
+
+    assert image_name(repository) == name
