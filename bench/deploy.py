@@ -15,7 +15,9 @@ Then it starts four edge nodes (extra Docker engines with bridge networking, tes
 needs root) and measures:
 
 * ``fanout_ratio``: a rolling deploy to all 4 nodes in one run vs the same deploy to 1 node
-  (medians of ``--rounds`` alternating good/good2 deploys, after a warm-up deploy to all 4).
+  (medians of ``--rounds`` alternating good/good2 deploys, after a warm-up deploy to all 4);
+  ``fanout_speedup_vs_one_at_a_time``: the 4-node deploy with ``max_parallel=1`` vs 4. All four
+  engines share this machine's cores, which a real fleet does not.
 * ``failed_probes_during_switch``: a prober reads the public port of node 1 every 50 ms during
   ``--rounds`` blue-green switches good ↔ good2; failed reads (errors, non-200, timeouts) in total.
 
@@ -129,14 +131,16 @@ def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
             DockerHostTarget(name=node.name, base_url=node.base_url, public_host=node.public_host,
                              network_mode="bridge").save(node.name, overwrite=True)
         manual_deploy(app=app, version="good", targets=names, method="rolling")  # warm-up: pulls on every node
-        one, four = [], []
+        one, four, serial = [], [], []
         for i in range(rounds):
-            for version, targets, times in (("good2", names[:1], one), ("good2", names, four),
-                                            ("good", names[:1], one), ("good", names, four)):
+            for version, targets, parallel, times in (
+                    ("good2", names[:1], 4, one), ("good2", names, 4, four), ("good", names, 1, serial),
+                    ("good", names[:1], 4, one), ("good2", names, 1, serial), ("good", names, 4, four)):
                 start = time.perf_counter()
-                manual_deploy(app=app, version=version, targets=targets, method="rolling")
+                manual_deploy(app=app, version=version, targets=targets, method="rolling", max_parallel=parallel)
                 times.append(time.perf_counter() - start)
-            print(f"round {i + 1}: 1 node {one[-1]:.2f}s, 4 nodes {four[-1]:.2f}s", flush=True)
+            print(f"round {i + 1}: 1 node {one[-1]:.2f}s, 4 nodes {four[-1]:.2f}s, 4 nodes one at a time "
+                  f"{serial[-1]:.2f}s", flush=True)
 
         url = f"http://{nodes[0].public_host}:{port}/index.html"
         manual_deploy(app=app, version="good", targets=names[:1], method="blue-green")  # proxy takes the port
@@ -166,6 +170,8 @@ def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
             print(f"switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
     return {"fanout_ratio": round(statistics.median(four) / statistics.median(one), 3),
             "fanout_1_node_s": round(statistics.median(one), 2), "fanout_4_nodes_s": round(statistics.median(four), 2),
+            "fanout_4_nodes_one_at_a_time_s": round(statistics.median(serial), 2),
+            "fanout_speedup_vs_one_at_a_time": round(statistics.median(serial) / statistics.median(four), 2),
             "failed_probes_during_switch": len(failed), "switch_probes": answers, "switches": rounds * 2,
             "failed_probe_kinds": sorted(set(failed))}
 
