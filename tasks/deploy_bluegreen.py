@@ -37,9 +37,9 @@ COLOURS = ("blue", "green")
 
 
 def proxy_dockerfile(base_tag: str) -> str:
+    # COPY only (no RUN): on vfs every RUN layer is another full copy of the node rootfs.
     return (f"FROM {base_tag}\n"
-            f'RUN ["/bin/busybox", "mkdir", "-p", "{UPSTREAM_DIR}"]\n'
-            "COPY bluegreen_proxy.js /opsflow/bluegreen_proxy.js\n"
+            "COPY rootfs/ /\n"
             'CMD ["node", "/opsflow/bluegreen_proxy.js", "serve"]\n')
 
 
@@ -61,7 +61,11 @@ def ensure_proxy_image(engine: DockerHostTarget) -> str:
             return tag
         with tempfile.TemporaryDirectory(prefix="opsflow-proxy-") as tmp:
             (Path(tmp) / "Dockerfile").write_text(dockerfile)
-            (Path(tmp) / "bluegreen_proxy.js").write_bytes(PROXY_SCRIPT.read_bytes())
+            rootfs = Path(tmp) / "rootfs"
+            (rootfs / UPSTREAM_DIR.lstrip("/")).mkdir(parents=True)
+            (rootfs / UPSTREAM_DIR.lstrip("/") / ".keep").touch()
+            (rootfs / "opsflow").mkdir()
+            (rootfs / "opsflow" / "bluegreen_proxy.js").write_bytes(PROXY_SCRIPT.read_bytes())
             stream_build(client, Path(tmp), tag, labels={"dev.opsflow.role": "bluegreen-proxy"}, logger=logger,
                          where=f"blue-green proxy image on {engine.name}")
     finally:

@@ -75,7 +75,7 @@ def test_deploy_over_ssh_runs_the_script_and_a_failed_health_check_rolls_back(st
     for version, healthy in (("v1", True), ("v2", False)):
         files = {"www/index.html": f"{version}\n", **({"www/healthz": "ok\n"} if healthy else {})}
         context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
+            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
             files=files)
         push_image(engine, registry, build_image(engine, context, registry.repository(f"{app}-web"), tags=[version],
                                                  revision=version, source="test"))
