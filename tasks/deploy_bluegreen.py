@@ -21,7 +21,7 @@ from prefect import get_run_logger, task
 from blocks import ContainerRegistry, DockerHostTarget
 from opsflow.errors import DeployFailed, InvalidInput, RemoteError
 from tasks.base_image import ensure_base_image
-from tasks.deploy_docker import RolloutResult, engine_error, find_container, pull_if_missing, wait_healthy
+from tasks.deploy_docker import RolloutResult, engine_session, find_container, pull_if_missing, wait_healthy
 from tasks.deploy_plan import (
     OPSFLOW_LABEL,
     ComponentRelease,
@@ -153,8 +153,6 @@ def rollout_blue_green(engine: DockerHostTarget, registry: ContainerRegistry, re
         DeployFailed: the new colour was not healthy (the live one never stopped serving), or the
             public endpoint failed after the switch (the proxy was switched back).
     """
-    import docker.errors
-
     if engine.network_mode != "bridge":
         raise InvalidInput(f"blue-green on {engine.name} needs network_mode=bridge (its block says "
                            f"{engine.network_mode}): each colour needs its own network address")
@@ -165,9 +163,7 @@ def rollout_blue_green(engine: DockerHostTarget, registry: ContainerRegistry, re
     started: list = []
     displaced: list = []
     created_proxy = None
-    client = None
-    try:
-        client = engine.get_client()
+    with engine_session(engine) as client:
         pull_if_missing(client, registry, release.image)
         ensure_network(client, bluegreen_network(release.app), release.app)
         proxy = find_container(client, f"{release.base_name}-proxy")
@@ -223,11 +219,6 @@ def rollout_blue_green(engine: DockerHostTarget, registry: ContainerRegistry, re
             displaced[0].labels.get(f"{OPSFLOW_LABEL}.image") if displaced else None)
         return RolloutResult(release.component, release.version, previous_image, True, False,
                              f"healthy ({seen}), {colour} is live", [c.name for c in started])
-    except docker.errors.DockerException as exc:
-        raise RemoteError(f"Docker host {engine.name} ({engine.base_url}): {engine_error(exc)}") from exc
-    finally:
-        if client is not None:
-            client.close()
 
 
 def _undo(started: list, displaced: list, created_proxy) -> None:

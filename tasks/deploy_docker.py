@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -28,19 +29,28 @@ class RolloutResult:
       retry_delay_seconds=2)
 def running_specs(engine: DockerHostTarget, app: str, component: str) -> list[dict]:
     """What runs now for ``app``/``component`` on the engine, in the plan's shape (for the diff)."""
-    import docker.errors
-
-    try:
-        client = engine.get_client()
-    except docker.errors.DockerException as exc:
-        raise RemoteError(f"Docker host {engine.name} ({engine.base_url}): {engine_error(exc)}") from exc
-    try:
+    with engine_session(engine) as client:
         found = client.containers.list(all=True, filters={"label": [f"{OPSFLOW_LABEL}.app={app}",
                                                                      f"{OPSFLOW_LABEL}.component={component}"]})
         return [{"name": c.name, "image": c.labels.get(f"{OPSFLOW_LABEL}.image", ""), "labels": c.labels,
                  "status": c.status} for c in found]
+
+
+@contextmanager
+def engine_session(engine: DockerHostTarget):
+    """A client for ``engine``, closed afterwards. Docker SDK errors inside (an unreachable engine,
+    an API error) become ``RemoteError`` naming the host and what to check."""
+    import docker.errors
+
+    client = None
+    try:
+        client = engine.get_client()
+        yield client
+    except docker.errors.DockerException as exc:
+        raise RemoteError(f"Docker host {engine.name} ({engine.base_url}): {engine_error(exc)}") from exc
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def engine_error(exc: Exception) -> str:
@@ -100,29 +110,23 @@ def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, releas
     healthy; if they are not healthy within the release's deadline the new containers are
     removed and the previous ones started again. Raises DeployFailed after a rollback.
     """
-    import docker.errors
-
     logger = get_run_logger()
     specs = docker_container_specs(release, engine.network_mode)
     previous: list = []
     started: list = []
-    client = None
-    try:
-        client = engine.get_client()
+    with engine_session(engine) as client:
         if find_container(client, f"{release.base_name}-proxy") is not None:
             raise InvalidInput(f"{release.base_name} runs blue-green on {engine.name} (its proxy owns the ports); "
                                "deploy it with method=blue-green, or remove the proxy container first")
         pull_if_missing(client, registry, release.image)
         for spec in specs:
-            try:
-                old = client.containers.get(spec["name"])
-            except docker.errors.NotFound:
+            old = find_container(client, spec["name"])
+            if old is None:
                 continue
             stale = f"{spec['name']}-previous"
-            try:
-                client.containers.get(stale).remove(force=True)
-            except docker.errors.NotFound:
-                pass
+            leftover = find_container(client, stale)
+            if leftover is not None:
+                leftover.remove(force=True)
             old.rename(stale)
             old.stop(timeout=10)
             previous.append((spec["name"], old))
@@ -147,8 +151,3 @@ def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, releas
         back = f"; the previous version ({previous_image}) is serving again" if previous else ""
         raise DeployFailed(f"{release.base_name} {release.version} on {engine.name} was not healthy within "
                            f"{release.health_deadline_s:g}s (last probe of {url}: {seen}); rolled back{back}")
-    except docker.errors.DockerException as exc:
-        raise RemoteError(f"Docker host {engine.name} ({engine.base_url}): {engine_error(exc)}") from exc
-    finally:
-        if client is not None:
-            client.close()
