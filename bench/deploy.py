@@ -46,30 +46,18 @@ def main() -> None:
 
     import httpx
 
-    from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck
+    from blocks import DockerHostTarget
     from flows.manual_deploy import manual_deploy
     from opsflow.stack import Stack, StackConfig
-    from tasks.base_image import prepare_busybox_context
-    from tasks.images import build_image, push_image
     from tests.flows.gitops_harness import free_port
+    from tests.web_app import push_web_app
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
     uid = uuid.uuid4().hex[:6]
     app, port = f"bench-dep-{uid}", free_port()
-    registry = ContainerRegistry.load("local-registry")
     engine = DockerHostTarget.load("edge-local")
-    repository = registry.repository(f"{app}-web")
-    for version, healthy in (("good", True), ("good2", True), ("bad", False)):
-        files = {"www/index.html": f"{version}\n", **({"www/healthz": "ok\n"} if healthy else {})}
-        context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
-            files=files)
-        push_image(engine, registry, build_image(engine, context, repository, tags=[version], revision=version,
-                                                 source="bench"))
-    Application(name=app, repository="file:///nowhere/bench.git",
-                components=[Component(name="web", ports=[port],
-                                      health_check=HealthCheck(path="/healthz", deadline_s=3))]).save(app)
+    push_web_app(app, port, {"good": True, "good2": True, "bad": False}, deadline_s=3, source="bench")
     manual_deploy(app=app, version="good", targets=["edge-local"])
 
     seen: list[tuple[float, str]] = []

@@ -12,6 +12,7 @@ import yaml
 
 from tasks.deploy_plan import ComponentRelease, bash_script, kubernetes_manifests, powershell_script
 from tests.flows.gitops_harness import free_port
+from tests.web_app import push_web_app
 
 IMAGE = "127.0.0.1:5000/shop-web@sha256:" + "a" * 64
 
@@ -55,31 +56,14 @@ def test_plans_quote_values_and_carry_health_resources_and_deadline():
 @pytest.mark.stack
 @pytest.mark.docker
 def test_rollout_then_failed_deploy_rolls_back_and_the_old_version_serves(stack, docker_client):
-    from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck, ObjectStore
+    from blocks import ObjectStore
     from flows.manual_deploy import manual_deploy
     from opsflow.errors import InvalidInput
-    from tasks.base_image import prepare_busybox_context
     from tasks.deploy_records import DeployRecord, record_key
-    from tasks.images import build_image, push_image
 
     uid = uuid.uuid4().hex[:6]
     app, port = f"dep-{uid}", free_port()
-    registry = ContainerRegistry.load("local-registry")
-    engine = DockerHostTarget.load("edge-local")
-    repository = registry.repository(f"{app}-web")
-    digests = {}
-    for version, healthy in (("v1", True), ("v2", False), ("v3", True)):
-        files = {"www/index.html": f"shop {version}\n"}
-        if healthy:
-            files["www/healthz"] = "ok\n"
-        context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
-            files=files)
-        built = build_image(engine, context, repository, tags=[version], revision=version, source="test")
-        digests[version] = push_image(engine, registry, built).digest
-    Application(name=app, repository="file:///nowhere/dep.git",
-                components=[Component(name="web", ports=[port],
-                                      health_check=HealthCheck(path="/healthz", deadline_s=6))]).save(app)
+    digests = push_web_app(app, port, {"v1": True, "v2": False, "v3": True}, deadline_s=6, page_prefix="shop ")
     store = ObjectStore.load("opsflow-artifacts")
 
     def serving() -> str:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.edge_nodes import edge_nodes
 from tests.flows.gitops_harness import free_port
+from tests.web_app import push_web_app
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 
@@ -62,24 +63,8 @@ def edges(stack, tmp_path_factory):
 @pytest.fixture(scope="module")
 def web_app(stack):
     """An application ``web`` on port P with versions v1, v2 (healthy) and bad (no /healthz) pushed."""
-    from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck
-    from tasks.base_image import prepare_busybox_context
-    from tasks.images import build_image, push_image
-
     app, port = f"edge-{uuid.uuid4().hex[:6]}", free_port()
-    registry = ContainerRegistry.load("local-registry")
-    builder = DockerHostTarget.load("build-server")
-    repository = registry.repository(f"{app}-web")
-    for version in ("v1", "v2", "bad"):
-        files = {"www/index.html": f"{app} {version}\n", **({} if version == "bad" else {"www/healthz": "ok\n"})}
-        context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
-            files=files)
-        push_image(builder, registry, build_image(builder, context, repository, tags=[version], revision=version,
-                                                  source="test"))
-    Application(name=app, repository="file:///nowhere/edge.git",
-                components=[Component(name="web", ports=[port],
-                                      health_check=HealthCheck(path="/healthz", deadline_s=5))]).save(app)
+    push_web_app(app, port, {"v1": True, "v2": True, "bad": False}, deadline_s=5, page_prefix=f"{app} ")
     return app, port
 
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.flows.gitops_harness import free_port
+from tests.web_app import push_web_app
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 SSHD = Path("/usr/sbin/sshd")
@@ -63,25 +64,12 @@ SetEnv DOCKER_HOST={docker_url}
 
 
 def test_deploy_over_ssh_runs_the_script_and_a_failed_health_check_rolls_back(stack, sshd, docker_client):
-    from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck, SshHostTarget
+    from blocks import SshHostTarget
     from flows.manual_deploy import manual_deploy
-    from tasks.base_image import prepare_busybox_context
-    from tasks.images import build_image, push_image
 
     uid = uuid.uuid4().hex[:6]
     app, port = f"ssh-{uid}", free_port()
-    registry = ContainerRegistry.load("local-registry")
-    engine = DockerHostTarget.load("build-server")
-    for version, healthy in (("v1", True), ("v2", False)):
-        files = {"www/index.html": f"{version}\n", **({"www/healthz": "ok\n"} if healthy else {})}
-        context = prepare_busybox_context(
-            dockerfile_tail=f'COPY www /www\nSTOPSIGNAL SIGKILL\nCMD ["/bin/busybox", "httpd", "-f", "-p", "{port}", "-h", "/www"]\n',
-            files=files)
-        push_image(engine, registry, build_image(engine, context, registry.repository(f"{app}-web"), tags=[version],
-                                                 revision=version, source="test"))
-    Application(name=app, repository="file:///nowhere/ssh.git",
-                components=[Component(name="web", ports=[port],
-                                      health_check=HealthCheck(path="/healthz", deadline_s=4))]).save(app)
+    push_web_app(app, port, {"v1": True, "v2": False}, deadline_s=4)
     SshHostTarget(name=f"host-{uid}", hostname="127.0.0.1", port=sshd["port"], user=getpass.getuser(),
                   private_key=sshd["key"], known_hosts=sshd["known_hosts"]).save(f"host-{uid}")
     SshHostTarget(name=f"unpinned-{uid}", hostname="127.0.0.1", port=sshd["port"], user=getpass.getuser(),
