@@ -40,18 +40,26 @@ def test_compare_honours_directions_and_thresholds():
                             Champion("1", "r", {"accuracy": 0.8}, {}), SPEC)
 
 
-@pytest.fixture(scope="module")
-def ml(stack, forge_emulator, tmp_path_factory):
-    """PR #1 (first model), a second push to it, its merge, then PR #2 with worse params."""
+def _ml_app(prefix: str, forge_emulator, tmp_path_factory):
+    """A fresh ML sample repository whose model is named like its application ``<prefix>-<uid>``,
+    with its blocks and the ``mlops-forge`` block saved; returns (app, repo)."""
     from blocks import ObjectStore
 
-    forge_emulator.reset()
-    app = f"ml-{uuid.uuid4().hex[:6]}"
-    repo = ml_sample_repo(tmp_path_factory.mktemp("ml"), ObjectStore.load("opsflow-data"), f"dvc/{app}")
+    app = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    repo = ml_sample_repo(tmp_path_factory.mktemp(prefix), ObjectStore.load("opsflow-data"), f"dvc/{app}")
     repo.write("opsflow-ml.yaml", repo.read("opsflow-ml.yaml").replace("model_name: ml-iris", f"model_name: {app}"))
     repo.commit("model name")
     forge_emulator.block("github").save("mlops-forge", overwrite=True)
     save_ml_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
+    return app, repo
+
+
+@pytest.fixture(scope="module")
+def ml(stack, forge_emulator, tmp_path_factory):
+    """PR #1 (first model), a second push to it, its merge, then PR #2 with worse params."""
+
+    forge_emulator.reset()
+    app, repo = _ml_app("ml", forge_emulator, tmp_path_factory)
     common = {"app": app, "forge_block": "mlops-forge"}
     repo.write("params.yaml", "train:\n  C: 0.5\n  max_iter: 200\n")
     first = repo.commit("C 0.5", branch="pr-1")
@@ -162,14 +170,8 @@ def _resume_when_paused(app: str, approve: bool, seen: dict) -> threading.Thread
 @pytest.fixture(scope="module")
 def approval(stack, forge_emulator, tmp_path_factory):
     """A first model's PR run, then its merge with approve_champion three times: no answer, reject, approve."""
-    from blocks import ObjectStore
 
-    app = f"mla-{uuid.uuid4().hex[:6]}"
-    repo = ml_sample_repo(tmp_path_factory.mktemp("mla"), ObjectStore.load("opsflow-data"), f"dvc/{app}")
-    repo.write("opsflow-ml.yaml", repo.read("opsflow-ml.yaml").replace("model_name: ml-iris", f"model_name: {app}"))
-    repo.commit("model name")
-    forge_emulator.block("github").save("mlops-forge", overwrite=True)
-    save_ml_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
+    app, repo = _ml_app("mla", forge_emulator, tmp_path_factory)
     common = {"app": app, "forge_block": "mlops-forge"}
     head = repo.commit("PR #20", branch="pr-20")
     runs = {"pr": run_flow(mlops_pr, pr=20, sha=head, **common)}
@@ -245,16 +247,11 @@ def _champion_without(app: str, metric: str) -> str:
 @pytest.fixture(scope="module")
 def faults(stack, forge_emulator, tmp_path_factory):
     """PR runs that must fail: data not pushed, a failing experiment, MLflow down, a champion without a metric."""
-    from blocks import MlflowServer, ObjectStore
+    from blocks import MlflowServer
     from opsflow.samples import git, ml_sample_data
 
     forge_emulator.reset()
-    app = f"mlf-{uuid.uuid4().hex[:6]}"
-    repo = ml_sample_repo(tmp_path_factory.mktemp("mlf"), ObjectStore.load("opsflow-data"), f"dvc/{app}")
-    repo.write("opsflow-ml.yaml", repo.read("opsflow-ml.yaml").replace("model_name: ml-iris", f"model_name: {app}"))
-    repo.commit("model name")
-    forge_emulator.block("github").save("mlops-forge", overwrite=True)
-    save_ml_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
+    app, repo = _ml_app("mlf", forge_emulator, tmp_path_factory)
     MlflowServer(tracking_uri="http://127.0.0.1:9", max_retries=0, request_timeout=2).save("mlflow-down",
                                                                                          overwrite=True)
     common = {"app": app, "forge_block": "mlops-forge"}
