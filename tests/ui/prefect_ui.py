@@ -159,6 +159,7 @@ class PrefectUI:
         one); Prefect's Python client retries those by itself, the UI shows "Oops. Something went
         wrong" and creates nothing. Then, like a user, we press Submit again. Any other error fails.
         """
+        form_url = self.driver.current_url
         for attempt in range(1, attempts + 1):
             self.click(f"//button[{_text_is('Submit')}]")
             try:
@@ -169,10 +170,23 @@ class PrefectUI:
             if view != "busy":
                 break
             assert attempt < attempts, f"the server stayed busy for {attempts} submits: {self.console[-5:]}"
-        # The toast slides in and goes away after a few seconds: a native click can land while it
-        # moves (Chromium then reports it intercepted), so the button is clicked through the DOM.
-        self.driver.execute_script("arguments[0].click()", view)
-        self.wait(30).until(lambda d: "/runs/flow-run/" in d.current_url, "View run did not open the run")
+        # The UI shows the toast, then navigates back to the deployment's page: a click on "View
+        # run" before that navigation is done is overridden by it. So wait for the deployment page,
+        # then click (again, while the toast is still there and the run's page has not opened).
+        self.wait(30).until(lambda d: d.current_url != form_url, "Submit did not leave the run form")
+
+        def run_page_open(d) -> bool:
+            if "/runs/flow-run/" in d.current_url:
+                return True
+            button = self._view_run_button()
+            assert button, f"the toast went away before its 'View run' opened the run (at {d.current_url})"
+            # The toast slides in and out: a native click can land while it moves (Chromium then
+            # reports it intercepted), so the button is clicked through the DOM.
+            d.execute_script("arguments[0].click()", button)
+            return "/runs/flow-run/" in d.current_url
+
+        WebDriverWait(self.driver, 30, poll_frequency=1, ignored_exceptions=_TRANSIENT).until(
+            run_page_open, "View run did not open the run")
         return re.search(r"/runs/flow-run/([0-9a-f-]{36})", self.driver.current_url).group(1)
 
     def _view_run_button(self) -> WebElement | bool:
