@@ -19,6 +19,7 @@ from prefect import get_run_logger, task
 from blocks import MlflowServer, ObjectStore
 from opsflow.errors import InvalidInput, OpsflowError, RemoteError
 from opsflow.proc import run
+from tasks.progress import StepProgress
 
 
 class MlopsError(OpsflowError):
@@ -79,6 +80,22 @@ def dvc_hashes(workdir: Path) -> dict[str, str]:
     return hashes
 
 
+def tracked_bytes(workdir: Path) -> int:
+    """The size of the data the ``*.dvc`` files declare (``size`` of each output, 0 where absent)."""
+    return sum(int(out.get("size") or 0) for dvc_file in tracked_files(workdir)
+               for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []))
+
+
+def directory_mb(root: Path) -> float:
+    """MB of the files under ``root`` (0 when it does not exist yet)."""
+    total = 0
+    for path in root.rglob("*") if root.exists() else ():
+        with contextlib.suppress(OSError):  # DVC moves temporary files while we look
+            if path.is_file():
+                total += path.stat().st_size
+    return total / 1e6
+
+
 def _remote_config(store: ObjectStore) -> dict[str, str]:
     return {"access_key_id": store.access_key_id.get_secret_value(),
             "secret_access_key": store.secret_access_key.get_secret_value(),
@@ -122,10 +139,16 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
     from dvc.repo import Repo
 
     logger = get_run_logger()
+    total_mb = tracked_bytes(workdir) / 1e6
     try:
         with Repo(str(workdir), config=CHECKOUT_CONFIG, remote_config=_remote_config(store)) as repo:
             check_remote_access(repo)
-            result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
+            cache = Path(repo.cache.local_cache_dir)
+            # DVC's API has no progress callback: what has arrived is what is in its cache.
+            progress = StepProgress("dvc pull", total=total_mb, unit="MB", measure=lambda: directory_mb(cache),
+                                    logger=logger) if total_mb else contextlib.nullcontext()
+            with progress:
+                result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
     except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the situation instead
         text = str(exc)
         if _refused(exc):

@@ -18,6 +18,7 @@ from blocks import ContainerRegistry
 from blocks.cleanup_policy import matches_any
 from opsflow.errors import OpsflowError, RemoteError
 from opsflow.proc import run
+from tasks.progress import StepProgress
 from tasks.registry_api import registry_client
 from tasks.registry_cleanup_plan import CleanupPlan, ImageRecord
 
@@ -223,9 +224,12 @@ def apply_registry_cleanup(registry: ContainerRegistry, plan: CleanupPlan, concu
             raise
         except OpsflowError as exc:
             result.failed.append((repository, ref, str(exc)))
+        finally:
+            progress.advance()
 
     work = [("untag", r, t) for r, t in plan.untags()] + [("delete", r, d) for r, d in plan.deletions()]
-    with registry_client(registry) as client, ThreadPoolExecutor(max(1, concurrency)) as pool:
+    with (StepProgress("registry cleanup apply", total=len(work), unit="API calls", logger=logger) as progress,
+          registry_client(registry) as client, ThreadPoolExecutor(max(1, concurrency)) as pool):
         list(pool.map(one, work))
     result.seconds = time.perf_counter() - started
     logger.info("deleted %d manifests, untagged %d tags, %d already gone, %d failed in %.1fs",

@@ -163,7 +163,9 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         ],
         url=cfg.url(cfg.mlflow_port),
         healthy=_http_ok(f"{cfg.url(cfg.mlflow_port)}/health"),
-        env={**s3_env, "MLFLOW_S3_ENDPOINT_URL": s3_url},
+        # No MLflow server jobs (GenAI scorers, trace roll-ups): opsflow uses none, and they start
+        # seven Huey consumer processes (~260 MB and a few CPU seconds each) beside the server.
+        env={**s3_env, "MLFLOW_S3_ENDPOINT_URL": s3_url, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         port=cfg.mlflow_port,
         start_timeout=240,
         needs=("s3",),
