@@ -67,7 +67,8 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: str | None = None, 
         champion = find_champion(server, cfg.model_name, cfg.champion_alias)
         comparison = compare_to_champion(candidate, champion, cfg.metrics)
         link = mlflow_run_url(server, experiment_id(server, cfg.model_name), run_id)
-        body = render_report(comparison, cfg.model_name, pulled.data_hashes, link, run_url(), champion)
+        body = render_report(comparison, cfg.model_name, pulled.data_hashes, link, run_url(), champion,
+                             candidate.plots)
         publish_report(key, body)
         if forge is not None:
             upsert_pr_comment(forge, repo, pr, key, body)

@@ -36,6 +36,7 @@ class PullResult:
 class Candidate:
     metrics: dict[str, float]
     params: dict[str, str]
+    plots: list[str] = field(default_factory=list)  # files under plots/, logged as MLflow artifacts there
 
 
 @dataclass
@@ -183,7 +184,9 @@ def run_experiment(workdir: Path, command: list[str] | None = None, timeout: flo
     if not metrics_file.exists():
         raise MlopsError("the experiment wrote no metrics.json: make it write its metrics there")
     metrics = {k: float(v) for k, v in json.loads(metrics_file.read_text()).items()}
-    return Candidate(metrics=metrics, params=flat_params(workdir))
+    plots = sorted(p.relative_to(workdir).as_posix() for p in (workdir / "plots").rglob("*") if p.is_file()) \
+        if (workdir / "plots").is_dir() else []
+    return Candidate(metrics=metrics, params=flat_params(workdir), plots=plots)
 
 
 def flat_params(workdir: Path) -> dict[str, str]:
@@ -314,8 +317,9 @@ def compare_to_champion(candidate: Candidate, champion: Champion | None, spec: d
 
 
 def render_report(comparison: Comparison, model: str, data_hashes: dict[str, str], mlflow_url: str,
-                  prefect_url: str | None, champion: Champion | None) -> str:
-    """The PR comment / markdown artifact."""
+                  prefect_url: str | None, champion: Champion | None, plots: list[str] = ()) -> str:
+    """The PR comment / markdown artifact; ``plots`` (artifact paths of the MLflow run) are linked
+    to their page in the MLflow UI, never uploaded elsewhere."""
     thresholds = ", ".join(f"{r.name} {'≥' if r.direction == 'higher' else '≤'} champion "
                            f"{'+' if r.direction == 'higher' else '-'}{r.threshold:g}" for r in comparison.rows)
     icon = "✅" if comparison.passed else "❌"
@@ -335,9 +339,10 @@ def render_report(comparison: Comparison, model: str, data_hashes: dict[str, str
                   "|---|---|---|"]
         lines += [f"| {k} | {a} | {b} |" for k, (a, b) in comparison.differing_params.items()]
     lines += ["", "**Data version (DVC):** " + (", ".join(f"`{k}` {v}" for k, v in data_hashes.items()) or "none"),
-              "", f"[MLflow run]({mlflow_url}) (plots are in its artifacts)"]
-    if prefect_url:
-        lines.append(f" · [Prefect run]({prefect_url})")
+              ""]
+    if plots:
+        lines += ["**Plots:** " + ", ".join(f"[{Path(p).name}]({mlflow_url}/artifacts/{p})" for p in plots), ""]
+    lines.append(f"[MLflow run]({mlflow_url})" + (f" · [Prefect run]({prefect_url})" if prefect_url else ""))
     return "\n".join(lines)
 
 

@@ -52,20 +52,27 @@ def task_run_states(run_id: UUID) -> dict[str, str]:
     return {r.name: r.state.name if r.state else "?" for r in _task_runs(run_id)}
 
 
-def run_logs(run_id: UUID) -> str:
+def run_logs(run_id: UUID, settle_s: float = 15) -> str:
+    """Every log line of a finished flow run. Logs reach the server in batches a moment after the
+    run ends: wait (up to ``settle_s``) until the flow run's own last line, "Finished in state", is there."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
+    deadline = time.monotonic() + settle_s
     with get_client(sync_client=True) as client:
-        logs, offset = [], 0
         while True:
-            page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
-                                    limit=200, offset=offset)
-            logs += page
-            if len(page) < 200:
-                break
-            offset += 200
-    return "\n".join(log.message for log in logs)
+            logs, offset = [], 0
+            while True:
+                page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                                        limit=200, offset=offset)
+                logs += page
+                if len(page) < 200:
+                    break
+                offset += 200
+            if any(log.task_run_id is None and log.message.startswith("Finished in state") for log in logs) \
+                    or time.monotonic() > deadline:
+                return "\n".join(log.message for log in logs)
+            time.sleep(0.3)
 
 
 def run_artifacts(run_id: UUID) -> list:

@@ -86,6 +86,8 @@ def test_pr_comment_is_one_and_updated_in_place(ml):
     assert "no champion yet" in body and "| metric | candidate | champion | Δ | Δ% | pass/fail |" in body
     assert "accuracy (↑)" in body and "log_loss (↓)" in body
     assert "Data version (DVC):** `data`" in body and "[MLflow run](http" in body and "[Prefect run](" in body
+    run_link = runs["pr1_push"].result()["url"]
+    assert f"**Plots:** [scores.png]({run_link}/artifacts/plots/scores.png)" in body  # linked, on MLflow
     head = ml["shas"][1]
     assert forge.statuses("github", FORGE_REPO, head)[-1]["state"] == "success"
     assert forge.statuses("github", FORGE_REPO, head)[-1]["context"] == "mlops/eval"
@@ -105,6 +107,15 @@ def test_mlflow_run_carries_tags_params_metrics_and_artifacts(ml):
     paths = {a.path for a in client.list_artifacts(run.info.run_id)} | {
         a.path for d in ("model", "plots") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"model/model.pkl", "plots/scores.png"} <= paths
+
+
+def test_dvc_pull_shows_its_progress_on_the_run(ml):
+    from tests.flows.gitops_harness import run_artifacts, run_logs
+
+    run = ml["runs"]["pr1"]
+    assert [float(a.data) for a in run_artifacts(run.id) if a.type == "progress"] == [100.0]
+    lines = [line for line in run_logs(run.id).splitlines() if line.startswith("dvc pull: ") and "MB" in line]
+    assert lines and lines[-1].endswith("MB (100%)"), lines
 
 
 def test_merge_registers_one_version_and_moves_aliases(ml):
