@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_table_artifact
-from prefect.concurrency.sync import concurrency
 
 from blocks import ContainerRegistry, ObjectStore
 from blocks.application import DeployMethod
@@ -14,32 +13,10 @@ from opsflow.errors import DeployFailed
 from tasks.deploy_bluegreen import ensure_proxy_image, rollout_blue_green
 from tasks.deploy_docker import rollout_docker
 from tasks.deploy_kubernetes import rollout_kubernetes
+from tasks.deploy_lock import ensure_deploy_lock, hold_deploy_lock
 from tasks.deploy_plan import ComponentRelease, bash_script, powershell_script
 from tasks.deploy_records import DeployedImage, DeployRecord, record_deploy
 from tasks.deploy_ssh import run_deploy_script
-
-
-@task(name="ensure-deploy-lock", task_run_name="ensure-deploy-lock-{name}")
-def ensure_deploy_lock(name: str) -> str:
-    """The global concurrency limit (1 slot) that makes deploys of one app to one target take turns.
-    Logs that this deploy waits when another one holds the slot."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            held = client.read_global_concurrency_limit_by_name(name).active_slots
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-                held = 0
-            except ObjectAlreadyExists:  # another deploy created it a moment ago
-                held = client.read_global_concurrency_limit_by_name(name).active_slots
-    if held:
-        get_run_logger().warning("another deploy holds %s (one deploy per app and target at a time); "
-                                 "waiting for it to finish", name)
-    return name
 
 
 @task(name="deploy-to-target", task_run_name="deploy-{app}-to-{target}")
@@ -50,7 +27,8 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
     windows = kind == "ssh" and target_block.os.value == "windows"
     lock = ensure_deploy_lock(f"deploy-{app}-{target}")
     results = []
-    with concurrency(lock, occupy=1, timeout_seconds=3600, strict=True):
+    holder = {"type": "task_run", "id": str(runtime.task_run.id)} if runtime.task_run.id else None
+    with hold_deploy_lock(lock, holder=holder, timeout_s=3600, logger=get_run_logger()):
         for release in releases:
             if kind == "kubernetes":
                 health, previous_image = rollout_kubernetes(target_block, release), None

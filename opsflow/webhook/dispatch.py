@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from uuid import UUID
 
 from opsflow.errors import RemoteError
+from opsflow.prefect_api import api_client, post_busy_retried
 from opsflow.webhook.journal import Entry, Journal
 
 log = logging.getLogger("opsflow.webhook")
 RETRY_DELAYS_S = (1, 2, 5, 10, 30, 60)
-SERVER_BUSY_RETRIES_S = (0.1, 0.3, 0.6, 1.0, 2.0, None)
 # Runs are created by a small pool: a SQLite-backed Prefect server serializes writes anyway, and
 # many more concurrent creates only turn into "database is locked" 503s.
 CREATE_CONCURRENCY = 4
@@ -39,32 +38,11 @@ class Dispatcher:
         self._inflight_lock = threading.Lock()
 
     def _client(self):
-        """An httpx client for the Prefect REST API, authenticated as Prefect's own client is.
-
-        Prefect's client is not used for creating runs: on a 503 (a SQLite server that is busy) it
-        sleeps 2 s even when told not to retry; the dispatcher retries those itself, sooner."""
+        """One httpx client for the Prefect REST API (opsflow.prefect_api: Prefect's own client sleeps
+        2 s on a 503 even when told not to retry; the dispatcher retries those itself, sooner)."""
         with self._client_lock:
             if self._client_obj is None:
-                import base64
-
-                import httpx
-                from prefect.settings import (
-                    PREFECT_API_AUTH_STRING,
-                    PREFECT_API_KEY,
-                    PREFECT_API_REQUEST_TIMEOUT,
-                    PREFECT_API_URL,
-                )
-
-                if not PREFECT_API_URL.value():
-                    raise RemoteError("PREFECT_API_URL is not set; point it at the Prefect server's /api")
-                headers = {}
-                if PREFECT_API_AUTH_STRING.value():
-                    token = base64.b64encode(PREFECT_API_AUTH_STRING.value().encode()).decode()
-                    headers["Authorization"] = f"Basic {token}"
-                elif PREFECT_API_KEY.value():
-                    headers["Authorization"] = f"Bearer {PREFECT_API_KEY.value()}"
-                self._client_obj = httpx.Client(base_url=PREFECT_API_URL.value().rstrip("/") + "/", headers=headers,
-                                                timeout=min(PREFECT_API_REQUEST_TIMEOUT.value(), 10))
+                self._client_obj = api_client(timeout=10)
             return self._client_obj
 
     def _deployment_id(self, name: str) -> UUID:
@@ -138,13 +116,10 @@ class Dispatcher:
 
         body = DeploymentFlowRunCreate(parameters=entry.parameters, state=to_state_create(Scheduled()), tags=tags,
                                        idempotency_key=entry.idempotency_key).model_dump(mode="json", exclude_unset=True)
-        for delay in SERVER_BUSY_RETRIES_S:
-            resp = self._client().post(f"deployments/{self._deployment_id(entry.deployment)}/create_flow_run", json=body)
-            if resp.status_code < 500 or delay is None:
-                resp.raise_for_status()
-                return UUID(resp.json()["id"])
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        resp = post_busy_retried(self._client(), f"deployments/{self._deployment_id(entry.deployment)}/create_flow_run",
+                                 body)
+        resp.raise_for_status()
+        return UUID(resp.json()["id"])
 
     def _emit(self, entry: Entry, run_id: str) -> None:
         from prefect.events import emit_event

@@ -1,0 +1,122 @@
+"""One deploy per (application, target) at a time: a Prefect global concurrency limit with one
+slot, named ``deploy-<app>-<target>``, held through a lease for the whole rollout.
+
+The slot is taken and given back through the server's lease endpoints (the ones
+``prefect.concurrency.sync.concurrency`` calls), via opsflow.prefect_api: on a SQLite-backed
+server the increment races the run's own log and state writes and is answered 503, after which
+Prefect's client sleeps 2 s, then 4 s; that was two thirds of a one-node deploy and most of a
+four-node one. The lease is renewed while the deploy runs, so a crashed deploy frees the
+target when its lease expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Iterator
+
+from prefect import get_run_logger, task
+
+from opsflow.errors import RemoteError
+from opsflow.prefect_api import api_client, post_busy_retried
+
+LEASE_S = 300.0  # renewed every LEASE_S / 3 while the deploy runs
+
+
+@task(name="ensure-deploy-lock", task_run_name="ensure-deploy-lock-{name}")
+def ensure_deploy_lock(name: str) -> str:
+    """The global concurrency limit (1 slot) that makes deploys of one app to one target take turns.
+    Logs that this deploy waits when another one holds the slot."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            held = client.read_global_concurrency_limit_by_name(name).active_slots
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                held = 0
+            except ObjectAlreadyExists:  # another deploy created it a moment ago
+                held = client.read_global_concurrency_limit_by_name(name).active_slots
+    if held:
+        get_run_logger().warning("another deploy holds %s (one deploy per app and target at a time); "
+                                 "waiting for it to finish", name)
+    return name
+
+
+@contextlib.contextmanager
+def hold_deploy_lock(name: str, holder: dict | None = None, timeout_s: float = 3600,
+                     logger=None) -> Iterator[str]:
+    """Hold the one slot of limit ``name`` while the block runs; yields the lease id.
+
+    Waits (as long as the server's Retry-After says, at most ``timeout_s`` in all) while another
+    deploy holds it. Raises TimeoutError when it stays held, RemoteError when the limit does not
+    exist or the server refuses.
+    """
+    client = api_client(timeout=30)
+    try:
+        lease_id = _acquire(client, name, holder, timeout_s, logger)
+        stop = threading.Event()
+        renewer = threading.Thread(target=_renew, args=(client, lease_id, stop, logger), daemon=True,
+                                   name=f"lease-{name}")
+        renewer.start()
+        try:
+            yield lease_id
+        finally:
+            stop.set()
+            renewer.join(10)
+            _release(client, lease_id, logger)
+    finally:
+        client.close()
+
+
+def _acquire(client, name: str, holder: dict | None, timeout_s: float, logger) -> str:
+    body = {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": LEASE_S}
+    if holder:
+        body["holder"] = holder
+    deadline = time.monotonic() + timeout_s
+    told = False
+    while True:
+        resp = post_busy_retried(client, "v2/concurrency_limits/increment-with-lease", body)
+        if resp.status_code == 200:
+            answer = resp.json()
+            if not answer.get("limits"):  # the server grants a lease on no limit at all when it is missing
+                _release(client, answer["lease_id"], logger)
+                raise RemoteError(f"the concurrency limit {name} does not exist (ensure_deploy_lock creates it)")
+            return answer["lease_id"]
+        if resp.status_code != 423:
+            raise RemoteError(f"the Prefect server refused the deploy lock {name}: "
+                              f"HTTP {resp.status_code} {resp.text[:200]}")
+        wait = float(resp.headers.get("Retry-After") or 1.0)
+        if time.monotonic() + wait > deadline:
+            raise TimeoutError(f"another deploy held {name} for more than {timeout_s:.0f}s")
+        if not told and logger is not None:
+            logger.info("%s is held by another deploy; waiting for it (retrying every %.1fs)", name, wait)
+            told = True
+        time.sleep(min(wait, 5.0) * random.uniform(0.9, 1.1))
+
+
+def _renew(client, lease_id: str, stop: threading.Event, logger) -> None:
+    while not stop.wait(LEASE_S / 3):
+        try:
+            resp = post_busy_retried(client, f"v2/concurrency_limits/leases/{lease_id}/renew",
+                                     {"lease_duration": LEASE_S})
+            if resp.status_code >= 400 and logger is not None:
+                logger.warning("could not renew the deploy lock's lease: HTTP %s", resp.status_code)
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick; the lease has time left
+            if logger is not None:
+                logger.warning("could not renew the deploy lock's lease: %s", exc)
+
+
+def _release(client, lease_id: str, logger) -> None:
+    try:
+        resp = post_busy_retried(client, "v2/concurrency_limits/decrement-with-lease", {"lease_id": lease_id})
+        resp.raise_for_status()
+    except Exception as exc:  # noqa: BLE001 - the deploy itself is done; the lease expires on its own
+        if logger is not None:
+            logger.warning("could not release the deploy lock (it frees itself when its lease expires in "
+                           "at most %.0fs): %s", LEASE_S, exc)
