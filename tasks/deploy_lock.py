@@ -57,7 +57,9 @@ def hold_deploy_lock(name: str, holder: dict | None = None, timeout_s: float = 3
     deploy holds it. Raises TimeoutError when it stays held, RemoteError when the limit does not
     exist or the server refuses.
     """
-    client = api_client(timeout=30)
+    # Longer than SQLite's 60 s busy timeout: a request the server is still working on is not
+    # given up (an increment given up on could leave a lease behind that nobody releases).
+    client = api_client(timeout=90)
     try:
         lease_id = _acquire(client, name, holder, timeout_s, logger)
         stop = threading.Event()
@@ -112,11 +114,18 @@ def _renew(client, lease_id: str, stop: threading.Event, logger) -> None:
                 logger.warning("could not renew the deploy lock's lease: %s", exc)
 
 
-def _release(client, lease_id: str, logger) -> None:
-    try:
-        resp = post_busy_retried(client, "v2/concurrency_limits/decrement-with-lease", {"lease_id": lease_id})
-        resp.raise_for_status()
-    except Exception as exc:  # noqa: BLE001 - the deploy itself is done; the lease expires on its own
-        if logger is not None:
-            logger.warning("could not release the deploy lock (it frees itself when its lease expires in "
-                           "at most %.0fs): %s", LEASE_S, exc)
+def _release(client, lease_id: str, logger, attempts: int = 3) -> None:
+    """Give the slot back. Sent again when an answer does not come: releasing a released lease
+    changes nothing, so it is safe; if it never goes through, the lease expires on its own."""
+    for attempt in range(1, attempts + 1):
+        try:
+            resp = post_busy_retried(client, "v2/concurrency_limits/decrement-with-lease", {"lease_id": lease_id})
+            resp.raise_for_status()
+            return
+        except Exception as exc:  # noqa: BLE001 - the deploy itself is done; the lease expires on its own
+            if attempt == attempts:
+                if logger is not None:
+                    logger.warning("could not release the deploy lock (it frees itself when its lease expires in "
+                                   "at most %.0fs): %s", LEASE_S, exc)
+                return
+            time.sleep(attempt)
