@@ -23,6 +23,9 @@ from opsflow.errors import RemoteError
 from opsflow.prefect_api import api_client, post_busy_retried
 
 LEASE_S = 300.0  # renewed every LEASE_S / 3 while the deploy runs
+# A 503 here is answered at once (the transaction lost a race), so retrying soon is cheap; deploys
+# to several targets take their locks at the same moment and would collide again on a longer beat.
+BUSY_RETRIES_S = (0.02, 0.04, 0.08, 0.15, 0.25, 0.4, 0.6, 1.0, 1.0, 2.0, 2.0, None)
 
 
 @task(name="ensure-deploy-lock", task_run_name="ensure-deploy-lock-{name}")
@@ -83,7 +86,7 @@ def _acquire(client, name: str, holder: dict | None, timeout_s: float, logger) -
     deadline = time.monotonic() + timeout_s
     told = False
     while True:
-        resp = post_busy_retried(client, "v2/concurrency_limits/increment-with-lease", body)
+        resp = post_busy_retried(client, "v2/concurrency_limits/increment-with-lease", body, BUSY_RETRIES_S)
         if resp.status_code == 200:
             answer = resp.json()
             if not answer.get("limits"):  # the server grants a lease on no limit at all when it is missing
@@ -119,7 +122,8 @@ def _release(client, lease_id: str, logger, attempts: int = 3) -> None:
     changes nothing, so it is safe; if it never goes through, the lease expires on its own."""
     for attempt in range(1, attempts + 1):
         try:
-            resp = post_busy_retried(client, "v2/concurrency_limits/decrement-with-lease", {"lease_id": lease_id})
+            resp = post_busy_retried(client, "v2/concurrency_limits/decrement-with-lease", {"lease_id": lease_id},
+                                     BUSY_RETRIES_S)
             resp.raise_for_status()
             return
         except Exception as exc:  # noqa: BLE001 - the deploy itself is done; the lease expires on its own
