@@ -33,16 +33,45 @@ from opsflow.stack import (
     processes,
 )
 
+# The session's Prefect server runs on PostgreSQL, as a real platform's should: on SQLite, Prefect 3.8's
+# server now and then holds its write lock for a whole busy timeout (60 s; every other write waits,
+# then fails), and answers lost write races with 503s its client sleeps 2 s on. That made the suite
+# slow and flaky. tests/stack/test_databases.py runs a pipeline on a SQLite-backed server too
+# (`opsflow stack up`'s default). OPSFLOW_TEST_DATABASE=sqlite runs the whole suite on SQLite.
+TEST_DATABASE = os.environ.get("OPSFLOW_TEST_DATABASE", "postgres")
+if TEST_DATABASE not in ("postgres", "sqlite"):
+    raise SystemExit(f"OPSFLOW_TEST_DATABASE must be postgres or sqlite, not {TEST_DATABASE!r}")
+
+
+def pytest_report_header(config):
+    return f"opsflow: the test stack's Prefect server runs on {TEST_DATABASE} (OPSFLOW_TEST_DATABASE)"
+
 
 @pytest.fixture(scope="session")
-def stack_config() -> StackConfig:
-    return StackConfig(home=OUTPUT / f"stack{_SUFFIX}", **TEST_PORTS)
+def stack_database():
+    """The session stack's PostgreSQL (its URL, port, password...), or None on SQLite."""
+    if TEST_DATABASE == "sqlite":
+        yield None
+        return
+    from tests.postgres import private_postgres
+
+    with private_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def stack_config(stack_database) -> StackConfig:
+    return StackConfig(home=OUTPUT / f"stack{_SUFFIX}", **TEST_PORTS,
+                       database_url=stack_database["url"] if stack_database else None)
 
 
 @pytest.fixture(scope="session")
 def stack(stack_config: StackConfig):
     """The whole local platform, brought up once for the session and stopped after it."""
     OUTPUT.mkdir(exist_ok=True)
+    if stack_config.database_url and processes.marked_pids(stack_config.home):
+        # A stack left by an interrupted session runs on that session's (deleted) PostgreSQL.
+        Stack(stack_config, say=lambda line: print(f"[stack] {line}")).down()
     if not processes.marked_pids(stack_config.home):
         # Nothing of an earlier session runs: start from an empty Prefect database and fresh logs,
         # as CI does, so runs left by earlier sessions neither slow the server nor leak into results.
