@@ -35,12 +35,12 @@ def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stac
         assert cleanup.parameters["apply"] is False  # an ad-hoc run from the UI is a dry run
         [nightly] = cleanup.schedules
         assert nightly.schedule.cron == "30 3 * * *" and nightly.active and nightly.parameters == {"apply": True}
-        before = {d.name: d.id for d in client.read_deployments()}
+        before = {(d.flow_id, d.name): d.id for d in client.read_deployments()}
     again: list[str] = []
     assert deploy_all(stack.prefect_api_url, say=again.append) == names
     assert "edge queue edge-local: exists" in again
     with get_client(sync_client=True) as client:
-        assert {d.name: d.id for d in client.read_deployments()} == before
+        assert {(d.flow_id, d.name): d.id for d in client.read_deployments()} == before
 
 
 def test_the_nightly_schedules_put_runs_on_the_calendar(stack):
