@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from opsflow.stack.services import docker_ping
+from opsflow.stack.services import docker_ping, docker_storage_driver
 
 _FIRST_INDEX = 60
 
@@ -47,7 +47,7 @@ def _start(index: int, name: str, root: Path) -> EdgeNode:
     node_root = root / name
     node_root.mkdir(parents=True, exist_ok=True)
     socket = f"unix://{node_root / 'docker.sock'}"
-    argv = ["dockerd", "--storage-driver=vfs", f"--bridge={bridge}", "--iptables=false", "--ip-masq=false",
+    argv = ["dockerd", f"--storage-driver={docker_storage_driver(node_root)}", f"--bridge={bridge}", "--iptables=false", "--ip-masq=false",
             f"--ip={host}", f"--default-address-pool=base=10.{index}.0.0/16,size=24", f"--host={socket}",
             f"--data-root={node_root / 'data'}", f"--exec-root=/tmp/opsedge-{index}",
             f"--pidfile={node_root / 'docker.pid'}", "--insecure-registry=127.0.0.0/8"]

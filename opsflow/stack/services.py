@@ -77,6 +77,34 @@ def external_docker(env: dict[str, str] | None = None) -> str | None:
     return None
 
 
+# Filesystems overlay2 stacks on (the kernel's overlay on ext4/xfs). Elsewhere, e.g. on an
+# overlay root inside a container, dockerd needs vfs, which copies every layer in full.
+_OVERLAY2_FS = {"ext4", "xfs"}
+
+
+def docker_storage_driver(data_root: Path) -> str:
+    """``overlay2`` where the kernel has overlayfs and ``data_root`` is on ext4/xfs, else ``vfs``;
+    ``$OPSFLOW_DOCKER_STORAGE_DRIVER`` decides when set."""
+    chosen = os.environ.get("OPSFLOW_DOCKER_STORAGE_DRIVER")
+    if chosen:
+        return chosen
+    try:
+        if "overlay" not in Path("/proc/filesystems").read_text().split():
+            return "vfs"
+        target = str(data_root.resolve())
+        fstype, longest = "", -1
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                mount = parts[1].replace("\\040", " ")
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) > longest:
+                    fstype, longest = parts[2], len(mount)
+    except OSError:
+        return "vfs"
+    return "overlay2" if fstype in _OVERLAY2_FS else "vfs"
+
+
 def own_docker_socket(cfg: StackConfig) -> str:
     return f"unix://{cfg.home / 'docker' / 'docker.sock'}"
 
@@ -108,7 +136,7 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
     specs["docker"] = ServiceSpec(
         name="docker",
         argv=[
-            "dockerd", "--storage-driver=vfs", "--bridge=none", "--iptables=false", "--ip-masq=false",
+            "dockerd", f"--storage-driver={docker_storage_driver(home)}", "--bridge=none", "--iptables=false", "--ip-masq=false",
             f"--host={own_docker_socket(cfg)}", f"--data-root={docker_root / 'data'}",
             f"--exec-root={_short_exec_root(cfg)}", f"--pidfile={docker_root / 'docker.pid'}",
             "--insecure-registry=127.0.0.0/8",
