@@ -12,6 +12,7 @@ target when its lease expires.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import random
 import threading
 import time
@@ -66,8 +67,9 @@ def hold_deploy_lock(name: str, holder: dict | None = None, timeout_s: float = 3
     try:
         lease_id = _acquire(client, name, holder, timeout_s, logger)
         stop = threading.Event()
-        renewer = threading.Thread(target=_renew, args=(client, lease_id, stop, logger), daemon=True,
-                                   name=f"lease-{name}")
+        # In this context (as tasks/progress.py's ticker): the run logger's settings reach the thread.
+        renewer = threading.Thread(target=contextvars.copy_context().run, args=(_renew, client, lease_id, stop, logger),
+                                   daemon=True, name=f"lease-{name}")
         renewer.start()
         try:
             yield lease_id

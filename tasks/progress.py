@@ -12,6 +12,7 @@ read on every tick (bytes in DVC's cache, say).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Self
@@ -94,7 +95,11 @@ class StepProgress:
         except Exception as exc:  # noqa: BLE001 - see _report
             self._warned = True
             self.logger.warning("could not create the progress artifact of %s: %s", self.what, exc)
-        self._thread = threading.Thread(target=self._tick, name=f"progress-{self.what}", daemon=True)
+        # The ticker runs in this context: a Prefect API URL set by ``temporary_settings`` (a context
+        # variable) must reach it, or Prefect would start a temporary server for its first call.
+        ticker = contextvars.copy_context()
+        self._thread = threading.Thread(target=ticker.run, args=(self._tick,), name=f"progress-{self.what}",
+                                        daemon=True)
         self._thread.start()
         return self
 
