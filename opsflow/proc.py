@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import signal
@@ -70,7 +71,9 @@ def run(
             if on_line is not None:
                 on_line(line)
 
-    reader = threading.Thread(target=pump, daemon=True)
+    # The reader logs in the caller's context: a Prefect run logger whose API URL comes from
+    # ``temporary_settings`` (a context variable) would otherwise start a temporary server.
+    reader = threading.Thread(target=contextvars.copy_context().run, args=(pump,), daemon=True)
     reader.start()
     if stdin_text is not None:  # e.g. a script for a remote shell: never in argv
         assert proc.stdin is not None
