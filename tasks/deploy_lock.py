@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prefect import get_run_logger, task
+from prefect import task
 
 from opsflow.errors import RemoteError
 from opsflow.prefect_api import api_client, post_busy_retried
@@ -31,24 +31,19 @@ BUSY_RETRIES_S = (0.02, 0.04, 0.08, 0.15, 0.25, 0.4, 0.6, 1.0, 1.0, 2.0, 2.0, No
 
 @task(name="ensure-deploy-lock", task_run_name="ensure-deploy-lock-{name}")
 def ensure_deploy_lock(name: str) -> str:
-    """The global concurrency limit (1 slot) that makes deploys of one app to one target take turns.
-    Logs that this deploy waits when another one holds the slot."""
+    """The global concurrency limit (1 slot) that makes deploys of one app to one target take
+    turns: created when missing; returns its name."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            held = client.read_global_concurrency_limit_by_name(name).active_slots
+            client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            try:
+            # Read first: creating an existing limit leaves an IntegrityError in the server's log.
+            with contextlib.suppress(ObjectAlreadyExists):  # another deploy created it a moment ago
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-                held = 0
-            except ObjectAlreadyExists:  # another deploy created it a moment ago
-                held = client.read_global_concurrency_limit_by_name(name).active_slots
-    if held:
-        get_run_logger().warning("another deploy holds %s (one deploy per app and target at a time); "
-                                 "waiting for it to finish", name)
     return name
 
 
@@ -101,8 +96,9 @@ def _acquire(client, name: str, holder: dict | None, timeout_s: float, logger) -
         wait = float(resp.headers.get("Retry-After") or 1.0)
         if time.monotonic() + wait > deadline:
             raise TimeoutError(f"another deploy held {name} for more than {timeout_s:.0f}s")
-        if not told and logger is not None:
-            logger.info("%s is held by another deploy; waiting for it (retrying every %.1fs)", name, wait)
+        if not told and logger is not None:  # said where the wait happens, once
+            logger.warning("another deploy holds %s (one deploy per app and target at a time); waiting for it "
+                           "to finish (retrying every %.1fs)", name, wait)
             told = True
         time.sleep(min(wait, 5.0) * random.uniform(0.9, 1.1))
 

@@ -72,19 +72,20 @@ def tracked_files(workdir: Path) -> list[Path]:
     return sorted(p for p in workdir.rglob("*.dvc") if p.is_file() and ".dvc" not in p.relative_to(workdir).parts[:-1])
 
 
+def tracked_outs(workdir: Path) -> list[dict]:
+    """The outputs the ``*.dvc`` files declare (``path``, ``md5``, ``size``, ...)."""
+    return [out for dvc_file in tracked_files(workdir)
+            for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])]
+
+
 def dvc_hashes(workdir: Path) -> dict[str, str]:
-    """The md5 of every DVC-tracked output declared in ``*.dvc`` files and ``dvc.lock``."""
-    hashes: dict[str, str] = {}
-    for dvc_file in tracked_files(workdir):
-        for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []):
-            hashes[out["path"]] = out.get("md5", "")
-    return hashes
+    """The md5 of every DVC-tracked output declared in ``*.dvc`` files."""
+    return {out["path"]: out.get("md5", "") for out in tracked_outs(workdir)}
 
 
 def tracked_bytes(workdir: Path) -> int:
     """The size of the data the ``*.dvc`` files declare (``size`` of each output, 0 where absent)."""
-    return sum(int(out.get("size") or 0) for dvc_file in tracked_files(workdir)
-               for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []))
+    return sum(int(out.get("size") or 0) for out in tracked_outs(workdir))
 
 
 def directory_mb(root: Path) -> float:

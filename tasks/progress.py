@@ -42,38 +42,44 @@ class StepProgress:
 
     @property
     def done(self) -> float:
+        """What is done now (one measurement, when ``measure`` was given), at most ``total``."""
         if self._measure is not None:
-            return min(self._measure(), self.total) if self.total else self._measure()
+            value = self._measure()
+            return min(value, self.total) if self.total else value
         with self._lock:
             return self._done
-
-    def percent(self) -> float:
-        return 100.0 if not self.total else round(100.0 * min(self.done, self.total) / self.total, 1)
 
     def advance(self, n: float = 1) -> None:
         with self._lock:
             self._done += n
 
-    def describe(self) -> str:
+    def percent(self, done: float | None = None) -> float:
+        done = self.done if done is None else done
+        return 100.0 if not self.total else round(100.0 * min(done, self.total) / self.total, 1)
+
+    def describe(self, done: float | None = None) -> str:
+        done = self.done if done is None else done
+
         def fmt(x: float) -> str:
             return f"{x:,.0f}" if self.unit != "MB" else f"{x:,.1f}"
 
         unit = f" {self.unit}" if self.unit else ""
-        return f"{self.what}: {fmt(self.done)} of {fmt(self.total)}{unit} ({self.percent():.0f}%)"
+        return f"{self.what}: {fmt(done)} of {fmt(self.total)}{unit} ({self.percent(done):.0f}%)"
 
-    def _report(self, final: bool = False) -> None:
+    def _report(self, done: float, final: bool = False) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-        pct = self.percent()
+        pct = self.percent(done)
         if not final and pct == self._last_reported:
             return
         self._last_reported = pct
-        self.logger.info("%s", self.describe())
+        text = self.describe(done)
+        self.logger.info("%s", text)
         try:
             if self._artifact_id is None:
                 self._artifact_id = create_progress_artifact(pct, key=self.key, description=self.what)
             else:
-                update_progress_artifact(self._artifact_id, pct, description=self.describe())
+                update_progress_artifact(self._artifact_id, pct, description=text)
         except Exception as exc:  # noqa: BLE001 - progress is for people watching; the step goes on
             if not self._warned:
                 self._warned = True
@@ -82,7 +88,7 @@ class StepProgress:
     def _tick(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                self._report()
+                self._report(self.done)
             except Exception:  # noqa: BLE001, S112 - a failed measurement is retried on the next tick
                 continue
 
@@ -108,7 +114,4 @@ class StepProgress:
         if self._thread is not None:
             self._thread.join(self.every_s + 5)
         if exc_type is None:  # the step is done: whatever was measured, all of it is there
-            self._measure = None
-            with self._lock:
-                self._done = self.total
-            self._report(final=True)
+            self._report(self.total, final=True)

@@ -13,15 +13,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.flows.gitops_harness import free_port
+
 BINDIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
