@@ -41,8 +41,9 @@ def main() -> None:
     from blocks import ContainerRegistry
     from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
     from opsflow.stack import Stack, StackConfig
-    from tasks.registry_cleanup import apply_registry_cleanup, inventory_registry
-    from tasks.registry_cleanup_plan import plan_cleanup
+    from tasks.registry.apply import apply_registry_cleanup
+    from tasks.registry.inventory import inventory_registry
+    from tasks.registry.plan import plan_cleanup
     from tests.registry_images import manifest_exists, push_image, put_blob
 
     cfg = StackConfig.from_env()

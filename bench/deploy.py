@@ -26,7 +26,7 @@ Prints one line per round and a final line ``RESULT {json}``.
 Measured here (2 cores, ``--rounds 5``): ``rollback_s`` 0.17-0.20, ``failed_probes_during_switch`` 0
 of 544-565 probes, ``fanout_ratio`` 1.72 with the stack's Prefect server on PostgreSQL
 (``OPSFLOW_DATABASE_URL``) and 1.9-2.4 on SQLite. Before the deploy lock stopped going through
-Prefect's client (tasks/deploy_lock.py) it was 2.25: each SQLite 503 on taking the lock cost a 2 s,
+Prefect's client (tasks/deploy/lock.py) it was 2.25: each SQLite 503 on taking the lock cost a 2 s,
 then 4 s sleep. What is left is the four engines and their rollouts sharing two cores (a rollout
 takes 0.6 s alone, 1.0-2.3 s four at a time), and on SQLite the lock requests' lost write races.
 """

@@ -41,13 +41,15 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
     from blocks import Application, ContainerRegistry, DockerHostTarget, ObjectStore
     from flows.gitops_merge import branch_tag
     from tasks.app_tests import run_tests
-    from tasks.artifacts import load_artifact, plan_artifact, record_test_results, save_artifact
-    from tasks.base_image import ensure_base_image
+    from tasks.artifacts.store import load_artifact, plan_artifact, record_test_results, save_artifact
+    from tasks.images.base import ensure_base_image
     from tasks.build import build_app
     from tasks.env_files import fetch_env_files, redaction_list
     from tasks.git import clone_repo
-    from tasks.images import build_image, prune_build_images, push_image
-    from tasks.registry_api import lookup_image
+    from tasks.images.build import build_image
+    from tasks.images.prune import prune_build_images
+    from tasks.images.push import push_image
+    from tasks.registry.lookup import lookup_image
     from tasks.workspace import cleanup_workspace
 
     with disable_run_logger():

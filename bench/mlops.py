@@ -55,7 +55,7 @@ def make_dataset(root: Path, store, files: int, mb: int) -> tuple[Path, str]:
             conf["core"]["remote"] = "storage"
             conf["remote"]["storage"] = {"url": f"s3://{store.bucket}/{prefix}", "endpointurl": store.endpoint_url}
         dvc.add(str(work / "data"))
-    from tasks.mlops import _remote_config
+    from tasks.mlops.data import _remote_config
 
     with Repo(str(work), remote_config=_remote_config(store)) as dvc:
         dvc.push(jobs=16)
@@ -87,15 +87,11 @@ def plain_pr(app_name: str, sha: str) -> None:
 
     from blocks import Application, MlflowServer, ObjectStore
     from tasks.git import clone_repo
-    from tasks.mlops import (
-        compare_to_champion,
-        dvc_pull,
-        find_champion,
-        load_ml_config,
-        log_to_mlflow,
-        run_experiment,
-        run_tags,
-    )
+    from tasks.mlops.champion import compare_to_champion
+    from tasks.mlops.data import dvc_pull
+    from tasks.mlops.tracking import find_champion, log_to_mlflow
+    from tasks.mlops.config import load_ml_config, run_tags
+    from tasks.mlops.experiment import run_experiment
 
     with disable_run_logger():
         app = Application.load(app_name)
@@ -125,7 +121,7 @@ def main() -> None:
     from blocks import ObjectStore
     from flows.mlops_pr import mlops_pr
     from opsflow.samples import ml_sample_repo, save_ml_blocks
-    from tasks.mlops import dvc_pull
+    from tasks.mlops.data import dvc_pull
 
     store = ObjectStore.load("opsflow-data")
     result: dict = {}

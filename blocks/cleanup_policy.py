@@ -24,7 +24,7 @@ from typing import Annotated
 from prefect.blocks.core import Block
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 
 DEFAULT_ALWAYS_KEEP = [r"re:^v?\d+\.\d+\.\d+$", "latest", "stable"]
 

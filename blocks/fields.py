@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr
 
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -117,3 +117,54 @@ def check_branch(value: str) -> str:
 
 Sha = Annotated[str, AfterValidator(check_sha), Field(json_schema_extra={"pattern": _SHA_RE.pattern})]
 Branch = Annotated[str, AfterValidator(check_branch), Field(json_schema_extra={"pattern": _BRANCH_RE.pattern})]
+
+
+# --- forges: repositories, pull request numbers, statuses and comments -------------------------------
+MAX_CONTEXT = 255
+MAX_DESCRIPTION = 140  # GitHub's limit (422 above it); the others allow more
+MAX_BODY = 65536  # GitHub's limit for a comment body; the smallest of the three
+_PART = r"[A-Za-z0-9_.-]{1,255}"
+_REPO_RE = re.compile(rf"^{_PART}/{_PART}$")
+_NESTED_REPO_RE = re.compile(rf"^{_PART}(?:/{_PART}){{1,20}}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_repo(repo: str, nested: bool = False) -> str:
+    """``owner/name`` (``nested``: also ``group/sub/name``) of letters, digits, ``.``, ``_``, ``-``."""
+    pattern = _NESTED_REPO_RE if nested else _REPO_RE
+    if not isinstance(repo, str) or not pattern.fullmatch(repo) or any(not p.strip(".") for p in repo.split("/")):
+        shape = "group[/subgroup...]/name" if nested else "owner/name"
+        raise InvalidInput(f"{repo!r} is not a repository path: use {shape} with letters, digits, '.', '_', '-'")
+    return repo
+
+
+def check_number(value: int, what: str) -> int:
+    """A positive integer (a PR number or a comment id); booleans and strings are refused."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidInput(f"{value!r} is not a valid {what}: expected a positive integer")
+    return value
+
+
+def check_context(context: str) -> str:
+    """A status context: 1-255 characters on one line."""
+    if not isinstance(context, str) or not context.strip() or len(context) > MAX_CONTEXT or _CONTROL_RE.search(context):
+        raise InvalidInput(f"{context!r} is not a valid status context: use 1-{MAX_CONTEXT} characters on one line")
+    return context
+
+
+def check_description(description: str) -> str:
+    """A status description of at most 140 characters (truncate before calling)."""
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise InvalidInput(f"a status description must be text of at most {MAX_DESCRIPTION} characters")
+    return description
+
+
+def check_body(body: str) -> str:
+    """A comment body: non-blank markdown of at most 65536 characters."""
+    if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY:
+        raise InvalidInput(f"a comment body must be non-blank text of at most {MAX_BODY} characters")
+    return body
+
+
+ForgeRepo = Annotated[str, AfterValidator(check_repo)]
+PrNumber = Annotated[int, Field(gt=0, le=10**9, description="Pull request number.")]

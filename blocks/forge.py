@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from enum import Enum
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from blocks.fields import HttpUrl, RequiredSecret, Secret
-from blocks.forge_api import ForgeClient, forge_client
+
+if TYPE_CHECKING:
+    from opsflow.forge import ForgeClient
 
 
 class ForgeKind(str, Enum):
@@ -34,4 +38,6 @@ class GitForge(Block):
 
     def get_client(self) -> ForgeClient:
         """A client for this forge's API (commit statuses, PR comments); close it or use it in ``with``."""
+        from opsflow.forge import forge_client  # not at the top: opsflow.forge imports blocks.fields
+
         return forge_client(self.kind.value, self.api_url, self.token.get_secret_value(), timeout=self.timeout)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
 from prefect.blocks.core import Block
 from pydantic import Field, model_validator
 
@@ -38,3 +43,21 @@ class MlflowServer(Block):
             env["MLFLOW_TRACKING_USERNAME"] = self.username
             env["MLFLOW_TRACKING_PASSWORD"] = self.password.get_secret_value()
         return env
+
+    @contextlib.contextmanager
+    def get_client(self) -> Iterator[Any]:
+        """An ``MlflowClient`` with this server's URI, timeouts and credentials set in the environment for
+        the duration of the ``with`` block (MLflow's client reads them there; they never go in argv)."""
+        from mlflow.tracking import MlflowClient
+
+        env = self.client_env()
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -52,6 +52,13 @@ class ContainerRegistry(Block):
         prefix = f"{self.namespace}/" if self.namespace else ""
         return f"{self.host}/{prefix}{name}"
 
+    def get_client(self):
+        """An ``httpx.Client`` on the registry's v2 API with this block's credentials and TLS settings."""
+        from opsflow.registry.v2 import open_client  # not at the top: blocks load no HTTP client library
+
+        return open_client(self.url, self.username, self.password.get_secret_value() if self.password else None,
+                           verify=self.verify_tls, timeout=self.timeout)
+
     def auth_config(self) -> dict[str, str] | None:
         """The Docker SDK ``auth_config`` for pushes, or None for an open registry."""
         if not self.username or self.password is None:

@@ -11,7 +11,7 @@ from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
 
 from blocks import Application, GitForge, ObjectStore
-from opsflow.errors import OpsflowError
+from opsflow.core.errors import OpsflowError
 from tasks.reporting import report_status, upsert_pr_comment
 from tasks.summaries import ComponentOutcome, pipeline_report
 

@@ -24,13 +24,15 @@ from flows.gitops_common import (
     report_pending,
 )
 from flows.gitops_pr import PrNumber
-from tasks.artifacts import ArtifactNotFound, ArtifactPlan, load_artifact, plan_artifact, save_artifact
-from tasks.base_image import ensure_base_image
+from tasks.artifacts.store import ArtifactNotFound, ArtifactPlan, load_artifact, plan_artifact, save_artifact
+from tasks.images.base import ensure_base_image
 from tasks.build import build_app
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout, clone_repo
-from tasks.images import build_image, prune_build_images, push_image
-from tasks.registry_api import lookup_image
+from tasks.images.build import build_image
+from tasks.images.prune import prune_build_images
+from tasks.images.push import push_image
+from tasks.registry.lookup import lookup_image
 from tasks.summaries import ComponentOutcome, tests_passed
 from tasks.workspace import cleanup_workspace
 

@@ -21,7 +21,7 @@ from flows.gitops_common import (
     report_pending,
 )
 from tasks.app_tests import run_tests
-from tasks.artifacts import plan_artifact, record_test_results, save_artifact
+from tasks.artifacts.store import plan_artifact, record_test_results, save_artifact
 from tasks.build import build_app
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout, clone_repo

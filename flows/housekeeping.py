@@ -9,14 +9,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
 from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
-from tasks.artifact_retention import (
+from tasks.artifacts.retention import (
     RetentionRow,
     delete_build_artifacts,
     find_deployed_commits,
     list_build_artifacts,
     plan_artifact_retention,
 )
-from tasks.docker_prune import PruneRow, apply_docker_prune, plan_docker_prune
+from tasks.images.prune import PruneRow, apply_docker_prune, plan_docker_prune
 
 
 @task(name="publish-housekeeping-plan", task_run_name="publish-housekeeping-plan")

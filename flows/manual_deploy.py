@@ -13,10 +13,10 @@ from pydantic import Field
 from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget
 from blocks.application import DeployMethod
 from blocks.fields import Cpu, Memory, Name
-from opsflow.errors import InvalidInput
-from tasks.deploy_docker import running_specs
-from tasks.deploy_release import publish_plan, resolve_release
-from tasks.deploy_target import deploy_to_target, report_outcomes
+from opsflow.core.errors import InvalidInput
+from tasks.deploy.docker_host import running_specs
+from tasks.deploy.release import publish_plan, resolve_release
+from tasks.deploy.target import deploy_to_target, report_outcomes
 
 TargetKind = Literal["docker", "kubernetes", "ssh"]
 _TARGET_BLOCKS = {"docker": DockerHostTarget, "kubernetes": KubernetesTarget, "ssh": SshHostTarget}

@@ -19,22 +19,19 @@ from blocks.fields import Name, Sha
 from flows.gitops_common import report_key, run_url
 from flows.mlops_pr import CONTEXT, report_failure
 from tasks.git import clone_repo
-from tasks.mlops import (
-    Candidate,
-    MlopsError,
-    compare_to_champion,
-    dvc_hashes,
+from tasks.mlops.champion import Candidate, compare_to_champion
+from opsflow.core.errors import MlopsError
+from tasks.mlops.data import dvc_hashes
+from tasks.mlops.tracking import (
     experiment_id,
     find_champion,
     find_run_by_tree,
-    load_ml_config,
     mlflow_run_url,
-    publish_report,
     register_model,
-    render_report,
-    run_tags,
     set_model_alias,
 )
+from tasks.mlops.config import load_ml_config, run_tags
+from tasks.mlops.report import publish_report, render_report
 from tasks.reporting import report_status
 from tasks.workspace import cleanup_workspace
 

@@ -6,8 +6,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks import ContainerRegistry, DockerHostTarget
-from tasks.base_image import prepare_busybox_context
-from tasks.images import build_image, push_image
+from tasks.images.base import prepare_busybox_context
+from tasks.images.build import build_image
+from tasks.images.push import push_image
 from tasks.workspace import cleanup_workspace
 
 RESULT_ARTIFACT_KEY = "smoke-image-result"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opsflow.errors import OpsflowError
+from opsflow.core.errors import OpsflowError
 
 
 def _stack_config(args: argparse.Namespace):

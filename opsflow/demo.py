@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from opsflow.errors import OpsflowError
+from opsflow.core.errors import OpsflowError
 from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
 from opsflow.stack import Stack, StackConfig
 
@@ -128,9 +128,8 @@ ML_APP, ML_FORGE_REPO = "ml-iris", "demo/ml-iris"
 def _aliases(model: str) -> dict[str, str]:
     """``alias -> version`` of ``model`` in the MLflow registry."""
     from blocks import MlflowServer
-    from tasks.mlops import mlflow_client
 
-    with mlflow_client(MlflowServer.load("local-mlflow")) as client:
+    with MlflowServer.load("local-mlflow").get_client() as client:
         return dict(sorted(client.get_registered_model(model).aliases.items()))
 
 
@@ -139,9 +138,8 @@ def _reset_demo_model(model: str) -> None:
     from mlflow.exceptions import MlflowException
 
     from blocks import MlflowServer
-    from tasks.mlops import mlflow_client
 
-    with mlflow_client(MlflowServer.load("local-mlflow")) as client:
+    with MlflowServer.load("local-mlflow").get_client() as client:
         try:
             client.delete_registered_model(model)
         except MlflowException as exc:

@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from opsflow.errors import OpsflowError
-from opsflow.proc import run
+from opsflow.core.errors import OpsflowError
+from opsflow.core.proc import run
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_ROOT / "deployments" / "prefect.yaml"

@@ -12,8 +12,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from blocks.application import Component
-from opsflow.errors import CommandFailed, OpsflowError
-from opsflow.proc import run
+from opsflow.core.errors import CommandFailed, OpsflowError
+from opsflow.core.proc import run
 from tasks.build import component_dir
 from tasks.git import Checkout
 

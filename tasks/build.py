@@ -9,8 +9,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from blocks.application import Component
-from opsflow.errors import CommandFailed, OpsflowError
-from opsflow.proc import run
+from opsflow.core.errors import CommandFailed, OpsflowError
+from opsflow.core.proc import run
 from tasks.git import Checkout
 
 

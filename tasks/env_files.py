@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.blocks.system import Secret
 
 from blocks.application import EnvFile
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 from tasks.git import Checkout
 
 

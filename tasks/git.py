@@ -13,8 +13,8 @@ from prefect import get_run_logger, task
 from pydantic import SecretStr
 
 from blocks.fields import check_relative_path, check_sha
-from opsflow.errors import InvalidInput, RemoteError
-from opsflow.redact import redact
+from opsflow.core.errors import InvalidInput, RemoteError
+from opsflow.core.redact import redact
 
 
 @dataclass(frozen=True)

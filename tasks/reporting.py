@@ -7,8 +7,9 @@ import re
 from prefect import get_run_logger, task
 
 from blocks import GitForge
-from blocks.forge_api import MAX_DESCRIPTION, CommentRef, CommitState, check_body, check_state
-from opsflow.errors import InvalidInput
+from blocks.fields import MAX_DESCRIPTION, check_body
+from opsflow.forge.api import CommentRef, CommitState, check_state
+from opsflow.core.errors import InvalidInput
 
 MARKER_PREFIX = "<!-- opsflow:"
 _KEY_RE = re.compile(r"^[a-z0-9._/-]{1,100}$")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 
 
 @task(name="cleanup-workspace", task_run_name="cleanup-workspace")

@@ -2,8 +2,8 @@ import time
 
 import pytest
 
-from opsflow.errors import CommandFailed, InvalidInput
-from opsflow.proc import run
+from opsflow.core.errors import CommandFailed, InvalidInput
+from opsflow.core.proc import run
 from opsflow.stack.processes import alive
 
 

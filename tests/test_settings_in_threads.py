@@ -18,7 +18,7 @@ SCRIPT = """
 import sys
 from prefect import flow, get_run_logger, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from opsflow.proc import run
+from opsflow.core.proc import run
 from tasks.progress import StepProgress
 
 @task

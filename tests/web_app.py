@@ -12,8 +12,9 @@ def push_web_app(app: str, port: int, versions: dict[str, bool], deadline_s: flo
     ``versions[version]`` is true. ``STOPSIGNAL SIGKILL``: busybox httpd as PID 1 ignores SIGTERM,
     so every stop would otherwise wait Docker's 10 s stop timeout. Returns version → digest."""
     from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck
-    from tasks.base_image import prepare_busybox_context
-    from tasks.images import build_image, push_image
+    from tasks.images.base import prepare_busybox_context
+    from tasks.images.build import build_image
+    from tasks.images.push import push_image
 
     registry = ContainerRegistry.load("local-registry")
     builder = DockerHostTarget.load("build-server")

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 
 SERVICES = ("docker", "s3", "registry", "prefect", "mlflow", "worker-vault-build", "worker-edge")
 BUCKETS = ("opsflow-artifacts", "opsflow-data", "opsflow-mlflow")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from opsflow.errors import ServiceError
+from opsflow.core.errors import ServiceError
 from opsflow.stack import processes
 from opsflow.stack.config import SERVICES, StackConfig, load_credentials
 from opsflow.stack.provision import create_buckets, provision_prefect
@@ -205,8 +205,8 @@ class Stack:
     def registry_gc(self) -> int:
         """Garbage-collect the stack's registry: stopped meanwhile (the documented safe way), then
         started again. Returns the bytes freed in its storage."""
-        from opsflow.proc import run
-        from tasks.registry_cleanup import directory_bytes
+        from opsflow.core.proc import run
+        from opsflow.core.files import directory_bytes
 
         state = self._load()
         records = state.get("services", {})

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from blocks import BLOCK_CLASSES, ContainerRegistry, DockerHostTarget, MlflowServer, ObjectStore
 from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
-from opsflow.errors import ServiceError
+from opsflow.core.errors import ServiceError
 from opsflow.stack.config import BUCKETS, WORK_POOLS, StackConfig
 
 #: Names of the block documents ``stack up`` creates for the local services.

@@ -8,8 +8,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from uuid import UUID
 
-from opsflow.errors import RemoteError
-from opsflow.prefect_api import api_client, post_busy_retried
+from opsflow.core.errors import RemoteError
+from opsflow.core.prefect_api import api_client, post_busy_retried
 from opsflow.webhook.journal import Entry, Journal
 
 log = logging.getLogger("opsflow.webhook")
@@ -38,7 +38,7 @@ class Dispatcher:
         self._inflight_lock = threading.Lock()
 
     def _client(self):
-        """One httpx client for the Prefect REST API (opsflow.prefect_api: Prefect's own client sleeps
+        """One httpx client for the Prefect REST API (opsflow.core.prefect_api: Prefect's own client sleeps
         2 s on a 503 even when told not to retry; the dispatcher retries those itself, sooner)."""
         with self._client_lock:
             if self._client_obj is None:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from blocks.fields import check_branch
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 
 DELIVERY_HEADERS = {"github": "x-github-delivery", "gitea": "x-gitea-delivery", "gitlab": "x-gitlab-event-uuid"}
 EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab": "x-gitlab-event"}

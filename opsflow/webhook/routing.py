@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from opsflow.errors import RemoteError
+from opsflow.core.errors import RemoteError
 from opsflow.webhook.payloads import Ignored, Trigger
 
 # pipeline → (pull request flow, merge flow); the deployment is ``<flow>/<deployment name>``

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from opsflow.errors import RemoteError
+from opsflow.core.errors import RemoteError
 from opsflow.webhook.dispatch import Dispatcher
 from opsflow.webhook.journal import Journal
 from opsflow.webhook.payloads import Ignored, Invalid, parse
@@ -136,7 +136,7 @@ def serve(forge_block: str, host: str = "127.0.0.1", port: int = 4300, journal: 
           answer_within_s: float = DEFAULT_ANSWER_WITHIN_S) -> None:
     """Run the receiver until SIGTERM/SIGINT."""
     from blocks import GitForge
-    from opsflow.errors import InvalidInput
+    from opsflow.core.errors import InvalidInput
 
     forge = GitForge.load(forge_block)
     if forge.webhook_secret is None:

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from opsflow.errors import OpsflowError
+from opsflow.core.errors import OpsflowError
 from opsflow.worker.cli import register
 
 parser = argparse.ArgumentParser(prog="python -m opsflow.worker")

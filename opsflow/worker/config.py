@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 
 #: The checkout this package lives in: the directory holding ``flows/``, ``tasks/``, ``blocks/``.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ from uuid import UUID
 
 import httpx
 
-from opsflow.errors import OpsflowError
+from opsflow.core.errors import OpsflowError
 from opsflow.worker.claim import check_run, claim, exit_message, report_cancelled, report_crashed
 from opsflow.worker.config import WorkerConfig
 from opsflow.worker.watch import RunWatcher, Sighting

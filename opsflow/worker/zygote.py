@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opsflow.errors import OpsflowError
+from opsflow.core.errors import OpsflowError
 
 log = logging.getLogger("opsflow.worker.zygote")
 

@@ -139,7 +139,7 @@ def manifest_digest(registry_url: str, repository: str, reference: str) -> str |
     """The digest the registry serves ``repository:reference`` (or ``@digest``) under, or None."""
     import httpx
 
-    from tasks.registry_api import MANIFEST_TYPES
+    from opsflow.registry.v2 import MANIFEST_TYPES
 
     path = repository.split("/", 1)[1]
     resp = httpx.head(f"{registry_url}/v2/{path}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES},

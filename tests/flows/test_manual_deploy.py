@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from tasks.deploy_plan import ComponentRelease, bash_script, kubernetes_manifests, powershell_script
+from tasks.deploy.plan import ComponentRelease, bash_script, kubernetes_manifests, powershell_script
 from tests.flows.gitops_harness import free_port
 from tests.web_app import push_web_app
 
@@ -34,8 +34,8 @@ def test_plans_quote_values_and_carry_health_resources_and_deadline():
     assert container["resources"]["limits"] == {"cpu": "500m", "memory": "128Mi"}
     assert service["spec"]["selector"]["opsflow.org/colour"] == "green"
     yaml.safe_dump_all([deployment, service])
-    from tasks.deploy_bluegreen import colour_of
-    from tasks.deploy_plan import docker_container_specs, docker_proxy_spec
+    from tasks.deploy.bluegreen import colour_of
+    from tasks.deploy.plan import docker_container_specs, docker_proxy_spec
 
     rolling = docker_container_specs(rel, "bridge")
     assert [c["name"] for c in rolling] == ["shop-web-0"] and rolling[0]["ports"] == {"8081/tcp": 8081}
@@ -58,8 +58,8 @@ def test_plans_quote_values_and_carry_health_resources_and_deadline():
 def test_rollout_then_failed_deploy_rolls_back_and_the_old_version_serves(stack, docker_client):
     from blocks import ObjectStore
     from flows.manual_deploy import manual_deploy
-    from opsflow.errors import InvalidInput
-    from tasks.deploy_records import DeployRecord, record_key
+    from opsflow.core.errors import InvalidInput
+    from tasks.deploy.records import DeployRecord, record_key
 
     uid = uuid.uuid4().hex[:6]
     app, port = f"dep-{uid}", free_port()
@@ -102,8 +102,8 @@ def test_rollout_then_failed_deploy_rolls_back_and_the_old_version_serves(stack,
 def test_bad_input_is_rejected_before_any_target_is_touched(stack, docker_client):
     from blocks import Application, Component, ObjectStore
     from flows.manual_deploy import manual_deploy
-    from opsflow.errors import InvalidInput
-    from tasks.deploy_records import record_key
+    from opsflow.core.errors import InvalidInput
+    from tasks.deploy.records import record_key
 
     app = f"bad-{uuid.uuid4().hex[:6]}"
     Application(name=app, repository="file:///nowhere/bad.git",

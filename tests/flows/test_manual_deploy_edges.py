@@ -74,8 +74,8 @@ def test_fan_out_deploys_every_reachable_node_and_fails_naming_the_unreachable_o
 
     from blocks import DockerHostTarget, ObjectStore
     from flows.manual_deploy import manual_deploy
-    from opsflow.errors import DeployFailed
-    from tasks.deploy_records import record_key
+    from opsflow.core.errors import DeployFailed
+    from tasks.deploy.records import record_key
 
     app, port = web_app
     dead = f"dead-{uuid.uuid4().hex[:6]}"
@@ -140,7 +140,7 @@ def test_a_second_deploy_to_the_same_target_waits_for_the_first(stack, edges, we
 
 def test_blue_green_switches_without_a_failed_probe_and_a_bad_colour_never_serves(edges, web_app):
     from flows.manual_deploy import manual_deploy
-    from opsflow.errors import DeployFailed
+    from opsflow.core.errors import DeployFailed
 
     app, port = web_app
     node = edges[0]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from flows.smoke import smoke_image
-from tasks.registry_api import MANIFEST_TYPES
+from opsflow.registry.v2 import MANIFEST_TYPES
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 

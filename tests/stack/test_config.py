@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 from opsflow.stack.config import StackConfig, load_credentials
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from opsflow.errors import ServiceError
+from opsflow.core.errors import ServiceError
 from opsflow.stack import Stack, StackConfig, processes
 from opsflow.stack import manager as manager_module
 from opsflow.stack.services import ServiceSpec

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from blocks import Application, ObjectStore
-from tasks.artifacts import (
+from tasks.artifacts.store import (
     ArtifactCorrupt,
     ArtifactNotFound,
     artifact_key,

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from tasks.deploy_kubernetes import COMPLETE, FAILED, PROGRESSING, next_colour, previous_manifest, rollout_verdict
-from tasks.deploy_plan import ComponentRelease, kubernetes_manifests
+from tasks.deploy.k8s import COMPLETE, FAILED, PROGRESSING, next_colour, previous_manifest, rollout_verdict
+from tasks.deploy.plan import ComponentRelease, kubernetes_manifests
 
 
 def dep(generation=2, observed=2, replicas=3, updated=3, available=3, total=3, conditions=()):
@@ -51,7 +51,7 @@ def test_blue_green_alternates_and_rollback_restores_the_previous_template():
                            "repo@sha256:… answering GET /healthz on port 8080)")
 def test_rolling_deploy_on_a_cluster():
     from blocks import KubernetesTarget
-    from tasks.deploy_kubernetes import rollout_kubernetes
+    from tasks.deploy.k8s import rollout_kubernetes
 
     target = KubernetesTarget(name="test-cluster", namespace=os.environ.get("OPSFLOW_K8S_TEST_NAMESPACE", "default"))
     release = ComponentRelease(app=f"k8s-{uuid.uuid4().hex[:6]}", component="web",

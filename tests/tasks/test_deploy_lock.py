@@ -1,5 +1,5 @@
 """The deploy lock against the session's Prefect server: a global concurrency limit of one slot,
-held through a lease (tasks/deploy_lock.py)."""
+held through a lease (tasks/deploy/lock.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from opsflow.errors import RemoteError
-from tasks.deploy_lock import ensure_deploy_lock, hold_deploy_lock
+from opsflow.core.errors import RemoteError
+from tasks.deploy.lock import ensure_deploy_lock, hold_deploy_lock
 
 pytestmark = [pytest.mark.stack]
 

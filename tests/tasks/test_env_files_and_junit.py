@@ -6,7 +6,7 @@ import pytest
 from prefect.blocks.system import Secret
 
 from blocks import EnvFile
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 from tasks.app_tests import parse_junit
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from opsflow.errors import InvalidInput, RemoteError
+from opsflow.core.errors import InvalidInput, RemoteError
 from tasks.git import clone_repo
 from tests.gitrepos import SourceRepo
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from opsflow.errors import InvalidInput
-from tasks.base_image import prepare_busybox_context
-from tasks.images import build_image, label_instruction
+from opsflow.core.errors import InvalidInput
+from tasks.images.base import prepare_busybox_context
+from tasks.images.build import build_image, label_instruction
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 
@@ -54,8 +54,8 @@ def test_a_registry_that_is_down_is_retried_then_fails_naming_it(engine, docker_
     from prefect.client.orchestration import get_client
 
     from blocks import ContainerRegistry
-    from tasks.images import push_image
-    from tasks.registry_api import lookup_image
+    from tasks.images.push import push_image
+    from tasks.registry.lookup import lookup_image
     from tests.flows.gitops_harness import free_port
 
     port = free_port()  # nothing listens there
@@ -86,6 +86,6 @@ def test_a_registry_that_is_down_is_retried_then_fails_naming_it(engine, docker_
     ("localhost/app", "app"), ("team/app", "team/app"), ("app", "app"),
 ])
 def test_run_names_show_the_repository_without_its_registry_host(repository, name):
-    from tasks.registry_api import image_name
+    from opsflow.registry.v2 import image_name
 
     assert image_name(repository) == name

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy, policy_from_dict
-from opsflow.errors import InvalidInput
-from tasks.images_in_use import pod_image_digests
-from tasks.registry_cleanup_plan import DELETE, KEEP, UNTAG, ImageRecord, plan_cleanup
+from opsflow.core.errors import InvalidInput
+from tasks.registry.in_use import pod_image_digests
+from tasks.registry.plan import DELETE, KEEP, UNTAG, ImageRecord, plan_cleanup
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 

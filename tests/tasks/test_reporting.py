@@ -6,9 +6,10 @@ import socket
 
 import pytest
 
-from blocks import GitForge, forge_api
-from blocks.forge_api import CommitState, GitHubClient
-from opsflow.errors import InvalidInput, RemoteError
+from blocks import GitForge
+from opsflow.forge import api as forge_api
+from opsflow.forge import CommitState, GitHubClient
+from opsflow.core.errors import InvalidInput, RemoteError
 from tasks.reporting import marker, report_status, upsert_pr_comment
 from tests.forge_emulator import forge_emulator_fixture, forge_fixture  # noqa: F401
 

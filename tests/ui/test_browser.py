@@ -110,8 +110,9 @@ def edge_app(stack, docker_client):
     """A one-component app (busybox httpd on a free port) whose v1 image is in the registry; its
     containers on the edge engine and its deploy records are removed afterwards."""
     from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck, ObjectStore
-    from tasks.base_image import prepare_busybox_context
-    from tasks.images import build_image, push_image
+    from tasks.images.base import prepare_busybox_context
+    from tasks.images.build import build_image
+    from tasks.images.push import push_image
 
     app, port = f"ui-dep-{uuid.uuid4().hex[:6]}", free_port()
     registry = ContainerRegistry.load("local-registry")

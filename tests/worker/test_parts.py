@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opsflow.errors import InvalidInput
+from opsflow.core.errors import InvalidInput
 from opsflow.worker.claim import check_run, exit_message
 from opsflow.worker.config import WorkerConfig, default_preload
 from opsflow.worker.runner import apply_env, forget_project_modules, job_env, plain_directory

@@ -1,0 +1,176 @@
+"""The GitHub, Gitea and GitLab clients: each forge's paths, auth header, pagination and state names."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+
+from opsflow.core.errors import InvalidInput, RemoteError
+from opsflow.forge.api import (
+    MAX_PAGES,
+    CommitState,
+    Comment,
+    ForgeClient,
+    _check_status,
+    _ForgeApi,
+    _status_json,
+)
+
+
+class GitHubClient(_ForgeApi):
+    """GitHub's REST API (``https://api.github.com`` or ``https://ghe.example/api/v3``)."""
+
+    name = "GitHub"
+
+    def _auth_headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28"}
+
+    def set_status(self, repo: str, sha: str, state: CommitState, context: str, description: str,
+                   target_url: str | None = None) -> None:
+        """Create a commit status on ``sha``; the latest status per ``context`` is what GitHub shows."""
+        self._repo(repo)
+        state = _check_status(sha, state, context, description, target_url)
+        self._send("POST", self._url(f"/repos/{repo}/statuses/{sha}"), repo,
+                   json=_status_json(state.value, "context", context, description, target_url))
+
+    def _list_raw(self, repo: str, pr: int) -> list[dict]:
+        url: str = self._url(f"/repos/{repo}/issues/{pr}/comments")
+        params: dict[str, Any] | None = {"per_page": 100, "page": 1}
+        items: list[dict] = []
+        for _ in range(MAX_PAGES):
+            resp = self._send("GET", url, repo, params=params)
+            items += self._checked_items(self._json(resp, f"GET {url}", list), f"GET {url}")
+            link = resp.links.get("next", {}).get("url")
+            if not link:
+                return items
+            url, params = self._next_url(link), None  # the link carries page and per_page
+        raise self._too_many_pages(url)
+
+    def _comments_path(self, repo: str, pr: int) -> str:
+        return f"/repos/{repo}/issues/{pr}/comments"
+
+    def _comment_path(self, repo: str, pr: int, comment_id: int) -> tuple[str, str]:
+        return "PATCH", f"/repos/{repo}/issues/comments/{comment_id}"
+
+
+class GiteaClient(_ForgeApi):
+    """Gitea's (and Forgejo's) API v1, e.g. ``https://gitea.lan/api/v1``."""
+
+    name = "Gitea"
+    page_size: ClassVar[int] = 50  # Gitea's default MAX_RESPONSE_ITEMS
+
+    def _auth_headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"token {token}", "Accept": "application/json"}
+
+    def set_status(self, repo: str, sha: str, state: CommitState, context: str, description: str,
+                   target_url: str | None = None) -> None:
+        """Create a commit status on ``sha`` (Gitea's states include ours one for one)."""
+        self._repo(repo)
+        state = _check_status(sha, state, context, description, target_url)
+        self._send("POST", self._url(f"/repos/{repo}/statuses/{sha}"), repo,
+                   json=_status_json(state.value, "context", context, description, target_url))
+
+    def _list_raw(self, repo: str, pr: int) -> list[dict]:
+        # Gitea answers with every comment of the issue and ignores page/limit. Asking page by
+        # page anyway stays correct should a version paginate: stop on a short page, or on a
+        # page that brings nothing new (the whole list again).
+        url = self._url(f"/repos/{repo}/issues/{pr}/comments")
+        items: dict[int, dict] = {}
+        for page in range(1, MAX_PAGES + 1):
+            resp = self._send("GET", url, repo, params={"page": page, "limit": self.page_size})
+            batch = self._checked_items(self._json(resp, f"GET {url}", list), f"GET {url}")
+            fresh = [r for r in batch if r["id"] not in items]
+            items.update((r["id"], r) for r in fresh)
+            if len(batch) < self.page_size or not fresh:
+                return sorted(items.values(), key=lambda r: r["id"])
+        raise self._too_many_pages(url)
+
+    def _comments_path(self, repo: str, pr: int) -> str:
+        return f"/repos/{repo}/issues/{pr}/comments"
+
+    def _comment_path(self, repo: str, pr: int, comment_id: int) -> tuple[str, str]:
+        return "PATCH", f"/repos/{repo}/issues/comments/{comment_id}"
+
+
+
+GITLAB_STATES = {CommitState.pending: "pending", CommitState.success: "success",
+                 CommitState.failure: "failed", CommitState.error: "failed"}
+
+
+class GitLabClient(_ForgeApi):
+    """GitLab's API v4, e.g. ``https://gitlab.lan/api/v4``; ``repo`` may name nested groups."""
+
+    name = "GitLab"
+    nested_repos = True
+
+    def _auth_headers(self, token: str) -> dict[str, str]:
+        return {"PRIVATE-TOKEN": token, "Accept": "application/json"}
+
+    @staticmethod
+    def _project(repo: str) -> str:
+        return quote(repo, safe="")
+
+    def set_status(self, repo: str, sha: str, state: CommitState, context: str, description: str,
+                   target_url: str | None = None) -> None:
+        """Create or move the external status ``context`` on ``sha`` (failure and error → failed).
+
+        GitLab answers 400 "Cannot transition status via :enqueue from :pending" when a pending
+        status is set to pending again; that is taken as success.
+        """
+        self._repo(repo)
+        gl_state = GITLAB_STATES[_check_status(sha, state, context, description, target_url)]
+
+        def already(resp: httpx.Response) -> bool:
+            return (resp.status_code == 400 and gl_state == "pending"
+                    and "Cannot transition status" in resp.text and "from :pending" in resp.text)
+
+        self._send("POST", self._url(f"/projects/{self._project(repo)}/statuses/{sha}"), repo,
+                   json=_status_json(gl_state, "name", context, description, target_url), accept=already)
+
+    def _list_raw(self, repo: str, pr: int) -> list[dict]:
+        url = self._url(f"/projects/{self._project(repo)}/merge_requests/{pr}/notes")
+        params = {"per_page": 100, "page": 1, "sort": "asc", "order_by": "created_at"}
+        items: list[dict] = []
+        for _ in range(MAX_PAGES):
+            resp = self._send("GET", url, repo, params=params)
+            items += self._checked_items(self._json(resp, f"GET {url}", list), f"GET {url}")
+            nxt = resp.headers.get("X-Next-Page", "").strip()
+            if not nxt:
+                return [r for r in items if not r.get("system")]
+            if not nxt.isdigit() or int(nxt) <= params["page"]:
+                raise RemoteError(f"GitLab API: GET {url} sent X-Next-Page {nxt!r} after page {params['page']}")
+            params = {**params, "page": int(nxt)}
+        raise self._too_many_pages(url)
+
+    def _comments_path(self, repo: str, pr: int) -> str:
+        return f"/projects/{self._project(repo)}/merge_requests/{pr}/notes"
+
+    def _comment_path(self, repo: str, pr: int, comment_id: int) -> tuple[str, str]:
+        return "PUT", f"/projects/{self._project(repo)}/merge_requests/{pr}/notes/{comment_id}"
+
+    def _comment(self, raw: dict, repo: str, pr: int) -> Comment:
+        # Notes carry no web URL; build it from the instance's address (api_url without /api/v4).
+        web = re.sub(r"/api/v4$", "", self.api_url)
+        return Comment(id=int(raw["id"]), body=raw.get("body") or "",
+                       url=f"{web}/{repo}/-/merge_requests/{pr}#note_{raw['id']}")
+
+
+
+CLIENTS: dict[str, type[_ForgeApi]] = {"github": GitHubClient, "gitea": GiteaClient, "gitlab": GitLabClient}
+
+
+def forge_client(kind: str, api_url: str, token: str, timeout: float = 15) -> ForgeClient:
+    """The client for a forge ``kind`` (github, gitea, gitlab) at ``api_url``.
+
+    Raises:
+        InvalidInput: an unknown kind, a bad URL or an empty token.
+    """
+    try:
+        cls = CLIENTS[kind]
+    except KeyError:
+        raise InvalidInput(f"{kind!r} is not a supported forge: use one of {', '.join(CLIENTS)}") from None
+    return cls(api_url, token, timeout)

@@ -1,0 +1,48 @@
+"""The MLOps report: the PR comment and markdown artifact comparing the candidate with the champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from tasks.mlops.champion import Champion, Comparison
+
+
+def render_report(comparison: Comparison, model: str, data_hashes: dict[str, str], mlflow_url: str,
+                  prefect_url: str | None, champion: Champion | None, plots: list[str] = ()) -> str:
+    """The PR comment / markdown artifact; ``plots`` (artifact paths of the MLflow run) are linked
+    to their page in the MLflow UI, never uploaded elsewhere."""
+    thresholds = ", ".join(f"{r.name} {'≥' if r.direction == 'higher' else '≤'} champion "
+                           f"{'+' if r.direction == 'higher' else '-'}{r.threshold:g}" for r in comparison.rows)
+    icon = "✅" if comparison.passed else "❌"
+    lines = [f"### MLOps: {model}",
+             f"**{icon} {comparison.verdict}**"
+             + (f" (champion v{champion.version})" if champion else "") + f" — thresholds: {thresholds}", "",
+             "| metric | candidate | champion | Δ | Δ% | pass/fail |", "|---|---|---|---|---|---|"]
+    for r in comparison.rows:
+        fmt = (lambda v: "—" if v is None else f"{v:.4f}")
+        pct = "—" if r.delta_pct is None else f"{r.delta_pct:+.2f}%"
+        delta = "—" if r.delta is None else f"{r.delta:+.4f}"
+        verdict = "—" if r.champion is None else ("pass" if r.passed else "fail")
+        arrow = "↑" if r.direction == "higher" else "↓"
+        lines.append(f"| {r.name} ({arrow}) | {fmt(r.candidate)} | {fmt(r.champion)} | {delta} | {pct} | {verdict} |")
+    if comparison.differing_params:
+        lines += ["", "**Params that differ from the champion:**", "", "| param | champion | candidate |",
+                  "|---|---|---|"]
+        lines += [f"| {k} | {a} | {b} |" for k, (a, b) in comparison.differing_params.items()]
+    lines += ["", "**Data version (DVC):** " + (", ".join(f"`{k}` {v}" for k, v in data_hashes.items()) or "none"),
+              ""]
+    if plots:
+        lines += ["**Plots:** " + ", ".join(f"[{Path(p).name}]({mlflow_url}/artifacts/{p})" for p in plots), ""]
+    lines.append(f"[MLflow run]({mlflow_url})" + (f" · [Prefect run]({prefect_url})" if prefect_url else ""))
+    return "\n".join(lines)
+
+
+
+@task(name="publish-report", task_run_name="publish-report-{key}")
+def publish_report(key: str, markdown: str) -> None:
+    """The report as a Prefect markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(markdown=markdown, key=key, description="MLOps evaluation against the champion")
