@@ -155,8 +155,6 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
     Prefect UI under the ``mlops-pr`` and ``mlops-merge`` flows. The demo's registered model is
     deleted first, so every demo starts with no champion.
     """
-    import sys
-
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from blocks import ObjectStore
@@ -164,8 +162,7 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
     from flows.mlops_pr import mlops_pr
     from opsflow.samples import ml_sample_repo, save_ml_blocks
 
-    sys.path.insert(0, str(PROJECT_ROOT))
-    from tests.forge_emulator import ForgeEmulator
+    from opsflow.stack.forge_emulator import ForgeEmulator
 
     Stack(cfg).up()
     forge = ForgeEmulator().start()

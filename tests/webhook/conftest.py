@@ -65,7 +65,7 @@ def hooks_setup(stack):
     from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
 
     from opsflow.samples import save_shop_blocks
-    from tests.forge_emulator import ForgeEmulator
+    from opsflow.stack.forge_emulator import ForgeEmulator
 
     with get_client(sync_client=True) as client:
         try:
