@@ -42,10 +42,10 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
     from flows.gitops_merge import branch_tag
     from tasks.app_tests import run_tests
     from tasks.artifacts.store import load_artifact, plan_artifact, record_test_results, save_artifact
-    from tasks.images.base import ensure_base_image
     from tasks.build import build_app
     from tasks.env_files import fetch_env_files, redaction_list
     from tasks.git import clone_repo
+    from tasks.images.base import ensure_base_image
     from tasks.images.build import build_image
     from tasks.images.prune import prune_build_images
     from tasks.images.push import push_image

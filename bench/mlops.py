@@ -88,10 +88,10 @@ def plain_pr(app_name: str, sha: str) -> None:
     from blocks import Application, MlflowServer, ObjectStore
     from tasks.git import clone_repo
     from tasks.mlops.champion import compare_to_champion
-    from tasks.mlops.data import dvc_pull
-    from tasks.mlops.tracking import find_champion, log_to_mlflow
     from tasks.mlops.config import load_ml_config, run_tags
+    from tasks.mlops.data import dvc_pull
     from tasks.mlops.experiment import run_experiment
+    from tasks.mlops.tracking import find_champion, log_to_mlflow
 
     with disable_run_logger():
         app = Application.load(app_name)

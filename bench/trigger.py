@@ -106,8 +106,8 @@ def main() -> None:
     from opsflow.deploy import deploy_all
     from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
     from opsflow.stack import Stack, StackConfig
-    from tests.flows.gitops_harness import free_port
     from opsflow.stack.forge_emulator import ForgeEmulator
+    from tests.flows.gitops_harness import free_port
     from tests.webhook.deliveries import run_id_of
 
     cfg = StackConfig.from_env()

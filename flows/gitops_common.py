@@ -11,15 +11,11 @@ from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
 
 from blocks import Application, GitForge, ObjectStore
-from opsflow.core.errors import OpsflowError
+from opsflow.core.errors import PipelineFailed
 from tasks.reporting import report_status, upsert_pr_comment
 from tasks.summaries import ComponentOutcome, pipeline_report
 
 TOKEN_USERS = {"github": "x-access-token", "gitlab": "oauth2", "gitea": "oauth2"}
-
-
-class PipelineFailed(OpsflowError):
-    """One or more components failed; the report says which and why."""
 
 
 @dataclass

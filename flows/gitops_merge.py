@@ -24,11 +24,12 @@ from flows.gitops_common import (
     report_pending,
 )
 from flows.gitops_pr import PrNumber
-from tasks.artifacts.store import ArtifactNotFound, ArtifactPlan, load_artifact, plan_artifact, save_artifact
-from tasks.images.base import ensure_base_image
+from opsflow.core.errors import ArtifactNotFound
+from tasks.artifacts.store import ArtifactPlan, load_artifact, plan_artifact, save_artifact
 from tasks.build import build_app
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout, clone_repo
+from tasks.images.base import ensure_base_image
 from tasks.images.build import build_image
 from tasks.images.prune import prune_build_images
 from tasks.images.push import push_image

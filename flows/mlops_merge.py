@@ -18,10 +18,12 @@ from blocks import Application, GitForge, MlflowServer
 from blocks.fields import Name, Sha
 from flows.gitops_common import report_key, run_url
 from flows.mlops_pr import CONTEXT, report_failure
+from opsflow.core.errors import ApprovalNotGiven
 from tasks.git import clone_repo
 from tasks.mlops.champion import Candidate, compare_to_champion
-from opsflow.core.errors import MlopsError
+from tasks.mlops.config import load_ml_config, run_tags
 from tasks.mlops.data import dvc_hashes
+from tasks.mlops.report import publish_report, render_report
 from tasks.mlops.tracking import (
     experiment_id,
     find_champion,
@@ -30,8 +32,6 @@ from tasks.mlops.tracking import (
     register_model,
     set_model_alias,
 )
-from tasks.mlops.config import load_ml_config, run_tags
-from tasks.mlops.report import publish_report, render_report
 from tasks.reporting import report_status
 from tasks.workspace import cleanup_workspace
 
@@ -44,10 +44,6 @@ class ChampionApproval(RunInput):
     """The answer given when resuming a merge run paused before the champion promotion."""
 
     approve: bool = Field(default=False, description="Move the champion alias to the new version.")
-
-
-class ApprovalNotGiven(MlopsError):
-    """Nobody resumed the paused run in time; the champion alias did not move."""
 
 
 def wait_for_approval(comparison_md: str, timeout: int) -> bool:

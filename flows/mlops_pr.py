@@ -12,11 +12,11 @@ from blocks.fields import Name, Sha
 from flows.gitops_common import report_key, run_url
 from tasks.git import clone_repo
 from tasks.mlops.champion import compare_to_champion
-from tasks.mlops.data import dvc_pull
-from tasks.mlops.tracking import experiment_id, find_champion, log_to_mlflow, mlflow_run_url
 from tasks.mlops.config import load_ml_config, run_tags
-from tasks.mlops.report import publish_report, render_report
+from tasks.mlops.data import dvc_pull
 from tasks.mlops.experiment import run_experiment
+from tasks.mlops.report import publish_report, render_report
+from tasks.mlops.tracking import experiment_id, find_champion, log_to_mlflow, mlflow_run_url
 from tasks.reporting import report_status, upsert_pr_comment
 from tasks.workspace import cleanup_workspace
 

@@ -10,9 +10,9 @@ from pydantic import Field
 
 from blocks import ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore
 from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy, policy_from_dict
-from tasks.registry.in_use import find_deployed_images, find_pod_images, find_running_images
 from tasks.registry.apply import apply_registry_cleanup
 from tasks.registry.gc import collect_registry_garbage
+from tasks.registry.in_use import find_deployed_images, find_pod_images, find_running_images
 from tasks.registry.inventory import inventory_registry
 from tasks.registry.plan import CleanupPlan, ImageRecord, plan_cleanup
 

@@ -161,7 +161,6 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
     from flows.mlops_merge import mlops_merge
     from flows.mlops_pr import mlops_pr
     from opsflow.samples import ml_sample_repo, save_ml_blocks
-
     from opsflow.stack.forge_emulator import ForgeEmulator
 
     Stack(cfg).up()

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from blocks.application import Component
-from opsflow.core.errors import CommandFailed, OpsflowError
+from opsflow.core.errors import CommandFailed, OpsflowError, TestsFailed
 from opsflow.core.proc import run
 from tasks.build import component_dir
 from tasks.git import Checkout
@@ -58,15 +58,6 @@ class TestReport:
         data.pop("cases")
         data["failed_names"] = self.failed_names
         return data
-
-
-class TestsFailed(OpsflowError):
-    """Tests of a component failed; ``report`` says which."""
-
-    def __init__(self, report: TestReport, detail: str = ""):
-        self.report = report
-        names = ", ".join(report.failed_names[:10]) or detail or f"exit code {report.exit_code}"
-        super().__init__(f"tests of {report.component!r} failed: {names}")
 
 
 def parse_junit(path: Path) -> list[TestCase]:

@@ -9,13 +9,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from blocks.application import Component
-from opsflow.core.errors import CommandFailed, OpsflowError
+from opsflow.core.errors import BuildFailed, CommandFailed
 from opsflow.core.proc import run
 from tasks.git import Checkout
-
-
-class BuildFailed(OpsflowError):
-    """A component's build command failed or produced no output."""
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ read on every tick (bytes in DVC's cache, say).
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from collections.abc import Callable
 from typing import Self
 
 from prefect import get_run_logger
+
+from opsflow.core.threads import start_thread
 
 
 class StepProgress:
@@ -101,12 +102,7 @@ class StepProgress:
         except Exception as exc:  # noqa: BLE001 - see _report
             self._warned = True
             self.logger.warning("could not create the progress artifact of %s: %s", self.what, exc)
-        # The ticker runs in this context: a Prefect API URL set by ``temporary_settings`` (a context
-        # variable) must reach it, or Prefect would start a temporary server for its first call.
-        ticker = contextvars.copy_context()
-        self._thread = threading.Thread(target=ticker.run, args=(self._tick,), name=f"progress-{self.what}",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._tick, name=f"progress-{self.what}")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

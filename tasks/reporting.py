@@ -8,8 +8,8 @@ from prefect import get_run_logger, task
 
 from blocks import GitForge
 from blocks.fields import MAX_DESCRIPTION, check_body
-from opsflow.forge.api import CommentRef, CommitState, check_state
 from opsflow.core.errors import InvalidInput
+from opsflow.forge.api import CommentRef, CommitState, check_state
 
 MARKER_PREFIX = "<!-- opsflow:"
 _KEY_RE = re.compile(r"^[a-z0-9._/-]{1,100}$")

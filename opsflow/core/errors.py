@@ -1,10 +1,20 @@
-"""The one exception tree of opsflow. Messages say what failed and what to do next."""
+"""The one exception tree of opsflow. Messages say what failed and what to do next.
+
+Whether trying again may help is a class, not an attribute: :class:`TransientError` (and its
+subclasses) are worth a retry (a network failure, a busy service), everything else is permanent
+until something is changed. Library errors are translated at the edge with ``raise ... from exc``
+(or ``from None`` where the cause would carry a secret).
+"""
 
 from __future__ import annotations
 
 
 class OpsflowError(Exception):
     """Base class of every error opsflow raises on purpose."""
+
+
+class TransientError(OpsflowError):
+    """A failure that may pass when tried again later (network, timeouts, a busy or restarting service)."""
 
 
 class InvalidInput(OpsflowError, ValueError):
@@ -41,16 +51,63 @@ class ServiceError(OpsflowError):
 
 
 class RemoteError(OpsflowError):
-    """A remote endpoint (registry, object store, forge, engine) failed after retries."""
+    """A remote endpoint (registry, object store, forge, engine) refused or failed after retries."""
+
+
+class RemoteUnavailable(RemoteError, TransientError):
+    """A remote endpoint could not be reached or was busy (connection reset, timeout, 5xx): retry later."""
 
 
 class DeployFailed(OpsflowError):
     """A new version did not become healthy; what ran before was put back."""
 
 
-class DeletesDisabled(OpsflowError):
+class DeletesDisabled(RemoteError):
     """The registry refuses deletes (CNCF distribution without storage.delete.enabled)."""
 
 
 class MlopsError(OpsflowError):
     """An MLOps step failed; the message says what happened and what to do."""
+
+
+class ApprovalNotGiven(MlopsError):
+    """Nobody resumed the paused run in time; the champion alias did not move."""
+
+
+class BuildFailed(OpsflowError):
+    """A component's build command failed or produced no output."""
+
+
+class TestsFailed(OpsflowError):
+    """Tests of a component failed; ``report`` (a ``tasks.app_tests.TestReport``) says which."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, report, detail: str = ""):
+        self.report = report
+        names = ", ".join(report.failed_names[:10]) or detail or f"exit code {report.exit_code}"
+        super().__init__(f"tests of {report.component!r} failed: {names}")
+
+
+class ArtifactNotFound(OpsflowError):
+    """No complete artifact is stored under the key."""
+
+
+class ArtifactCorrupt(OpsflowError):
+    """The stored archive does not match the checksum in its metadata."""
+
+
+class PipelineFailed(OpsflowError):
+    """One or more components failed; the report says which and why."""
+
+
+class LockTimeout(OpsflowError, TimeoutError):
+    """A lock (a deploy's ``deploy-<app>-<target>``) stayed held by another run past the wait's deadline."""
+
+
+class InvalidDelivery(InvalidInput):
+    """A webhook delivery is malformed; the message names the field."""
+
+
+class ZygoteError(OpsflowError):
+    """The worker's zygote could not be started or stopped answering."""

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import signal
 import subprocess
-import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from opsflow.core.errors import CommandFailed, InvalidInput
 from opsflow.core.redact import redact
+from opsflow.core.threads import start_thread
 
 _TAIL_LINES = 40
 
@@ -71,10 +70,7 @@ def run(
             if on_line is not None:
                 on_line(line)
 
-    # The reader logs in the caller's context: a Prefect run logger whose API URL comes from
-    # ``temporary_settings`` (a context variable) would otherwise start a temporary server.
-    reader = threading.Thread(target=contextvars.copy_context().run, args=(pump,), daemon=True)
-    reader.start()
+    reader = start_thread(pump, name=f"output-{Path(argv[0]).name}")  # logs in the caller's run context
     if stdin_text is not None:  # e.g. a script for a remote shell: never in argv
         assert proc.stdin is not None
         try:

@@ -9,14 +9,13 @@ travels in a header only, and is removed from every message this module logs or 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 

@@ -11,8 +11,8 @@ import httpx
 from opsflow.core.errors import InvalidInput, RemoteError
 from opsflow.forge.api import (
     MAX_PAGES,
-    CommitState,
     Comment,
+    CommitState,
     ForgeClient,
     _check_status,
     _ForgeApi,

@@ -119,9 +119,3 @@ def upload_blob(client: httpx.Client, repository: str, data: bytes) -> str:
     if put.status_code != 201:
         raise RemoteError(f"registry: blob upload to {repository} answered {put.status_code}")
     return digest
-
-
-def image_name(repository: str) -> str:
-    """``127.0.0.1:5000/team/app`` → ``team/app``: the repository without its registry host (for run names)."""
-    host, _, rest = repository.partition("/")
-    return rest if rest and ("." in host or ":" in host or host == "localhost") else repository

@@ -23,12 +23,12 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from opsflow.core.threads import start_thread
 
 TOKEN = "opsflow-emulated-forge-token-7d3f2a91c4"
 PREFIXES = {"github": "/github", "gitea": "/gitea/api/v1", "gitlab": "/gitlab/api/v4"}
@@ -88,7 +88,7 @@ class ForgeEmulator:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._server.handle_error = lambda request, address: None  # clients that gave up: not our error
-        self._thread = threading.Thread(target=self._server.serve_forever, name="forge-emulator", daemon=True)
+        self._thread: threading.Thread | None = None
         self.reset()
 
     # -- lifecycle and test helpers ------------------------------------------------------------
@@ -109,13 +109,14 @@ class ForgeEmulator:
         return GitForge(kind=kind, api_url=self.url_for(kind), token=token or self.token, timeout=timeout)
 
     def start(self) -> ForgeEmulator:
-        self._thread.start()
+        self._thread = start_thread(self._server.serve_forever, name="forge-emulator")
         return self
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def reset(self) -> None:
         """Forget statuses, comments, recorded requests and pending faults."""

@@ -205,8 +205,8 @@ class Stack:
     def registry_gc(self) -> int:
         """Garbage-collect the stack's registry: stopped meanwhile (the documented safe way), then
         started again. Returns the bytes freed in its storage."""
-        from opsflow.core.proc import run
         from opsflow.core.files import directory_bytes
+        from opsflow.core.proc import run
 
         state = self._load()
         records = state.get("services", {})

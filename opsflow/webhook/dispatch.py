@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from uuid import UUID
 
 from opsflow.core.errors import RemoteError
 from opsflow.core.prefect_api import api_client, post_busy_retried
+from opsflow.core.threads import ContextThreadPool, start_thread
 from opsflow.webhook.journal import Entry, Journal
 
 log = logging.getLogger("opsflow.webhook")
@@ -30,8 +31,8 @@ class Dispatcher:
         self._ids: dict[str, UUID] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._retry_loop, name="webhook-retry", daemon=True)
-        self._pool = ThreadPoolExecutor(CREATE_CONCURRENCY, thread_name_prefix="webhook-create")
+        self._thread: threading.Thread | None = None
+        self._pool = ContextThreadPool(CREATE_CONCURRENCY, thread_name_prefix="webhook-create")
         # Deliveries whose run is being created: a redelivery waits on the same future, and the
         # retry thread leaves them alone, so no create is sent twice for one delivery.
         self._inflight: dict[tuple[str, str], Future] = {}
@@ -137,13 +138,14 @@ class Dispatcher:
             log.warning("could not emit the accepted event of delivery %s", entry.delivery)
 
     def start(self) -> None:
-        self._thread.start()
+        self._thread = start_thread(self._retry_loop, name="webhook-retry")
         self._wake.set()  # dispatch what a previous process recorded but did not start
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         # Creates under way finish; queued ones are dropped here and stay pending in the journal.
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._client_obj is not None:

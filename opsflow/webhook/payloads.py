@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from blocks.fields import check_branch
-from opsflow.core.errors import InvalidInput
+from opsflow.core.errors import InvalidDelivery, InvalidInput
 
 DELIVERY_HEADERS = {"github": "x-github-delivery", "gitea": "x-gitea-delivery", "gitlab": "x-gitlab-event-uuid"}
 EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab": "x-gitlab-event"}
@@ -24,10 +24,6 @@ _DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _ZERO = "0" * 40
 PR_ACTIONS = {"opened", "synchronize", "synchronized", "reopened", "open", "update", "reopen"}
-
-
-class Invalid(InvalidInput):
-    """The delivery is malformed; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ def _get(data: dict, path: str):
     node = data
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise Invalid(f"missing field {path}")
+            raise InvalidDelivery(f"missing field {path}")
         node = node[part]
     return node
 
@@ -71,21 +67,21 @@ def _get(data: dict, path: str):
 def _sha(data: dict, path: str) -> str:
     value = _get(data, path)
     if not isinstance(value, str) or not _SHA.fullmatch(value):
-        raise Invalid(f"field {path} is not a full commit SHA")
+        raise InvalidDelivery(f"field {path} is not a full commit SHA")
     return value
 
 
 def _number(data: dict, path: str) -> int:
     value = _get(data, path)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 10**9:
-        raise Invalid(f"field {path} is not a pull request number")
+        raise InvalidDelivery(f"field {path} is not a pull request number")
     return value
 
 
 def _repo(data: dict, path: str) -> str:
     value = _get(data, path)
     if not isinstance(value, str) or not _REPO.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
-        raise Invalid(f"field {path} is not an owner/name repository")
+        raise InvalidDelivery(f"field {path} is not an owner/name repository")
     return value
 
 
@@ -94,27 +90,27 @@ def _branch(data: dict, path: str) -> str:
     try:
         return check_branch(value if isinstance(value, str) else "")
     except InvalidInput as exc:
-        raise Invalid(f"field {path}: {exc}") from None
+        raise InvalidDelivery(f"field {path}: {exc}") from None
 
 
 def parse(kind: str, headers: dict[str, str], body: bytes) -> Trigger | Ignored:
     """What a (signature-checked) delivery asks for. Headers are keyed in lower case.
 
     Raises:
-        Invalid: malformed JSON, a missing or malformed field or header (named in the message).
+        InvalidDelivery: malformed JSON, a missing or malformed field or header (named in the message).
     """
     delivery = headers.get(DELIVERY_HEADERS[kind]) or headers.get("idempotency-key", "")
     if not _DELIVERY.fullmatch(delivery or ""):
-        raise Invalid(f"missing or malformed header {DELIVERY_HEADERS[kind]}")
+        raise InvalidDelivery(f"missing or malformed header {DELIVERY_HEADERS[kind]}")
     event = headers.get(EVENT_HEADERS[kind], "")
     if not event:
-        raise Invalid(f"missing header {EVENT_HEADERS[kind]}")
+        raise InvalidDelivery(f"missing header {EVENT_HEADERS[kind]}")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise Invalid("the body is not valid JSON") from None
+        raise InvalidDelivery("the body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise Invalid("the body is not a JSON object")
+        raise InvalidDelivery("the body is not a JSON object")
     parse_event = _parse_gitlab if kind == "gitlab" else _parse_github_like
     return parse_event(kind, delivery, event, data)
 

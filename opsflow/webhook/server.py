@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from opsflow.core.errors import RemoteError
+from opsflow.core.errors import InvalidDelivery, RemoteError
+from opsflow.core.threads import start_thread
 from opsflow.webhook.dispatch import Dispatcher
 from opsflow.webhook.journal import Journal
-from opsflow.webhook.payloads import Ignored, Invalid, parse
+from opsflow.webhook.payloads import Ignored, parse
 from opsflow.webhook.routing import DEFAULT_DEPLOYMENT, AppIndex, route
 from opsflow.webhook.signatures import KINDS, verify
 
@@ -53,7 +54,7 @@ class Receiver:
             return 401, {"error": "bad or missing signature"}
         try:
             parsed = parse(kind, headers, body)
-        except Invalid as exc:
+        except InvalidDelivery as exc:
             return 400, {"error": str(exc)}
         if isinstance(parsed, Ignored):
             log.info("ignored %s delivery: %s", kind, parsed.reason)
@@ -153,7 +154,7 @@ def serve(forge_block: str, host: str = "127.0.0.1", port: int = 4300, journal: 
     def _shutdown(*_):
         if not stop.is_set():
             stop.set()
-            threading.Thread(target=httpd.shutdown, daemon=True).start()
+            start_thread(httpd.shutdown, name="webhook-shutdown")
 
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)

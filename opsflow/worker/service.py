@@ -36,11 +36,11 @@ from uuid import UUID
 
 import httpx
 
-from opsflow.core.errors import OpsflowError
+from opsflow.core.errors import OpsflowError, ZygoteError
 from opsflow.worker.claim import check_run, claim, exit_message, report_cancelled, report_crashed
 from opsflow.worker.config import WorkerConfig
 from opsflow.worker.watch import RunWatcher, Sighting
-from opsflow.worker.zygote import Zygote, ZygoteError
+from opsflow.worker.zygote import Zygote
 
 log = logging.getLogger("opsflow.worker")
 

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opsflow.core.errors import OpsflowError
+from opsflow.core.errors import ZygoteError
 
 log = logging.getLogger("opsflow.worker.zygote")
 
@@ -187,10 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- worker side ---------------------------------------------------------------------------
-
-
-class ZygoteError(OpsflowError):
-    """The zygote could not be started or stopped answering."""
 
 
 @dataclass

@@ -4,7 +4,6 @@ deployed image was built from, delete the rest once older than D days. Dry run b
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +12,7 @@ from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry, ObjectStore
 from opsflow.core.errors import RemoteError
+from opsflow.core.threads import ContextThreadPool
 from tasks.deploy.records import PREFIX as DEPLOY_RECORDS_PREFIX
 from tasks.deploy.records import read_deploy_records
 
@@ -58,7 +58,7 @@ def list_build_artifacts(store: ObjectStore) -> list[StoredArtifact]:
         return StoredArtifact(key.removesuffix(".json"), meta["app"], meta["component"], meta["commit"], created,
                               int(meta.get("size", 0)))
 
-    with ThreadPoolExecutor(8) as pool:
+    with ContextThreadPool(8) as pool:
         found = [a for a in pool.map(read, keys) if a is not None]
     get_run_logger().info("s3://%s: %d build artifacts", store.bucket, len(found))
     return found

@@ -25,21 +25,13 @@ from prefect import get_run_logger, task
 
 from blocks.application import Component
 from blocks.object_store import ObjectStore
-from opsflow.core.errors import InvalidInput, OpsflowError, RemoteError
+from opsflow.core.errors import ArtifactCorrupt, ArtifactNotFound, InvalidInput, RemoteError
 from tasks.build import BuildResult
 from tasks.git import Checkout
 
 FORMAT = 2
 # Keeps the Dockerfile itself out of the image (``COPY . /dest`` would copy it otherwise).
 DOCKERIGNORE = b"Dockerfile\n.dockerignore\n"
-
-
-class ArtifactNotFound(OpsflowError):
-    """No complete artifact is stored under the key."""
-
-
-class ArtifactCorrupt(OpsflowError):
-    """The stored archive does not match the checksum in its metadata."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry, DockerHostTarget
 from opsflow.core.errors import DeployFailed, InvalidInput, RemoteError
-from tasks.images.base import ensure_base_image
 from tasks.deploy.docker_host import (
     RolloutResult,
     engine_session,
@@ -35,6 +34,7 @@ from tasks.deploy.plan import (
     docker_container_specs,
     docker_proxy_spec,
 )
+from tasks.images.base import ensure_base_image
 from tasks.images.build import stream_build
 
 PROXY_SCRIPT = Path(__file__).with_name("bluegreen_proxy.js")

@@ -12,7 +12,6 @@ target when its lease expires.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import random
 import threading
 import time
@@ -20,8 +19,9 @@ from collections.abc import Iterator
 
 from prefect import task
 
-from opsflow.core.errors import RemoteError
+from opsflow.core.errors import LockTimeout, RemoteError
 from opsflow.core.prefect_api import api_client, post_busy_retried
+from opsflow.core.threads import start_thread
 
 LEASE_S = 300.0  # renewed every LEASE_S / 3 while the deploy runs
 # A 503 here is answered at once (the transaction lost a race), so retrying soon is cheap; deploys
@@ -53,7 +53,7 @@ def hold_deploy_lock(name: str, holder: dict | None = None, timeout_s: float = 3
     """Hold the one slot of limit ``name`` while the block runs; yields the lease id.
 
     Waits (as long as the server's Retry-After says, at most ``timeout_s`` in all) while another
-    deploy holds it. Raises TimeoutError when it stays held, RemoteError when the limit does not
+    deploy holds it. Raises LockTimeout when it stays held, RemoteError when the limit does not
     exist or the server refuses.
     """
     # Longer than SQLite's 60 s busy timeout: a request the server is still working on is not
@@ -62,10 +62,7 @@ def hold_deploy_lock(name: str, holder: dict | None = None, timeout_s: float = 3
     try:
         lease_id = _acquire(client, name, holder, timeout_s, logger)
         stop = threading.Event()
-        # In this context (as tasks/progress.py's ticker): the run logger's settings reach the thread.
-        renewer = threading.Thread(target=contextvars.copy_context().run, args=(_renew, client, lease_id, stop, logger),
-                                   daemon=True, name=f"lease-{name}")
-        renewer.start()
+        renewer = start_thread(_renew, client, lease_id, stop, logger, name=f"lease-{name}")
         try:
             yield lease_id
         finally:
@@ -95,7 +92,7 @@ def _acquire(client, name: str, holder: dict | None, timeout_s: float, logger) -
                               f"HTTP {resp.status_code} {resp.text[:200]}")
         wait = float(resp.headers.get("Retry-After") or 1.0)
         if time.monotonic() + wait > deadline:
-            raise TimeoutError(f"another deploy held {name} for more than {timeout_s:.0f}s")
+            raise LockTimeout(f"another deploy held {name} for more than {timeout_s:.0f}s")
         if not told and logger is not None:  # said where the wait happens, once
             logger.warning("another deploy holds %s (one deploy per app and target at a time); waiting for it "
                            "to finish (retrying every %.1fs)", name, wait)

@@ -13,9 +13,8 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from blocks import ContainerRegistry, DockerHostTarget
+from blocks import DockerHostTarget
 from opsflow.core.errors import InvalidInput, RemoteError
-from opsflow.core.redact import redact
 from opsflow.registry.v2 import image_name
 
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")

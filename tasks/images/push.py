@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry, DockerHostTarget
-from opsflow.core.errors import RemoteError
+from opsflow.core.errors import OpsflowError, RemoteError, RemoteUnavailable, TransientError
 from opsflow.core.redact import redact
 from tasks.images.build import _PROGRESS_EVERY_S, BuiltImage
 
@@ -28,13 +28,19 @@ class PushedImage:
 
 
 
+# What the engine's push stream says when the network, not the registry, failed the push.
+_TRANSIENT_WORDS = ("timeout", "connection", "eof", "reset", "unavailable")
+
+
 def _is_transient(task, task_run, state) -> bool:
     """Retry pushes that failed on the network, not ones the registry refused."""
     try:
         state.result()
-    except RemoteError as exc:
-        return getattr(exc, "transient", False)
-    except Exception:  # noqa: BLE001 - connection errors and the like
+    except TransientError:
+        return True
+    except OpsflowError:
+        return False
+    except Exception:  # noqa: BLE001 - the SDK's connection errors and the like
         return True
     return False
 
@@ -59,9 +65,9 @@ def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: Bui
             for chunk in client.api.push(image.repository, tag=tag, stream=True, decode=True, auth_config=auth):
                 if "error" in chunk or "errorDetail" in chunk:
                     detail = redact(str(chunk.get("errorDetail", {}).get("message") or chunk.get("error")), secrets)
-                    err = RemoteError(f"push of {image.repository}:{tag} to {registry.url} failed: {detail}")
-                    err.transient = any(w in detail.lower() for w in ("timeout", "connection", "eof", "reset", "unavailable"))
-                    raise err
+                    transient = any(w in detail.lower() for w in _TRANSIENT_WORDS)
+                    raise (RemoteUnavailable if transient else RemoteError)(
+                        f"push of {image.repository}:{tag} to {registry.url} failed: {detail}")
                 if "aux" in chunk and "Digest" in chunk["aux"]:
                     digests[tag] = chunk["aux"]["Digest"]
                 elif time.monotonic() - last_log > _PROGRESS_EVERY_S and chunk.get("status"):

@@ -6,7 +6,6 @@ import hashlib
 import json
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -14,6 +13,7 @@ from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry
 from opsflow.core.errors import DeletesDisabled, OpsflowError, RemoteError
+from opsflow.core.threads import ContextThreadPool
 from opsflow.registry.v2 import delete_manifest, request, upload_blob
 from tasks.progress import StepProgress
 from tasks.registry.plan import CleanupPlan
@@ -75,7 +75,7 @@ def apply_registry_cleanup(registry: ContainerRegistry, plan: CleanupPlan, concu
 
     work = [("untag", r, t) for r, t in plan.untags()] + [("delete", r, d) for r, d in plan.deletions()]
     with (StepProgress("registry cleanup apply", total=len(work), unit="API calls", logger=logger) as progress,
-          registry.get_client() as client, ThreadPoolExecutor(max(1, concurrency)) as pool):
+          registry.get_client() as client, ContextThreadPool(max(1, concurrency)) as pool):
         list(pool.map(one, work))
     result.seconds = time.perf_counter() - started
     logger.info("deleted %d manifests, untagged %d tags, %d already gone, %d failed in %.1fs",

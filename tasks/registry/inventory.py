@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -11,6 +10,7 @@ from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry
 from blocks.cleanup_policy import matches_any
+from opsflow.core.threads import ContextThreadPool
 from opsflow.registry.v2 import INDEX_TYPES, get_manifest, list_repositories, list_tags, request
 from tasks.registry.plan import ImageRecord
 
@@ -21,14 +21,6 @@ class _ManifestCache:
 
     manifests: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)
     created: dict[str, datetime | None] = field(default_factory=dict)
-
-
-def get_manifest(client: httpx.Client, repository: str, reference: str) -> tuple[str, str, dict]:
-    resp = request(client, "GET", f"/v2/{repository}/manifests/{reference}")
-    if resp.status_code != 200:
-        raise RemoteError(f"registry: manifest {repository}:{reference} answered {resp.status_code}")
-    digest = resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(resp.content).hexdigest()
-    return digest, resp.headers.get("Content-Type", ""), resp.json()
 
 
 def _created(client: httpx.Client, repository: str, manifest: dict, cache: _ManifestCache) -> datetime | None:
@@ -80,7 +72,7 @@ def inventory_registry(registry: ContainerRegistry, repositories: list[str] | No
     cache = _ManifestCache()
     with registry.get_client() as client:
         repos = [r for r in list_repositories(client) if not repositories or matches_any(r, repositories)]
-        with ThreadPoolExecutor(concurrency) as pool:
+        with ContextThreadPool(concurrency) as pool:
             tag_lists = list(pool.map(lambda r: (r, list_tags(client, r)), repos))
             pairs = [(repo, tag) for repo, tags in tag_lists for tag in tags]
             images = list(pool.map(lambda p: read_image(client, p[0], p[1], cache), pairs))

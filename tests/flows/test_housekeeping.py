@@ -35,8 +35,8 @@ def test_retention_keeps_newest_per_component_deployed_commits_and_young_ones():
 def test_housekeeping_dry_run_then_apply(stack, docker_client):
     from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
     from flows.housekeeping import housekeeping
-    from tasks.images.base import ensure_base_image
     from tasks.deploy.records import DeployedImage, DeployRecord, record_key, write_deploy_record
+    from tasks.images.base import ensure_base_image
 
     uid = uuid.uuid4().hex[:8]
     store = ObjectStore.load("opsflow-artifacts")

@@ -12,9 +12,9 @@ import pytest
 
 from flows.mlops_merge import mlops_merge
 from flows.mlops_pr import mlops_pr
+from opsflow.core.errors import MlopsError
 from opsflow.samples import ml_sample_repo, save_ml_blocks
 from tasks.mlops.champion import Candidate, Champion, compare_to_champion
-from opsflow.core.errors import MlopsError
 from tests.flows.gitops_harness import run_flow
 from tests.forge_emulator import forge_emulator_fixture  # noqa: F401
 

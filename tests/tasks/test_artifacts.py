@@ -9,9 +9,8 @@ import uuid
 import pytest
 
 from blocks import Application, ObjectStore
+from opsflow.core.errors import ArtifactCorrupt, ArtifactNotFound
 from tasks.artifacts.store import (
-    ArtifactCorrupt,
-    ArtifactNotFound,
     artifact_key,
     load_artifact,
     pack,

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opsflow.webhook.payloads import Ignored, Invalid, Trigger, parse
+from opsflow.core.errors import InvalidDelivery
+from opsflow.webhook.payloads import Ignored, Trigger, parse
 from opsflow.webhook.routing import AppInfo, Route, route
 from opsflow.webhook.signatures import verify
 from tests.webhook.deliveries import lower, pr_payload, push_payload, signed
@@ -77,14 +78,14 @@ def test_ml_projects_go_to_the_mlops_deployments_and_unknown_repos_are_ignored()
 ])
 def test_malformed_deliveries_name_the_field(payload, field):
     headers, body = signed("github", "pull_request", payload, SECRET)
-    with pytest.raises(Invalid, match=field.replace(".", r"\.")):
+    with pytest.raises(InvalidDelivery, match=field.replace(".", r"\.")):
         parse("github", lower(headers), body)
 
 
 def test_a_delivery_without_its_id_is_malformed():
     headers, body = signed("github", "pull_request", pr_payload("github", "opened", 1, HEAD, "o/r"), SECRET)
     del headers["X-GitHub-Delivery"]
-    with pytest.raises(Invalid, match="x-github-delivery"):
+    with pytest.raises(InvalidDelivery, match="x-github-delivery"):
         parse("github", lower(headers), body)
 
 
@@ -101,7 +102,7 @@ def test_random_bodies_never_crash_the_parser(kind, event, body):
                "x-github-delivery": "d", "x-gitea-delivery": "d", "x-gitlab-event-uuid": "d"}
     try:
         result = parse(kind, headers, body)
-    except Invalid:
+    except InvalidDelivery:
         return
     assert isinstance(result, (Trigger, Ignored))
     if isinstance(result, Trigger):
