@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from typing import Literal
 
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from blocks.fields import Argv, Cpu, Memory, Name, RelativePath
+from blocks.fields import Argv, Branch, Cpu, ForgeRepo, HttpPath, Memory, Name, RelativePath
 
 
 class DeployMethod(str, Enum):
@@ -19,7 +20,7 @@ class DeployMethod(str, Enum):
 class HealthCheck(BaseModel):
     """How to tell a running instance is healthy."""
 
-    path: str = Field(default="/healthz", pattern=r"^/[A-Za-z0-9._~/?=&%-]*$", description="HTTP path probed on the first port.")
+    path: HttpPath = Field(default="/healthz", description="HTTP path probed on the first port.")
     timeout_s: float = Field(default=2, gt=0, le=60, description="Seconds per probe.")
     deadline_s: float = Field(default=60, gt=0, le=3600, description="Seconds a new version has to become healthy.")
 
@@ -88,11 +89,11 @@ class Application(Block):
 
     name: Name = Field(description="Application name; prefix of its images and artifact keys.")
     repository: str = Field(description="Clone URL (https://, ssh://, git@host:path or file://); no credentials in it.")
-    forge_repo: str = Field(
-        default="", pattern=r"^([A-Za-z0-9._-]+/)+[A-Za-z0-9._-]+$|^$",
+    forge_repo: ForgeRepo | Literal[""] = Field(
+        default="",
         description="owner/name of the repository on the forge, for statuses, comments and webhooks.",
     )
-    default_branch: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]{1,200}$", description="Branch merges land on.")
+    default_branch: Branch = Field(default="main", description="Branch merges land on.")
     components: list[Component] = Field(min_length=1, description="Parts built, tested and pushed in parallel.")
     env_files: list[EnvFile] = Field(default_factory=list, description="Env/secret files written into the checkout.")
     ml_project: bool = Field(default=False, description="Run the MLOps pipeline instead of GitOps for this repository.")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from pathlib import Path
 from typing import Annotated
 
 from prefect.blocks.core import Block
@@ -119,21 +118,6 @@ class RegistryCleanupPolicy(Block):
 
     def ordered_rules(self) -> list[CleanupRule]:
         return sorted(self.rules, key=lambda r: r.priority)
-
-
-def load_policy(path: Path) -> RegistryCleanupPolicy:
-    """A policy from a YAML file (``rules:``, ``always_keep:``, ``untag_shared:``).
-
-    Raises:
-        InvalidInput: unreadable YAML or an invalid rule; the message names the rule.
-    """
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read cleanup policy {path}: {exc}") from None
-    return policy_from_dict(data or {}, source=str(path))
 
 
 def policy_from_dict(data: dict, source: str = "policy") -> RegistryCleanupPolicy:

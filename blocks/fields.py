@@ -1,4 +1,11 @@
-"""Validated field types shared by the blocks (and by flow parameters further up)."""
+"""Every constrained value opsflow accepts, defined once: names, URLs, secrets, paths, quantities, commands,
+commits, branches, image tags and digests, forge repositories, PR numbers, status texts.
+
+Each is a ``check_*`` function (raising :class:`InvalidInput` with what is wrong and what to use) and an
+``Annotated`` type for blocks and flow parameters (the JSON schema pattern makes the Prefect UI's run
+form check the value as the user types). The webhook, the forge clients and the tasks call the same
+functions.
+"""
 
 from __future__ import annotations
 
@@ -96,13 +103,13 @@ Memory = Annotated[str, AfterValidator(check_memory)]
 Argv = Annotated[list[str], AfterValidator(check_argv)]
 
 
-_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 
 def check_sha(value: str) -> str:
     """A full commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex characters."""
-    if not _SHA_RE.fullmatch(value or ""):
+    if not SHA_RE.fullmatch(value or ""):
         raise InvalidInput(f"{value!r} is not a full commit SHA (40 or 64 lowercase hex characters)")
     return value
 
@@ -115,7 +122,7 @@ def check_branch(value: str) -> str:
     return value
 
 
-Sha = Annotated[str, AfterValidator(check_sha), Field(json_schema_extra={"pattern": _SHA_RE.pattern})]
+Sha = Annotated[str, AfterValidator(check_sha), Field(json_schema_extra={"pattern": SHA_RE.pattern})]
 Branch = Annotated[str, AfterValidator(check_branch), Field(json_schema_extra={"pattern": _BRANCH_RE.pattern})]
 
 
@@ -123,6 +130,7 @@ Branch = Annotated[str, AfterValidator(check_branch), Field(json_schema_extra={"
 MAX_CONTEXT = 255
 MAX_DESCRIPTION = 140  # GitHub's limit (422 above it); the others allow more
 MAX_BODY = 65536  # GitHub's limit for a comment body; the smallest of the three
+MAX_PR = 10**9
 _PART = r"[A-Za-z0-9_.-]{1,255}"
 _REPO_RE = re.compile(rf"^{_PART}/{_PART}$")
 _NESTED_REPO_RE = re.compile(rf"^{_PART}(?:/{_PART}){{1,20}}$")
@@ -166,5 +174,84 @@ def check_body(body: str) -> str:
     return body
 
 
-ForgeRepo = Annotated[str, AfterValidator(check_repo)]
-PrNumber = Annotated[int, Field(gt=0, le=10**9, description="Pull request number.")]
+def check_pr_number(value: int) -> int:
+    """A pull request (GitLab: merge request) number: a positive integer below 10**9."""
+    check_number(value, "pull request number")
+    if value >= MAX_PR:
+        raise InvalidInput(f"{value!r} is not a valid pull request number: expected a positive integer below {MAX_PR}")
+    return value
+
+
+def check_forge_repo(value: str) -> str:
+    """A repository on any forge: ``owner/name`` or GitLab's ``group/sub/name``."""
+    return check_repo(value, nested=True)
+
+
+ForgeRepo = Annotated[str, AfterValidator(check_forge_repo),
+                      Field(json_schema_extra={"pattern": _NESTED_REPO_RE.pattern})]
+PrNumber = Annotated[int, Field(gt=0, lt=10**9, description="Pull request number.")]
+
+
+# --- images: repositories, tags, digests ------------------------------------------------------------
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_PATH_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+
+
+def check_tag(value: str) -> str:
+    """An image tag Docker accepts: letters, digits, ``_ . -``, at most 128, not starting with ``.`` or ``-``."""
+    if not isinstance(value, str) or not TAG_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not a valid image tag: use letters, digits, '_', '.', '-' "
+                           "(max 128, not starting with '.' or '-')")
+    return value
+
+
+def check_digest(value: str) -> str:
+    """A content digest ``sha256:<64 lowercase hex>``."""
+    if not isinstance(value, str) or not DIGEST_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not a digest: expected sha256:<64 lowercase hex characters>")
+    return value
+
+
+def check_tag_or_digest(value: str) -> str:
+    """An image tag or a ``sha256:`` digest."""
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return check_digest(value)
+    return check_tag(value)
+
+
+def check_image_path(value: str) -> str:
+    """A repository path inside a registry (``team/app``): lowercase components separated by ``/``."""
+    if not isinstance(value, str) or not IMAGE_PATH_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not a valid image repository (lowercase name components separated by '/')")
+    return value
+
+
+ImageTag = Annotated[str, AfterValidator(check_tag), Field(json_schema_extra={"pattern": TAG_RE.pattern})]
+Digest = Annotated[str, AfterValidator(check_digest), Field(json_schema_extra={"pattern": DIGEST_RE.pattern})]
+TagOrDigest = Annotated[str, AfterValidator(check_tag_or_digest), Field(json_schema_extra={
+    "pattern": f"{TAG_RE.pattern[:-1]}|{DIGEST_RE.pattern[1:]}"})]
+
+
+# --- HTTP paths and block names ----------------------------------------------------------------------
+HTTP_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/?=&%-]*$")
+BLOCK_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
+
+
+def check_http_path(value: str) -> str:
+    """An absolute HTTP path (and query) of URL-safe characters, e.g. ``/healthz``."""
+    if not isinstance(value, str) or not HTTP_PATH_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not an HTTP path: start with '/' and use letters, digits and ._~/?=&%-")
+    return value
+
+
+def check_block_name(value: str) -> str:
+    """A Prefect block document name: lowercase letters, digits and dashes."""
+    if not isinstance(value, str) or not BLOCK_NAME_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not a block name: use lowercase letters, digits and '-' (as Prefect does)")
+    return value
+
+
+HttpPath = Annotated[str, AfterValidator(check_http_path), Field(json_schema_extra={"pattern": HTTP_PATH_RE.pattern})]
+BlockName = Annotated[str, AfterValidator(check_block_name),
+                      Field(json_schema_extra={"pattern": BLOCK_NAME_RE.pattern})]

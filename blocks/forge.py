@@ -35,6 +35,11 @@ class GitForge(Block):
     webhook_secret: Secret = Field(default=None, description="Shared secret webhook deliveries are signed with.")
     timeout: float = Field(default=15, gt=0, description="Seconds per API request.")
 
+    @property
+    def clone_user(self) -> str:
+        """The user name git sends with this forge's token over HTTPS."""
+        return {"github": "x-access-token"}.get(self.kind.value, "oauth2")
+
     def get_client(self) -> ForgeClient:
         """A client for this forge's API (commit statuses, PR comments); close it or use it in ``with``."""
         from opsflow.forge import forge_client  # not at the top: opsflow.forge imports blocks.fields

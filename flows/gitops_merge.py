@@ -10,9 +10,9 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from blocks import ContainerRegistry, DockerHostTarget
-from blocks.fields import Branch, Name, Sha
-from flows.gitops_common import (
+from blocks import ContainerRegistry, DockerHostTarget, names
+from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
+from flows.common import (
     PipelineConfig,
     in_component_order,
     load_config,
@@ -23,7 +23,6 @@ from flows.gitops_common import (
     report_outcome,
     report_pending,
 )
-from flows.gitops_pr import PrNumber
 from opsflow.core.errors import ArtifactNotFound
 from tasks.artifacts.store import ArtifactPlan, load_artifact, plan_artifact, save_artifact
 from tasks.build import build_app
@@ -38,8 +37,7 @@ from tasks.summaries import ComponentOutcome, tests_passed
 from tasks.workspace import cleanup_workspace
 
 CONTEXT = "opsflow/gitops-merge"
-Version = Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
-                                      description="Version tag to add (for a git tag push), e.g. 1.4.2.")]
+Version = Annotated[ImageTag | None, Field(description="Version tag to add (for a git tag push), e.g. 1.4.2.")]
 
 
 def branch_tag(branch: str) -> str:
@@ -129,10 +127,10 @@ def gitops_merge(
     pr: PrNumber | None = None,
     version: Version = None,
     build_if_missing: bool = False,
-    forge_block: str | None = None,
-    store_block: str = "opsflow-artifacts",
-    registry_block: str = "local-registry",
-    engine_block: str = "build-server",
+    forge_block: BlockName | None = None,
+    store_block: BlockName = names.ARTIFACT_STORE,
+    registry_block: BlockName = names.REGISTRY,
+    engine_block: BlockName = names.BUILD_ENGINE,
 ) -> list[dict]:
     """Merge pipeline: load the artifact the PR run stored for this tree, build the image from it, push it.
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
 from prefect import flow
-from pydantic import Field
 
-from blocks.fields import Name, Sha
-from flows.gitops_common import (
+from blocks import names
+from blocks.fields import BlockName, Name, PrNumber, Sha
+from flows.common import (
     PipelineConfig,
     in_component_order,
     load_config,
@@ -29,7 +28,6 @@ from tasks.summaries import ComponentOutcome, tests_passed
 from tasks.workspace import cleanup_workspace
 
 CONTEXT = "opsflow/gitops-pr"
-PrNumber = Annotated[int, Field(gt=0, le=10**9, description="Pull request number.")]
 
 
 def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
@@ -81,8 +79,8 @@ def gitops_pr(
     app: Name,
     pr: PrNumber,
     sha: Sha,
-    forge_block: str | None = None,
-    store_block: str = "opsflow-artifacts",
+    forge_block: BlockName | None = None,
+    store_block: BlockName = names.ARTIFACT_STORE,
 ) -> list[dict]:
     """Pull request pipeline: clone the head SHA, write env files, build, store the artifact, test, report.
 

@@ -8,7 +8,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
-from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
+from blocks import ContainerRegistry, DockerHostTarget, ObjectStore, names
+from blocks.fields import BlockName
 from tasks.artifacts.retention import (
     RetentionRow,
     delete_build_artifacts,
@@ -35,11 +36,11 @@ def publish_plan(artifact_rows: list[RetentionRow], prune_rows: list[PruneRow], 
 
 @flow(name="housekeeping", flow_run_name="housekeeping-{store_block}", log_prints=True)
 def housekeeping(
-    store_block: str = "opsflow-artifacts",
-    registry_block: str = "local-registry",
+    store_block: BlockName = names.ARTIFACT_STORE,
+    registry_block: BlockName = names.REGISTRY,
     keep_newest: Annotated[int, Field(ge=0, le=10_000)] = 10,
     older_than_days: Annotated[float, Field(ge=0, le=36_500)] = 30,
-    docker_hosts: list[str] = ("build-server", "edge-local"),
+    docker_hosts: list[BlockName] = (names.BUILD_ENGINE, names.EDGE_NODE),
     stopped_older_than_days: Annotated[float, Field(ge=0, le=36_500)] = 7,
     build_cache_budget_gib: Annotated[float, Field(ge=0, le=10_000)] = 10,
     apply: bool = False,

@@ -10,9 +10,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.futures import as_completed
 from pydantic import Field
 
-from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget
+from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget, names
 from blocks.application import DeployMethod
-from blocks.fields import Cpu, Memory, Name
+from blocks.fields import BlockName, Cpu, Memory, Name, TagOrDigest
 from opsflow.core.errors import InvalidInput
 from tasks.deploy.docker_host import running_specs
 from tasks.deploy.release import publish_plan, resolve_release
@@ -45,8 +45,8 @@ def _run_name() -> str:
 @flow(name="manual-deploy", flow_run_name=_run_name, log_prints=True)
 def manual_deploy(
     app: Name,
-    version: Annotated[str, Field(pattern=r"^([A-Za-z0-9_][A-Za-z0-9._-]{0,127}|sha256:[0-9a-f]{64})$")],
-    targets: Annotated[list[Name], Field(min_length=1, max_length=100)] = ["edge-local"],  # noqa: B006
+    version: TagOrDigest,
+    targets: Annotated[list[Name], Field(min_length=1, max_length=100)] = [names.EDGE_NODE],  # noqa: B006
     target_kind: TargetKind = "docker",
     components: list[Name] | None = None,
     replicas: Annotated[int | None, Field(ge=0, le=100)] = None,
@@ -55,8 +55,8 @@ def manual_deploy(
     method: DeployMethod | None = None,
     approve: bool = False,
     max_parallel: Annotated[int, Field(ge=1, le=32)] = 4,
-    registry_block: str = "local-registry",
-    records_store: str = "opsflow-artifacts",
+    registry_block: BlockName = names.REGISTRY,
+    records_store: BlockName = names.ARTIFACT_STORE,
 ) -> dict:
     """Deploy ``version`` of an application to one or more targets: plan, optional approval,
     health-gated rollout, automatic rollback.

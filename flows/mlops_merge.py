@@ -14,16 +14,16 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from blocks import Application, GitForge, MlflowServer
-from blocks.fields import Name, Sha
-from flows.gitops_common import report_key, run_url
-from flows.mlops_pr import CONTEXT, report_failure
+from blocks import names
+from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
+from flows.common import load_config, publish_report, report_failure, report_key, run_url
+from flows.mlops_pr import CONTEXT, TITLE
 from opsflow.core.errors import ApprovalNotGiven
 from tasks.git import clone_repo
 from tasks.mlops.champion import Candidate, compare_to_champion
 from tasks.mlops.config import load_ml_config, run_tags
 from tasks.mlops.data import dvc_hashes
-from tasks.mlops.report import publish_report, render_report
+from tasks.mlops.report import render_report
 from tasks.mlops.tracking import (
     experiment_id,
     find_champion,
@@ -32,7 +32,6 @@ from tasks.mlops.tracking import (
     register_model,
     set_model_alias,
 )
-from tasks.reporting import report_status
 from tasks.workspace import cleanup_workspace
 
 APPROVAL_POLL_SECONDS = 2
@@ -63,8 +62,8 @@ def wait_for_approval(comparison_md: str, timeout: int) -> bool:
 
 
 @flow(name="mlops-merge", flow_run_name="mlops-merge-{app}-{sha:.7}", log_prints=True)
-def mlops_merge(app: Name, sha: Sha, forge_block: str | None = None, mlflow_block: str = "local-mlflow",
-                branch: str | None = None, version: str | None = None, pr: int | None = None,
+def mlops_merge(app: Name, sha: Sha, forge_block: BlockName | None = None, mlflow_block: BlockName = names.MLFLOW,
+                branch: Branch | None = None, version: ImageTag | None = None, pr: PrNumber | None = None,
                 approve_champion: bool = False, approval_timeout: ApprovalTimeout = 3600) -> dict:
     """Find the PR's MLflow run for the merged tree, register it (once), move ``staging`` and, when it
     beats the current champion by the configured thresholds, the champion alias.
@@ -72,52 +71,63 @@ def mlops_merge(app: Name, sha: Sha, forge_block: str | None = None, mlflow_bloc
     With ``approve_champion``, a passing gate pauses the run (the comparison is its artifact and the
     resume form's text); resuming with ``approve: true`` moves the champion alias, ``false`` leaves
     it, and no answer within ``approval_timeout`` seconds fails the run with the champion unchanged.
-    Returns the version, the run id, whether the champion moved and, with approval, the answer.
+
+    Args:
+        app: name of the Application block (``ml_project`` on).
+        sha: the merge commit (full SHA).
+        forge_block: GitForge block to report the ``mlops/eval`` status to.
+        mlflow_block: MlflowServer block with the PR's runs and the model registry.
+        branch: the branch the merge landed on (default: the application's default branch).
+        version: a release tag (a git tag push); recorded by the webhook, not used by the registry.
+        pr: the merged pull request, tagged on the model version.
+        approve_champion: pause for a person's approval before moving the champion alias.
+        approval_timeout: seconds to wait for that approval.
+    Returns:
+        The version, the run id, whether the champion moved and, with approval, the answer.
+    Raises:
+        MlopsError: no PR run for the merged tree, MLflow unreachable; ApprovalNotGiven: no answer in time.
     """
-    application = Application.load(app)
-    server = MlflowServer.load(mlflow_block)
-    forge = GitForge.load(forge_block) if forge_block else None
-    repo, key = application.forge_repo, report_key("mlops-merge", application.name)
+    cfg = load_config(app, None, forge_block, mlflow_block)
+    server, key = cfg.mlflow, report_key("mlops-merge", cfg.application.name)
     checkout, approval = None, None
     try:
-        checkout = clone_repo(application.repository, sha)
-        cfg = load_ml_config(checkout.path)
-        tags = run_tags(checkout, branch or application.default_branch, pr, repo, dvc_hashes(checkout.path))
-        found = find_run_by_tree(server, cfg.model_name, tags["opsflow.tree"])
-        champion = find_champion(server, cfg.model_name, cfg.champion_alias)
+        checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
+        ml = load_ml_config(checkout.path)
+        data = dvc_hashes(checkout.path)
+        tags = run_tags(checkout, branch or cfg.application.default_branch, pr, cfg.repo, data)
+        found = find_run_by_tree(server, ml.model_name, tags["opsflow.tree"])
+        champion = find_champion(server, ml.model_name, ml.champion_alias)
         comparison = None
         if champion is not None and champion.run_id == found.run_id:
             gate = True  # already the champion: nothing to approve
         else:
-            comparison = compare_to_champion(Candidate(found.metrics, found.params), champion, cfg.metrics)
+            comparison = compare_to_champion(Candidate(found.metrics, found.params), champion, ml.metrics)
             gate = comparison.passed
         ask = approve_champion and gate and comparison is not None
-        registered = register_model(server, cfg.model_name, found.run_id, tags, gate and not ask,
-                                    gate_alias=cfg.champion_alias)
+        registered = register_model(server, ml.model_name, found.run_id, tags, gate and not ask,
+                                    gate_alias=ml.champion_alias)
         promote = gate and not ask
+        link = mlflow_run_url(server, experiment_id(server, ml.model_name), found.run_id)
         if ask:
-            link = mlflow_run_url(server, experiment_id(server, cfg.model_name), found.run_id)
-            body = render_report(comparison, cfg.model_name, dvc_hashes(checkout.path), link, run_url(), champion)
-            body += f"\n\n**Approval:** move `{cfg.champion_alias}` to {cfg.model_name} v{registered}?"
-            publish_report(key, body)
-            if forge is not None:
-                report_status(forge, repo, sha, "success", CONTEXT,
-                              f"{cfg.model_name} v{registered} registered; {cfg.champion_alias} awaits approval",
-                              run_url())
+            body = render_report(comparison, ml.model_name, data, link, run_url(), champion)
+            body += f"\n\n**Approval:** move `{ml.champion_alias}` to {ml.model_name} v{registered}?"
+            publish_report(cfg, sha, CONTEXT, None, key, TITLE, body, True,
+                           f"{ml.model_name} v{registered} registered; {ml.champion_alias} awaits approval")
             cleanup_workspace([checkout.path])
             checkout = None
             approval = wait_for_approval(body, approval_timeout)
             if approval:
-                set_model_alias(server, cfg.model_name, cfg.champion_alias, registered)
+                set_model_alias(server, ml.model_name, ml.champion_alias, registered)
             promote = approval
-        if forge is not None:
-            kept = f", {cfg.champion_alias} not approved" + (f" (stays v{champion.version})" if champion else "")
-            report_status(forge, repo, sha, "success", CONTEXT, f"{cfg.model_name} v{registered} registered"
-                          + (f", {cfg.champion_alias}" if promote else (kept if ask else "")))
+        kept = f", {ml.champion_alias} not approved" + (f" (stays v{champion.version})" if champion else "")
+        outcome = (f"{ml.model_name} v{registered} registered"
+                   + (f", {ml.champion_alias}" if promote else (kept if ask else "")))
+        publish_report(cfg, sha, CONTEXT, None, key, TITLE, f"### {TITLE}: {ml.model_name}\n\n{outcome}\n\n"
+                       f"[MLflow run]({link})", True, outcome)
     except ApprovalNotGiven:
         raise  # the run is still paused server-side: no task can run (the status says it awaited approval)
     except Exception as exc:
-        report_failure(forge, repo, sha, None, key, exc)
+        report_failure(cfg, sha, CONTEXT, None, key, TITLE, exc, verdict="evaluation failed")
         raise
     finally:
         if checkout is not None:

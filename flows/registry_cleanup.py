@@ -8,8 +8,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
-from blocks import ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore
+from blocks import ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, names
 from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy, policy_from_dict
+from blocks.fields import BlockName
 from tasks.registry.apply import apply_registry_cleanup
 from tasks.registry.gc import collect_registry_garbage
 from tasks.registry.in_use import find_deployed_images, find_pod_images, find_running_images
@@ -45,20 +46,20 @@ def make_cleanup_plan(images: list[ImageRecord], policy: RegistryCleanupPolicy, 
 
 @flow(name="registry-cleanup", flow_run_name="registry-cleanup-{registry_block}", log_prints=True)
 def registry_cleanup(
-    registry_block: str = "local-registry",
-    policy_block: str = "nightly",
+    registry_block: BlockName = names.REGISTRY,
+    policy_block: BlockName = names.CLEANUP_POLICY,
     rules: Annotated[list[CleanupRule] | None, Field(
         description="Replace the policy block's rules for this run (same validation).")] = None,
     always_keep: Annotated[list[str] | None, Field(
         description="Replace the policy's always-keep patterns for this run.")] = None,
     repositories: Annotated[list[str] | None, Field(
         description="Only these repositories (globs or 're:<regex>'); all when empty.")] = None,
-    docker_hosts: Annotated[list[str], Field(
-        description="Docker host blocks whose containers' images are in use.")] = ("build-server", "edge-local"),
-    kubernetes_targets: Annotated[list[str] | None, Field(
+    docker_hosts: Annotated[list[BlockName], Field(
+        description="Docker host blocks whose containers' images are in use.")] = (names.BUILD_ENGINE, names.EDGE_NODE),
+    kubernetes_targets: Annotated[list[BlockName] | None, Field(
         description="Kubernetes target blocks whose pods' images are in use.")] = None,
-    deploy_records_store: Annotated[str | None, Field(
-        description="Object store block holding the manual deploys' records.")] = "opsflow-artifacts",
+    deploy_records_store: Annotated[BlockName | None, Field(
+        description="Object store block holding the manual deploys' records.")] = names.ARTIFACT_STORE,
     apply: Annotated[bool, Field(description="Delete for real. Off: only plan and show (dry run).")] = False,
     garbage_collect: Annotated[bool, Field(description="After deleting, run the registry's garbage collection.")] = True,
     concurrency: Annotated[int, Field(ge=1, le=32, description="Registry API calls at a time when applying.")] = 8,

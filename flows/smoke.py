@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from blocks import ContainerRegistry, DockerHostTarget
+from blocks import ContainerRegistry, DockerHostTarget, names
+from blocks.fields import BlockName
 from tasks.images.base import prepare_busybox_context
 from tasks.images.build import build_image
 from tasks.images.push import push_image
@@ -18,8 +19,8 @@ RESULT_ARTIFACT_KEY = "smoke-image-result"
 def smoke_image(
     tag: str = "demo",
     repository: str = "opsflow/smoke",
-    engine_block: str = "build-server",
-    registry_block: str = "local-registry",
+    engine_block: BlockName = names.BUILD_ENGINE,
+    registry_block: BlockName = names.REGISTRY,
 ) -> dict:
     """Build ``repository:tag`` from a busybox-on-scratch context, push it, report the digest.
 

@@ -11,43 +11,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
-from pathlib import Path
 
+from blocks import names
+from flows.gitops_merge import gitops_merge
+from flows.gitops_pr import gitops_pr
 from opsflow.core.errors import OpsflowError
+from opsflow.deploy import deploy_all
 from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
 from opsflow.stack import Stack, StackConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_APP = "shop"
-DEPLOYMENTS = {
-    "gitops-pr/demo": ("flows/gitops_pr.py:gitops_pr", "Pull request: build, store and test the shop."),
-    "gitops-merge/demo": ("flows/gitops_merge.py:gitops_merge", "Merge: the PR's artifact becomes a pushed image."),
-    "smoke-image/demo": ("flows/smoke.py:smoke_image", "Builds a busybox image and pushes it (engine check)."),
-}
-
-
-def git_version() -> str:
-    """The project's git SHA, the version every deployment carries."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=10, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unversioned"
-
-
-def deploy_demo_flows(work_pool: str = "vault-build") -> list[str]:
-    """Create or update the demo deployments on ``work_pool``; returns their names."""
-    from prefect import flow
-
-    for name, (entrypoint, description) in DEPLOYMENTS.items():
-        loaded = flow.from_source(source=str(PROJECT_ROOT), entrypoint=entrypoint)
-        loaded.deploy(name=name.split("/")[1], work_pool_name=work_pool, version=git_version(),
-                      tags=["opsflow", "demo"], description=description, build=False, push=False,
-                      print_next_steps=False, ignore_warnings=True)
-    return list(DEPLOYMENTS)
 
 
 def publish_sample(cfg: StackConfig) -> tuple[str, str, str]:
@@ -102,18 +76,19 @@ def run_demo(cfg: StackConfig) -> dict:
 
     Stack(cfg).up()
     with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
-        names = deploy_demo_flows()
-        print(f"deployments {', '.join(names)} registered on work pool vault-build")
+        applied = deploy_all(cfg.prefect_api_url, with_kubernetes=False, say=lambda line: None)
+        print(f"{len(applied)} deployments of deployments/prefect.yaml applied (work pools {names.BUILD_POOL}, "
+              f"{names.EDGE_POOL})")
         url, head, merge_sha = publish_sample(cfg)
         save_shop_blocks(url, name=DEMO_APP)
         print(f"sample repository: {url}\n  pull request #1 head {head[:12]}, merge commit {merge_sha[:12]}")
-        pr = run_step(cfg, "gitops-pr/demo", {"app": DEMO_APP, "pr": 1, "sha": head})
+        pr = run_step(cfg, f"{gitops_pr.name}/{names.DEFAULT_DEPLOYMENT}", {"app": DEMO_APP, "pr": 1, "sha": head})
         print(f"\nPR pipeline  ({pr['seconds']}s)  {pr['url']}")
         for row in pr["rows"]:
             reused = " (reused)" if row["artifact_reused"] else ""
             print(f"  {row['component']:9} artifact {row['artifact_key']}{reused}  {row['artifact_size']} bytes  "
                   f"tests {row['tests_passed']} passed, {row['tests_failed']} failed")
-        merge = run_step(cfg, "gitops-merge/demo", {"app": DEMO_APP, "sha": merge_sha, "branch": "main", "pr": 1})
+        merge = run_step(cfg, f"{gitops_merge.name}/{names.DEFAULT_DEPLOYMENT}", {"app": DEMO_APP, "sha": merge_sha, "branch": "main", "pr": 1})
         print(f"\nmerge pipeline  ({merge['seconds']}s)  {merge['url']}")
         for row in merge["rows"]:
             print(f"  {row['component']:9} image {row['image_ref']}  tags {row['image_tags']}")
@@ -129,7 +104,7 @@ def _aliases(model: str) -> dict[str, str]:
     """``alias -> version`` of ``model`` in the MLflow registry."""
     from blocks import MlflowServer
 
-    with MlflowServer.load("local-mlflow").get_client() as client:
+    with MlflowServer.load(names.MLFLOW).get_client() as client:
         return dict(sorted(client.get_registered_model(model).aliases.items()))
 
 
@@ -139,7 +114,7 @@ def _reset_demo_model(model: str) -> None:
 
     from blocks import MlflowServer
 
-    with MlflowServer.load("local-mlflow").get_client() as client:
+    with MlflowServer.load(names.MLFLOW).get_client() as client:
         try:
             client.delete_registered_model(model)
         except MlflowException as exc:
@@ -170,7 +145,7 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
             root = cfg.home / "demo" / "ml-repo"
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            store = ObjectStore.load("opsflow-data")
+            store = ObjectStore.load(names.DATA_STORE)
             repo = ml_sample_repo(root, store, "dvc/ml-iris-demo")
             forge.block("github").save("demo-forge", overwrite=True)
             save_ml_blocks(repo.url, name=ML_APP, forge_repo=ML_FORGE_REPO)

@@ -7,18 +7,17 @@ The deployments themselves are applied by Prefect's own ``prefect deploy --all``
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
+from blocks import names
 from opsflow.core.errors import OpsflowError
+from opsflow.core.paths import PROJECT_ROOT
 from opsflow.core.proc import run
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_FILE = PROJECT_ROOT / "deployments" / "prefect.yaml"
-PROCESS_POOLS = {"vault-build": "GitOps and MLOps runs on the build server", "edge": "deploys; one queue per edge node"}
-KUBERNETES_POOL = "kubernetes"
-BUILD_SERVER_BLOCK = "build-server"
+PROCESS_POOLS = {names.BUILD_POOL: "GitOps and MLOps runs on the build server",
+                 names.EDGE_POOL: "deploys; one queue per edge node"}
 
 
 def edge_nodes() -> list[str]:
@@ -31,7 +30,7 @@ def edge_nodes() -> list[str]:
         docs = client.read_block_documents_by_type(block_type_slug="opsflow-docker-host", include_secrets=False)
     names = []
     for doc in docs:
-        if doc.name != BUILD_SERVER_BLOCK:
+        if doc.name != names.BUILD_ENGINE:
             names.append(DockerHostTarget.load(doc.name).name)
     return sorted(set(names))
 
@@ -49,7 +48,7 @@ def ensure_work_pools(with_kubernetes: bool = True) -> list[str]:
     if with_kubernetes:
         from prefect_kubernetes.worker import KubernetesWorker
 
-        pools[KUBERNETES_POOL] = ("kubernetes", KubernetesWorker.get_default_base_job_template(),
+        pools[names.KUBERNETES_POOL] = ("kubernetes", KubernetesWorker.get_default_base_job_template(),
                                   "runs as Kubernetes jobs on the cluster of a KubernetesTarget")
     with get_client(sync_client=True) as client:
         for name, (kind, template, text) in pools.items():
@@ -61,10 +60,10 @@ def ensure_work_pools(with_kubernetes: bool = True) -> list[str]:
                 done.append(f"work pool {name} ({kind}): exists")
         for node in edge_nodes():
             try:
-                client.read_work_queue_by_name(node, work_pool_name="edge")
+                client.read_work_queue_by_name(node, work_pool_name=names.EDGE_POOL)
                 done.append(f"edge queue {node}: exists")
             except ObjectNotFound:
-                client.create_work_queue(name=node, work_pool_name="edge",
+                client.create_work_queue(name=node, work_pool_name=names.EDGE_POOL,
                                          description=f"runs on the worker of edge node {node}")
                 done.append(f"edge queue {node}: created")
     return done
@@ -94,16 +93,7 @@ def deploy_all(api_url: str, with_kubernetes: bool = True, say=print) -> list[st
         apply_deployments(api_url)
         with get_client(sync_client=True) as client:
             flows = {f.id: f.name for f in client.read_flows()}
-            names = sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())
-    for name in names:
+            applied = sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())
+    for name in applied:
         say(f"deployment {name}: applied")
-    return names
-
-
-def current_api_url() -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
-    if not url:
-        raise OpsflowError("no Prefect server: set PREFECT_API_URL or start the local stack with `opsflow stack up`")
-    return url
+    return applied

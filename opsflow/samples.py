@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 from blocks.application import Application, Component, EnvFile, HealthCheck
+from opsflow.core.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHOP_SOURCE = PROJECT_ROOT / "samples" / "shop"
 NPM_CI = ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"]
 GIT_ENV = {"GIT_AUTHOR_NAME": "opsflow", "GIT_AUTHOR_EMAIL": "opsflow@localhost.invalid",

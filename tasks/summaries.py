@@ -77,3 +77,8 @@ def pipeline_report(title: str, sha: str, outcomes: list[ComponentOutcome], run_
         lines += ["", f"Tags pushed: {', '.join(f'`{t}`' for t in tags)}"]
     lines += ["", f"Total {total_seconds:.1f}s" + (f" · [Prefect run]({run_url})" if run_url else "")]
     return "\n".join(lines) + "\n"
+
+
+def failure_report(title: str, text: str, run_url: str | None, verdict: str = "failed") -> str:
+    """The report of a run that failed before it had results: what failed and what to do (``text``)."""
+    return f"### {title}\n**❌ {verdict}:** {text}\n\n" + (f"[Prefect run]({run_url})" if run_url else "")

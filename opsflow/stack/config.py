@@ -8,11 +8,12 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from blocks import names
 from opsflow.core.errors import InvalidInput
 
 SERVICES = ("docker", "s3", "registry", "prefect", "mlflow", "worker-vault-build", "worker-edge")
-BUCKETS = ("opsflow-artifacts", "opsflow-data", "opsflow-mlflow")
-WORK_POOLS = ("vault-build", "edge")
+BUCKETS = (names.ARTIFACT_STORE, names.DATA_STORE, "opsflow-mlflow")  # object store blocks are named as their buckets
+WORK_POOLS = (names.BUILD_POOL, names.EDGE_POOL)
 _PORT_FIELDS = ("prefect_port", "s3_port", "registry_port", "mlflow_port")
 
 

@@ -9,18 +9,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from blocks import BLOCK_CLASSES, ContainerRegistry, DockerHostTarget, MlflowServer, ObjectStore
+from blocks import BLOCK_CLASSES, ContainerRegistry, DockerHostTarget, MlflowServer, ObjectStore, names
 from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
 from opsflow.core.errors import ServiceError
 from opsflow.stack.config import BUCKETS, WORK_POOLS, StackConfig
 
-#: Names of the block documents ``stack up`` creates for the local services.
-OBJECT_STORES = {"opsflow-artifacts": "opsflow-artifacts", "opsflow-data": "opsflow-data"}
-REGISTRY_BLOCK = "local-registry"
-CLEANUP_POLICY_BLOCK = "nightly"
-MLFLOW_BLOCK = "local-mlflow"
-BUILD_ENGINE_BLOCK = "build-server"
-EDGE_BLOCK = "edge-local"
+#: Object store blocks ``stack up`` creates, each on the bucket of the same name.
+OBJECT_STORES = (names.ARTIFACT_STORE, names.DATA_STORE)
 
 
 def create_buckets(cfg: StackConfig, creds: dict[str, str]) -> list[str]:
@@ -56,9 +51,9 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
     with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
         for cls in BLOCK_CLASSES:
             cls.register_type_and_schema()
-        for block_name, bucket in OBJECT_STORES.items():
+        for block_name in OBJECT_STORES:
             ObjectStore(
-                endpoint_url=cfg.url(cfg.s3_port), bucket=bucket,
+                endpoint_url=cfg.url(cfg.s3_port), bucket=block_name,
                 access_key_id=creds["s3_access_key"], secret_access_key=creds["s3_secret_key"],
             ).save(block_name, overwrite=True)
         opsflow_bin = str(Path(sys.executable).parent / "opsflow")
@@ -66,18 +61,18 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
             url=cfg.url(cfg.registry_port), verify_tls=False,
             gc_command=[opsflow_bin, "stack", "registry-gc", "--home", str(cfg.home)],
             storage_root=str(cfg.home / "registry" / "data"),
-        ).save(REGISTRY_BLOCK, overwrite=True)
-        if not _block_exists(RegistryCleanupPolicy, CLEANUP_POLICY_BLOCK):  # users edit it in the UI: keep theirs
+        ).save(names.REGISTRY, overwrite=True)
+        if not _block_exists(RegistryCleanupPolicy, names.CLEANUP_POLICY):  # users edit it in the UI: keep theirs
             RegistryCleanupPolicy(rules=[
                 CleanupRule(priority=10, description="commit-SHA tags", tags=[r"re:[0-9a-f]{7,40}"],
                             keep_newest=20, older_than_days=14),
                 CleanupRule(priority=20, description="branch and PR tags", tags=["*"], keep_newest=10,
                             older_than_days=30),
-            ]).save(CLEANUP_POLICY_BLOCK)
-        MlflowServer(tracking_uri=cfg.url(cfg.mlflow_port)).save(MLFLOW_BLOCK, overwrite=True)
+            ]).save(names.CLEANUP_POLICY)
+        MlflowServer(tracking_uri=cfg.url(cfg.mlflow_port)).save(names.MLFLOW, overwrite=True)
         if docker_url:
-            DockerHostTarget(name="build-server", base_url=docker_url, network_mode="host").save(BUILD_ENGINE_BLOCK, overwrite=True)
-            DockerHostTarget(name="edge-local", base_url=docker_url, network_mode="host").save(EDGE_BLOCK, overwrite=True)
+            DockerHostTarget(name=names.BUILD_ENGINE, base_url=docker_url, network_mode="host").save(names.BUILD_ENGINE, overwrite=True)
+            DockerHostTarget(name=names.EDGE_NODE, base_url=docker_url, network_mode="host").save(names.EDGE_NODE, overwrite=True)
         done.append(f"blocks: {len(BLOCK_CLASSES)} types registered, local blocks saved")
 
         template = ProcessWorker.get_default_base_job_template()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from opsflow.stack.config import StackConfig
+from opsflow.stack.config import WORK_POOLS, StackConfig
 
 
 @dataclass
@@ -199,7 +199,7 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         needs=("s3",),
     )
 
-    for pool in ("vault-build", "edge"):
+    for pool in WORK_POOLS:
         name = f"worker-{pool}"
         specs[name] = ServiceSpec(
             name=name,

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from blocks.fields import check_branch
+from blocks.fields import check_branch, check_forge_repo, check_pr_number, check_sha, check_tag
 from opsflow.core.errors import InvalidDelivery, InvalidInput
 
 DELIVERY_HEADERS = {"github": "x-github-delivery", "gitea": "x-gitea-delivery", "gitlab": "x-gitlab-event-uuid"}
 EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab": "x-gitlab-event"}
-_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_REPO = re.compile(r"^([A-Za-z0-9._-]+/)+[A-Za-z0-9._-]+$")
 _DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
-_VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _ZERO = "0" * 40
 PR_ACTIONS = {"opened", "synchronize", "synchronized", "reopened", "open", "update", "reopen"}
 
@@ -64,25 +63,33 @@ def _get(data: dict, path: str):
     return node
 
 
-def _sha(data: dict, path: str) -> str:
+def _is_tag(value: str) -> bool:
+    try:
+        check_tag(value)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _field(data: dict, path: str, check: Callable[[Any], Any], what: str):
+    """The value at ``path``, checked by one of ``blocks.fields``' checks; InvalidDelivery names the field."""
     value = _get(data, path)
-    if not isinstance(value, str) or not _SHA.fullmatch(value):
-        raise InvalidDelivery(f"field {path} is not a full commit SHA")
-    return value
+    try:
+        return check(value)
+    except (InvalidInput, TypeError):
+        raise InvalidDelivery(f"field {path} is not {what}") from None
+
+
+def _sha(data: dict, path: str) -> str:
+    return _field(data, path, check_sha, "a full commit SHA")
 
 
 def _number(data: dict, path: str) -> int:
-    value = _get(data, path)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 10**9:
-        raise InvalidDelivery(f"field {path} is not a pull request number")
-    return value
+    return _field(data, path, check_pr_number, "a pull request number")
 
 
 def _repo(data: dict, path: str) -> str:
-    value = _get(data, path)
-    if not isinstance(value, str) or not _REPO.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
-        raise InvalidDelivery(f"field {path} is not an owner/name repository")
-    return value
+    return _field(data, path, check_forge_repo, "an owner/name repository")
 
 
 def _branch(data: dict, path: str) -> str:
@@ -159,6 +166,6 @@ def _push(kind: str, delivery: str, event: str, data: dict, repo: str, after_fie
     sha = _sha(data, after_field)
     if isinstance(ref, str) and ref.startswith("refs/heads/"):
         return Trigger(kind, delivery, event, repo, "push", sha, branch=_branch({"ref": ref[11:]}, "ref"))
-    if isinstance(ref, str) and ref.startswith("refs/tags/") and _VERSION.fullmatch(ref[10:]):
+    if isinstance(ref, str) and ref.startswith("refs/tags/") and _is_tag(ref[10:]):
         return Trigger(kind, delivery, event, repo, "tag", sha, version=ref[10:])
     return Ignored(f"push to {ref!r}")

@@ -6,15 +6,19 @@ import threading
 import time
 from dataclasses import dataclass
 
+from blocks.names import DEFAULT_DEPLOYMENT
+from flows.gitops_merge import gitops_merge
+from flows.gitops_pr import gitops_pr
+from flows.mlops_merge import mlops_merge
+from flows.mlops_pr import mlops_pr
 from opsflow.core.errors import RemoteError
 from opsflow.webhook.payloads import Ignored, Trigger
 
 # pipeline → (pull request flow, merge flow); the deployment is ``<flow>/<deployment name>``
 PIPELINES = {
-    "gitops": ("gitops-pr", "gitops-merge"),
-    "mlops": ("mlops-pr", "mlops-merge"),
+    "gitops": (gitops_pr.name, gitops_merge.name),
+    "mlops": (mlops_pr.name, mlops_merge.name),
 }
-DEFAULT_DEPLOYMENT = "default"
 REFRESH_S = 5.0
 
 

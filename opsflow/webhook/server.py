@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from blocks.names import DEFAULT_DEPLOYMENT
 from opsflow.core.errors import InvalidDelivery, RemoteError
 from opsflow.core.threads import start_thread
 from opsflow.webhook.dispatch import Dispatcher
 from opsflow.webhook.journal import Journal
 from opsflow.webhook.payloads import Ignored, parse
-from opsflow.webhook.routing import DEFAULT_DEPLOYMENT, AppIndex, route
+from opsflow.webhook.routing import AppIndex, route
 from opsflow.webhook.signatures import KINDS, verify
 
 log = logging.getLogger("opsflow.webhook")

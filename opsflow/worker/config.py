@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opsflow.core.errors import InvalidInput
+from opsflow.core.paths import PROJECT_ROOT
 
 #: The checkout this package lives in: the directory holding ``flows/``, ``tasks/``, ``blocks/``.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_worker_name(pool: str) -> str:

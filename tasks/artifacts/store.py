@@ -15,7 +15,7 @@ import os
 import tarfile
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -252,9 +252,3 @@ def load_artifact(store: ObjectStore, key: str, dest: Path | None = None) -> Loa
         os.unlink(tmp_name)
     logger.info("loaded artifact %s (%s) into %s", key, metadata["digest"], dest)
     return LoadedArtifact(key=key, path=dest, digest=metadata["digest"], metadata=metadata)
-
-
-def as_dict(ref: ArtifactRef) -> dict[str, Any]:
-    data = asdict(ref)
-    data.pop("metadata", None)
-    return data

@@ -15,7 +15,7 @@ import shlex
 from pydantic import BaseModel, Field
 
 from blocks.application import DeployMethod
-from blocks.fields import Cpu, Memory, Name
+from blocks.fields import Cpu, HttpPath, ImageTag, Memory, Name
 
 OPSFLOW_LABEL = "org.opsflow"
 
@@ -26,12 +26,12 @@ class ComponentRelease(BaseModel):
     app: Name
     component: Name
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}$", description="repository@digest")
-    version: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$", description="Tag or short digest shown to people.")
+    version: ImageTag = Field(description="Tag or short digest shown to people.")
     replicas: int = Field(default=1, ge=0, le=100)
     cpu: Cpu = "250m"
     memory: Memory = "256Mi"
     ports: list[int] = Field(default_factory=list)
-    health_path: str | None = Field(default="/healthz", pattern=r"^/[A-Za-z0-9._~/?=&%-]*$")
+    health_path: HttpPath | None = "/healthz"
     health_deadline_s: float = Field(default=60, gt=0, le=3600)
     method: DeployMethod = DeployMethod.rolling
 

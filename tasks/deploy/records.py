@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prefect import task
 from pydantic import BaseModel, Field
 
-from blocks.fields import Name
+from blocks.fields import Digest, Name
 from blocks.object_store import ObjectStore
 from opsflow.core.errors import RemoteError
 
@@ -26,7 +26,7 @@ class DeployedImage(BaseModel):
 
     component: Name = Field(description="Component of the application.")
     repository: str = Field(description="Image repository, e.g. 127.0.0.1:5000/shop/backend.")
-    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="Manifest digest the target runs.")
+    digest: Digest = Field(description="Manifest digest the target runs.")
     tag: str | None = Field(default=None, description="Tag the deploy was asked for, when one was.")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -14,11 +13,10 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from blocks import DockerHostTarget
+from blocks.fields import check_image_path, check_tag
 from opsflow.core.errors import InvalidInput, RemoteError
 from opsflow.registry.v2 import image_name
 
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _PROGRESS_EVERY_S = 5.0
 
 
@@ -39,14 +37,15 @@ class BuiltImage:
 
 def validate_image_name(repository: str, tags: list[str]) -> None:
     """Reject a repository or tag Docker would refuse, and a tag list that is only ``latest``."""
-    path = repository.split("/", 1)[1] if "/" in repository and (":" in repository.split("/", 1)[0] or "." in repository.split("/", 1)[0]) else repository
-    if not REPO_RE.fullmatch(path):
-        raise InvalidInput(f"{repository!r} is not a valid image repository (lowercase name components separated by '/')")
+    try:
+        check_image_path(image_name(repository))
+    except InvalidInput:
+        raise InvalidInput(f"{repository!r} is not a valid image repository (lowercase name components separated "
+                           "by '/')") from None
     if not tags:
         raise InvalidInput("an image needs at least one tag")
-    bad = [t for t in tags if not TAG_RE.fullmatch(t)]
-    if bad:
-        raise InvalidInput(f"invalid image tag(s) {bad}: use letters, digits, '_', '.', '-' (max 128, not starting with '.' or '-')")
+    for tag in tags:
+        check_tag(tag)
     if set(tags) == {"latest"}:
         raise InvalidInput("'latest' cannot be an image's only tag; add the commit SHA or a version")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-
 from tasks.mlops.champion import Champion, Comparison
 
 
@@ -37,12 +35,3 @@ def render_report(comparison: Comparison, model: str, data_hashes: dict[str, str
         lines += ["**Plots:** " + ", ".join(f"[{Path(p).name}]({mlflow_url}/artifacts/{p})" for p in plots), ""]
     lines.append(f"[MLflow run]({mlflow_url})" + (f" · [Prefect run]({prefect_url})" if prefect_url else ""))
     return "\n".join(lines)
-
-
-
-@task(name="publish-report", task_run_name="publish-report-{key}")
-def publish_report(key: str, markdown: str) -> None:
-    """The report as a Prefect markdown artifact."""
-    from prefect.artifacts import create_markdown_artifact
-
-    create_markdown_artifact(markdown=markdown, key=key, description="MLOps evaluation against the champion")

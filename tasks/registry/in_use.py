@@ -11,15 +11,16 @@ import re
 from prefect import get_run_logger, task
 
 from blocks import DockerHostTarget, KubernetesTarget, ObjectStore
+from blocks.fields import DIGEST_RE
 from opsflow.core.errors import RemoteError
 from tasks.deploy.records import read_deploy_records
 
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_DIGEST_IN = re.compile(DIGEST_RE.pattern.strip("^$"))  # a digest inside a longer reference
 
 
 def digest_of(reference: str | None) -> str | None:
     """The ``sha256:…`` in an image reference or a pod's imageID (``docker-pullable://r@sha256:…``)."""
-    match = DIGEST_RE.search(reference or "")
+    match = _DIGEST_IN.search(reference or "")
     return match.group() if match else None
 
 

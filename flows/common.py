@@ -1,4 +1,9 @@
-"""What the GitOps flows share: loading their configuration and reporting to the forge and the run."""
+"""What every pipeline shares: its blocks loaded once, and its report to the forge and the run.
+
+GitOps and MLOps runs have one shape: ``cfg = load_config(...)`` → ``report_pending`` → the steps →
+``publish_report`` with the rendered report (GitOps: ``report_outcome`` renders the components),
+or, when a step fails before there is a report, ``report_failure`` with what failed and what to do.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,26 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
 
-from blocks import Application, GitForge, ObjectStore
+from blocks import Application, GitForge, MlflowServer, ObjectStore
 from opsflow.core.errors import PipelineFailed
 from tasks.reporting import report_status, upsert_pr_comment
-from tasks.summaries import ComponentOutcome, pipeline_report
-
-TOKEN_USERS = {"github": "x-access-token", "gitlab": "oauth2", "gitea": "oauth2"}
+from tasks.summaries import ComponentOutcome, failure_report, pipeline_report
 
 
 @dataclass
 class PipelineConfig:
-    """The blocks a GitOps run works with, loaded once at its start."""
+    """The blocks a pipeline run works with, loaded once at its start."""
 
     application: Application
-    store: ObjectStore
+    store: ObjectStore | None
     forge: GitForge | None
     secrets: dict[str, Secret]
+    mlflow: MlflowServer | None = None
+
+    @property
+    def repo(self) -> str:
+        """The application's repository on the forge (``owner/name``), or ``""``."""
+        return self.application.forge_repo
 
     @property
     def reports_to_forge(self) -> bool:
@@ -36,17 +45,19 @@ class PipelineConfig:
         """``token``/``token_user`` for clone_repo: the forge token when there is a forge."""
         if self.forge is None:
             return {"token": None}
-        return {"token": self.forge.token, "token_user": TOKEN_USERS[self.forge.kind.value]}
+        return {"token": self.forge.token, "token_user": self.forge.clone_user}
 
 
-def load_config(app: str, store_block: str, forge_block: str | None) -> PipelineConfig:
-    """Load the application, object store, forge and the application's env file secrets."""
+def load_config(app: str, store_block: str | None, forge_block: str | None,
+                mlflow_block: str | None = None) -> PipelineConfig:
+    """Load the application, its object store, forge, MLflow server and env file secrets."""
     application = Application.load(app)
     return PipelineConfig(
         application=application,
-        store=ObjectStore.load(store_block),
+        store=ObjectStore.load(store_block) if store_block else None,
         forge=GitForge.load(forge_block) if forge_block else None,
         secrets={e.secret_block: Secret.load(e.secret_block) for e in application.env_files},
+        mlflow=MlflowServer.load(mlflow_block) if mlflow_block else None,
     )
 
 
@@ -65,24 +76,40 @@ def report_key(kind: str, app: str) -> str:
 
 
 def report_pending(cfg: PipelineConfig, sha: str, context: str, description: str) -> None:
+    """The commit status ``context`` set to pending (when the run reports to a forge)."""
     if cfg.reports_to_forge:
-        report_status(cfg.forge, cfg.application.forge_repo, sha, "pending", context, description, run_url())
+        report_status(cfg.forge, cfg.repo, sha, "pending", context, description, run_url())
+
+
+def publish_report(cfg: PipelineConfig, sha: str, context: str, pr: int | None, key: str, title: str, body: str,
+                   ok: bool, description: str, target_url: str | None = None, comment: bool = True) -> None:
+    """The report as the run's markdown artifact, the final commit status and (for a PR) the one PR comment."""
+    create_markdown_artifact(markdown=body, key=key, description=title)
+    if cfg.reports_to_forge:
+        report_status(cfg.forge, cfg.repo, sha, "success" if ok else "failure", context, description,
+                      target_url or run_url())
+        if pr and comment:
+            upsert_pr_comment(cfg.forge, cfg.repo, pr, key, body)
+
+
+def report_failure(cfg: PipelineConfig, sha: str, context: str, pr: int | None, key: str, title: str,
+                   exc: Exception, verdict: str = "failed") -> None:
+    """What failed and what to do, as the run's report, a failed status and (for a PR) the PR comment."""
+    text = str(exc).split("\n--- last output ---")[0]
+    publish_report(cfg, sha, context, pr, key, title, failure_report(title, text, run_url(), verdict), ok=False,
+                   description=text)
 
 
 def report_outcome(cfg: PipelineConfig, sha: str, context: str, pr: int | None, title: str,
                    outcomes: list[ComponentOutcome], started: float, key: str) -> str:
-    """The run's markdown summary artifact, the commit status and (for a PR) the one PR comment."""
+    """The components' outcomes as the run's summary and table artifacts, the commit status and the PR comment."""
     body = pipeline_report(title, sha, outcomes, run_url(), time.monotonic() - started)
-    create_markdown_artifact(markdown=body, key=key, description=title)
     create_table_artifact(key=f"{key}-components", table=[outcome_row(o) for o in outcomes],
                           description=f"{title}: one row per component")
-    if cfg.reports_to_forge:
-        ok = bool(outcomes) and all(o.ok for o in outcomes)
-        failed = ", ".join(o.component for o in outcomes if not o.ok)
-        report_status(cfg.forge, cfg.application.forge_repo, sha, "success" if ok else "failure", context,
-                      "all components passed" if ok else f"failed: {failed}", run_url())
-        if pr:
-            upsert_pr_comment(cfg.forge, cfg.application.forge_repo, pr, key, body)
+    ok = bool(outcomes) and all(o.ok for o in outcomes)
+    failed = ", ".join(o.component for o in outcomes if not o.ok)
+    publish_report(cfg, sha, context, pr, key, title, body, ok,
+                   "all components passed" if ok else f"failed: {failed}")
     return body
 
 
