@@ -100,7 +100,8 @@ def plain_pr(app_name: str, sha: str) -> None:
         cfg = load_ml_config(checkout.path)
         pulled = dvc_pull.fn(checkout.path, store)
         cand = run_experiment.fn(checkout.path, cfg.command)
-        log_to_mlflow.fn(server, cfg.model_name, checkout.path, cand, run_tags(checkout, None, 1, "b/ml", pulled.data_hashes))
+        tags = run_tags(checkout, None, 1, "b/ml", pulled.data_hashes)
+        log_to_mlflow.fn(server, cfg.model_name, checkout.path, cand, tags)
         compare_to_champion(cand, find_champion.fn(server, cfg.model_name, cfg.champion_alias), cfg.metrics)
         shutil.rmtree(checkout.path, ignore_errors=True)
 
@@ -138,7 +139,8 @@ def main() -> None:
             t = time.monotonic()
             n = plain_download(store, prefix, root / f"plain-{i}")
             plain_s.append(time.monotonic() - t)
-            print(f"round {i}: dvc_pull {task_s[-1]:.2f}s ({pulled.fetched} fetched), boto3 {plain_s[-1]:.2f}s ({n} objects)")
+            print(f"round {i}: dvc_pull {task_s[-1]:.2f}s ({pulled.fetched} fetched), "
+                  f"boto3 {plain_s[-1]:.2f}s ({n} objects)")
             shutil.rmtree(copy)
             shutil.rmtree(root / f"plain-{i}")
         result.update(dvc_pull_ratio=round(min(task_s) / min(plain_s), 3), dvc_pull_s=round(min(task_s), 2),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from prefect.blocks.core import Block
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from blocks.fields import Argv, Branch, Cpu, ForgeRepo, HttpPath, Memory, Name, RelativePath
 
 
-class DeployMethod(str, Enum):
+class DeployMethod(StrEnum):
     rolling = "rolling"
     blue_green = "blue-green"
 
@@ -38,7 +38,8 @@ class EnvFile(BaseModel):
     """A file of environment values or secrets the build server provides to the build."""
 
     secret_block: Name = Field(description="Name of the Prefect Secret block holding the file's content.")
-    path: RelativePath = Field(description="Where the file is written in the checkout (mode 0600), e.g. 'backend/.env'.")
+    path: RelativePath = Field(
+        description="Where the file is written in the checkout (mode 0600), e.g. 'backend/.env'.")
 
 
 class Component(BaseModel):
@@ -57,7 +58,8 @@ class Component(BaseModel):
         default=None, description="JUnit XML report the test command writes, relative to the component."
     )
     dockerfile: RelativePath = Field(
-        default="Dockerfile", description="Dockerfile relative to the component; built with the build output as context."
+        default="Dockerfile",
+        description="Dockerfile relative to the component; built with the build output as context."
     )
     base_image: str = Field(
         default="opsflow:busybox",
@@ -103,7 +105,8 @@ class Application(Block):
     @classmethod
     def _repository_valid(cls, value: str) -> str:
         if not _REPO_RE.fullmatch(value or ""):
-            raise ValueError(f"{value!r} is not a clone URL: use https://host/owner/repo.git, git@host:owner/repo.git or file:///path")
+            raise ValueError(f"{value!r} is not a clone URL: use https://host/owner/repo.git, "
+                             "git@host:owner/repo.git or file:///path")
         if re.match(r"^[a-z]+://[^/]*@", value) and not value.startswith("ssh://"):
             raise ValueError("credentials must not be embedded in the clone URL; the forge block holds the token")
         return value
@@ -121,4 +124,5 @@ class Application(Block):
         for comp in self.components:
             if comp.name == name:
                 return comp
-        raise KeyError(f"application {self.name!r} has no component {name!r}; it has {[c.name for c in self.components]}")
+        known = [c.name for c in self.components]
+        raise KeyError(f"application {self.name!r} has no component {name!r}; it has {known}")

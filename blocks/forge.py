@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from prefect.blocks.core import Block
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from opsflow.forge import ForgeClient
 
 
-class ForgeKind(str, Enum):
+class ForgeKind(StrEnum):
     github = "github"
     gitea = "gitea"
     gitlab = "gitlab"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from prefect.blocks.core import Block
@@ -32,7 +32,8 @@ class KubernetesTarget(Block):
     name: Name = Field(description="Short name shown in plans and run names, e.g. 'prod-k8s'.")
     namespace: Name = Field(default="default", description="Namespace applications are deployed into.")
     context: str | None = Field(default=None, description="kubeconfig context; the current one when empty.")
-    kubeconfig_path: str | None = Field(default=None, description="kubeconfig file; $KUBECONFIG or ~/.kube/config when empty.")
+    kubeconfig_path: str | None = Field(
+        default=None, description="kubeconfig file; $KUBECONFIG or ~/.kube/config when empty.")
     in_cluster: bool = Field(default=False, description="Use the pod's service account instead of a kubeconfig.")
     request_timeout: float = Field(default=30, gt=0, description="Seconds per Kubernetes API request.")
 
@@ -88,10 +89,11 @@ class DockerHostTarget(Block):
                 verify=bool(self.tls_ca_cert),
             )
         use_ssh_client = self.base_url.startswith("ssh://")
-        return docker.DockerClient(base_url=self.base_url, tls=tls, timeout=int(self.timeout), use_ssh_client=use_ssh_client)
+        return docker.DockerClient(base_url=self.base_url, tls=tls, timeout=int(self.timeout),
+                                   use_ssh_client=use_ssh_client)
 
 
-class HostOS(str, Enum):
+class HostOS(StrEnum):
     linux = "linux"
     windows = "windows"
 

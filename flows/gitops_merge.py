@@ -54,7 +54,8 @@ def find_artifacts(cfg: PipelineConfig, checkout: Checkout, build_if_missing: bo
     application, store = cfg.application, cfg.store
     futures = {c.name: plan_artifact.submit(store, checkout, application.name, c) for c in application.components}
     plans = {name: f.result() for name, f in futures.items()}
-    failed = [p for p in plans.values() if p.exists and p.metadata.get("tests") and not tests_passed(p.metadata["tests"])]
+    failed = [p for p in plans.values()
+              if p.exists and p.metadata.get("tests") and not tests_passed(p.metadata["tests"])]
     if failed:
         raise ArtifactNotFound("the pull request tests failed for " + "; ".join(
             f"{p.component} (key {p.key}): "

@@ -46,7 +46,7 @@ def _run_name() -> str:
 def manual_deploy(
     app: Name,
     version: TagOrDigest,
-    targets: Annotated[list[Name], Field(min_length=1, max_length=100)] = [names.EDGE_NODE],  # noqa: B006
+    targets: Annotated[list[Name], Field(min_length=1, max_length=100)] = [names.EDGE_NODE],  # noqa: B006 - Prefect copies parameter defaults per run
     target_kind: TargetKind = "docker",
     components: list[Name] | None = None,
     replicas: Annotated[int | None, Field(ge=0, le=100)] = None,

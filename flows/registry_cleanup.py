@@ -61,7 +61,8 @@ def registry_cleanup(
     deploy_records_store: Annotated[BlockName | None, Field(
         description="Object store block holding the manual deploys' records.")] = names.ARTIFACT_STORE,
     apply: Annotated[bool, Field(description="Delete for real. Off: only plan and show (dry run).")] = False,
-    garbage_collect: Annotated[bool, Field(description="After deleting, run the registry's garbage collection.")] = True,
+    garbage_collect: Annotated[bool, Field(
+        description="After deleting, run the registry's garbage collection.")] = True,
     concurrency: Annotated[int, Field(ge=1, le=32, description="Registry API calls at a time when applying.")] = 8,
 ) -> dict:
     """Apply the registry's lifecycle rules: plan from the policy, exclude every image in use,

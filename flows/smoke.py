@@ -46,7 +46,8 @@ def smoke_image(
     result = {"repository": pushed.repository, "tags": pushed.tags, "digest": pushed.digest, "ref": pushed.ref}
     create_table_artifact(key=RESULT_ARTIFACT_KEY, table=[result], description="Image pushed by the smoke flow")
     create_markdown_artifact(
-        markdown=f"# Smoke image pushed\n\n| image | digest |\n|---|---|\n| `{pushed.repository}:{tag}` | `{pushed.digest}` |\n",
+        markdown=f"# Smoke image pushed\n\n| image | digest |\n|---|---|\n"
+                 f"| `{pushed.repository}:{tag}` | `{pushed.digest}` |\n",
         description="smoke-image summary",
     )
     return result

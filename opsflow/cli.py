@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
-    deploy = sub.add_parser("deploy", help="create the work pools and apply every deployment of deployments/prefect.yaml")
+    deploy = sub.add_parser("deploy",
+                            help="create the work pools and apply every deployment of deployments/prefect.yaml")
     deploy.add_argument("--api-url", help="Prefect API URL (default: the local stack's)")
     deploy.add_argument("--no-kubernetes", action="store_true", help="do not create the kubernetes work pool")
     stack_options(deploy)

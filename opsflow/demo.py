@@ -88,7 +88,8 @@ def run_demo(cfg: StackConfig) -> dict:
             reused = " (reused)" if row["artifact_reused"] else ""
             print(f"  {row['component']:9} artifact {row['artifact_key']}{reused}  {row['artifact_size']} bytes  "
                   f"tests {row['tests_passed']} passed, {row['tests_failed']} failed")
-        merge = run_step(cfg, f"{gitops_merge.name}/{names.DEFAULT_DEPLOYMENT}", {"app": DEMO_APP, "sha": merge_sha, "branch": "main", "pr": 1})
+        merge = run_step(cfg, f"{gitops_merge.name}/{names.DEFAULT_DEPLOYMENT}",
+                         {"app": DEMO_APP, "sha": merge_sha, "branch": "main", "pr": 1})
         print(f"\nmerge pipeline  ({merge['seconds']}s)  {merge['url']}")
         for row in merge["rows"]:
             print(f"  {row['component']:9} image {row['image_ref']}  tags {row['image_tags']}")

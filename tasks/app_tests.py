@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
@@ -51,7 +53,8 @@ class TestReport:
 
     @property
     def failed_names(self) -> list[str]:
-        return [f"{c.suite} › {c.name}" if c.suite else c.name for c in self.cases if c.outcome in ("failed", "error")]
+        failed = [c for c in self.cases if c.outcome in ("failed", "error")]
+        return [f"{c.suite} \u203a {c.name}" if c.suite else c.name for c in failed]
 
     def summary(self) -> dict:
         data = asdict(self)
@@ -63,8 +66,8 @@ class TestReport:
 def parse_junit(path: Path) -> list[TestCase]:
     """Test cases of a JUnit XML file (``<testsuites>`` or a single ``<testsuite>``, nested suites too)."""
     try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
+        root = SafeET.parse(path).getroot()  # written by the pull request's code: untrusted
+    except (ET.ParseError, DefusedXmlException) as exc:
         raise OpsflowError(f"the JUnit report {path} is not valid XML: {exc}") from exc
     cases = []
     for suite in root.iter("testsuite"):

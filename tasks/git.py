@@ -59,7 +59,7 @@ def clone_repo(
     repository: str,
     sha: str,
     token: SecretStr | None = None,
-    token_user: str = "x-access-token",
+    token_user: str = "x-access-token",  # noqa: S107 - the user name GitHub expects, not a secret
     workdir: Path | None = None,
     timeout: float = 600,
 ) -> Checkout:

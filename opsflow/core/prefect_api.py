@@ -48,5 +48,5 @@ def post_busy_retried(client: httpx.Client, path: str, json: dict,
         resp = client.post(path, json=json)
         if resp.status_code < 500 or delay is None:
             return resp
-        time.sleep(delay * random.uniform(0.5, 1.5))
+        time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not a secret
     raise AssertionError("delays must end with None")

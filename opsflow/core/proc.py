@@ -60,8 +60,7 @@ def run(
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
 
     def pump() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
+        for raw in proc.stdout or ():
             line = redact(raw.rstrip("\n"), secrets)
             lines.append(line)
             tail.append(line)
@@ -72,7 +71,6 @@ def run(
 
     reader = start_thread(pump, name=f"output-{Path(argv[0]).name}")  # logs in the caller's run context
     if stdin_text is not None:  # e.g. a script for a remote shell: never in argv
-        assert proc.stdin is not None
         try:
             proc.stdin.write(stdin_text)
             proc.stdin.close()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -43,7 +43,7 @@ USER_AGENT = "opsflow"
 _sleep = time.sleep
 
 
-class CommitState(str, Enum):
+class CommitState(StrEnum):
     """The state of a commit status, as opsflow reports it (mapped to each forge's own names)."""
 
     pending = "pending"

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from opsflow.core.threads import start_thread
 
-TOKEN = "opsflow-emulated-forge-token-7d3f2a91c4"
+TOKEN = "opsflow-emulated-forge-token-7d3f2a91c4"  # noqa: S105 - the emulator's own fake token
 PREFIXES = {"github": "/github", "gitea": "/gitea/api/v1", "gitlab": "/gitlab/api/v4"}
 STATES = {
     "github": {"pending", "success", "failure", "error"},
@@ -39,6 +39,9 @@ STATES = {
 }
 _SEG = r"([^/]+)"
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
+
+
+_MISSING_BODY = {"message": "Validation Failed", "errors": [{"field": "body", "code": "missing_field"}]}
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,8 @@ class ForgeEmulator:
         web = "https://github.com" if kind == "github" else self.url + "/gitea"
         pulls = "pull" if kind == "github" else "pulls"
         return {"id": c["id"], "body": c["body"], "user": user, "created_at": c["created_at"],
-                "updated_at": c["updated_at"], "html_url": f"{web}/{c['repo']}/{pulls}/{c['pr']}#issuecomment-{c['id']}"}
+                "updated_at": c["updated_at"],
+                "html_url": f"{web}/{c['repo']}/{pulls}/{c['pr']}#issuecomment-{c['id']}"}
 
     # -- GitHub and Gitea ----------------------------------------------------------------------
 
@@ -295,7 +299,7 @@ class ForgeEmulator:
     def _create_comment(self, kind: str, req: Request, owner: str, name: str, number: str) -> _Answer:
         body = req.body.get("body") if isinstance(req.body, dict) else None
         if not isinstance(body, str) or not body:
-            return _Answer(422, {"message": "Validation Failed", "errors": [{"field": "body", "code": "missing_field"}]})
+            return _Answer(422, _MISSING_BODY)
         return _Answer(201, self._comment_json(kind, self._add_comment(kind, f"{owner}/{name}", int(number), body)))
 
     def _edit_comment(self, kind: str, req: Request, owner: str, name: str, cid: str) -> _Answer:
@@ -304,7 +308,7 @@ class ForgeEmulator:
         if comment is None:
             return _Answer(404, {"message": "Not Found"})
         if not isinstance(body, str) or not body:
-            return _Answer(422, {"message": "Validation Failed", "errors": [{"field": "body", "code": "missing_field"}]})
+            return _Answer(422, _MISSING_BODY)
         comment["body"] = body
         comment["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return _Answer(200, self._comment_json(kind, comment))

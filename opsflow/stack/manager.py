@@ -214,8 +214,8 @@ class Stack:
         if not self._running(rec) or not rec.get("owned"):
             raise ServiceError("registry", "not running as part of this stack; start it with `opsflow stack up`")
         cfg = self._effective_config(state)
-        spec = build_specs(cfg, load_credentials(cfg.home), records.get("docker", {}).get("url", own_docker_socket(cfg)))[
-            "registry"]
+        docker_url = records.get("docker", {}).get("url", own_docker_socket(cfg))
+        spec = build_specs(cfg, load_credentials(cfg.home), docker_url)["registry"]
         storage = cfg.home / "registry" / "data"
         before = directory_bytes(storage)
         processes.stop(rec["pid"])

@@ -71,8 +71,8 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
             ]).save(names.CLEANUP_POLICY)
         MlflowServer(tracking_uri=cfg.url(cfg.mlflow_port)).save(names.MLFLOW, overwrite=True)
         if docker_url:
-            DockerHostTarget(name=names.BUILD_ENGINE, base_url=docker_url, network_mode="host").save(names.BUILD_ENGINE, overwrite=True)
-            DockerHostTarget(name=names.EDGE_NODE, base_url=docker_url, network_mode="host").save(names.EDGE_NODE, overwrite=True)
+            for node in (names.BUILD_ENGINE, names.EDGE_NODE):
+                DockerHostTarget(name=node, base_url=docker_url, network_mode="host").save(node, overwrite=True)
         done.append(f"blocks: {len(BLOCK_CLASSES)} types registered, local blocks saved")
 
         template = ProcessWorker.get_default_base_job_template()

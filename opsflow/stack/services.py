@@ -111,7 +111,8 @@ def own_docker_socket(cfg: StackConfig) -> str:
 
 def _short_exec_root(cfg: StackConfig) -> str:
     # containerd's sockets live under exec-root and unix socket paths are limited to 108 bytes.
-    return f"/tmp/opsflow-docker-{hashlib.sha256(str(cfg.home).encode()).hexdigest()[:10]}"
+    digest = hashlib.sha256(str(cfg.home).encode()).hexdigest()[:10]
+    return f"/tmp/opsflow-docker-{digest}"  # noqa: S108 - dockerd creates it 0700; a short path is the point
 
 
 def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dict[str, ServiceSpec]:
@@ -136,7 +137,8 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
     specs["docker"] = ServiceSpec(
         name="docker",
         argv=[
-            "dockerd", f"--storage-driver={docker_storage_driver(home)}", "--bridge=none", "--iptables=false", "--ip-masq=false",
+            "dockerd", f"--storage-driver={docker_storage_driver(home)}", "--bridge=none", "--iptables=false",
+            "--ip-masq=false",
             f"--host={own_docker_socket(cfg)}", f"--data-root={docker_root / 'data'}",
             f"--exec-root={_short_exec_root(cfg)}", f"--pidfile={docker_root / 'docker.pid'}",
             "--insecure-registry=127.0.0.0/8",

@@ -115,8 +115,9 @@ class Dispatcher:
         from prefect.client.schemas.actions import DeploymentFlowRunCreate
         from prefect.states import Scheduled, to_state_create
 
-        body = DeploymentFlowRunCreate(parameters=entry.parameters, state=to_state_create(Scheduled()), tags=tags,
-                                       idempotency_key=entry.idempotency_key).model_dump(mode="json", exclude_unset=True)
+        create = DeploymentFlowRunCreate(parameters=entry.parameters, state=to_state_create(Scheduled()), tags=tags,
+                                         idempotency_key=entry.idempotency_key)
+        body = create.model_dump(mode="json", exclude_unset=True)
         resp = post_busy_retried(self._client(), f"deployments/{self._deployment_id(entry.deployment)}/create_flow_run",
                                  body)
         resp.raise_for_status()

@@ -39,7 +39,7 @@ class Receiver:
     deployment: str = DEFAULT_DEPLOYMENT
     answer_within_s: float = DEFAULT_ANSWER_WITHIN_S
 
-    def handle(self, path: str, headers: dict[str, str], read_body) -> tuple[int, dict | None]:
+    def handle(self, path: str, headers: dict[str, str], read_body) -> tuple[int, dict | None]:  # noqa: PLR0911 - one return per answer
         """(status, JSON answer) for one POST; ``read_body(n)`` reads at most n bytes."""
         kind = path.rstrip("/").rsplit("/", 1)[-1] if path.startswith("/hooks/") else ""
         if kind not in KINDS or kind != self.kind:

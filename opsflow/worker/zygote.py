@@ -231,7 +231,7 @@ class Zygote:
             argv += ["--path", str(path)]
         argv += list(self.modules)
         try:
-            self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork+exec that returns at once
+            self._proc = subprocess.Popen(
                 argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
                 cwd=self.paths[0] if self.paths else None)
         finally:

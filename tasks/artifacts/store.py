@@ -1,8 +1,9 @@
 """Build artifacts in object storage: content-addressed, committed atomically, verified on load.
 
 An artifact is ``<key>.tar.gz`` (the build output plus the component's Dockerfile and a
-``.dockerignore`` keeping the Dockerfile out of the image: a ready image build context) and ``<key>.json`` (metadata). The metadata object is written last, so
-an artifact without it is incomplete and is never loaded.
+``.dockerignore`` keeping the Dockerfile out of the image: a ready image build context) and
+``<key>.json`` (metadata). The metadata object is written last, so an artifact without it is
+incomplete and is never loaded.
 """
 
 from __future__ import annotations
@@ -146,8 +147,13 @@ def pack(source: Path, dockerfile: Path, dest: Path) -> tuple[str, int]:
     return f"sha256:{digest.hexdigest()}", dest.stat().st_size
 
 
+def _remote_failure(task, task_run, state) -> bool:
+    """Retry a save that failed on the object store, not one refused for its content."""
+    return isinstance(state.result(raise_on_failure=False), RemoteError)
+
+
 @task(name="save-artifact", task_run_name="save-artifact-{plan.component}", retries=3,
-      retry_delay_seconds=[2, 5, 15], retry_condition_fn=lambda t, r, s: isinstance(s.result(raise_on_failure=False), RemoteError))
+      retry_delay_seconds=[2, 5, 15], retry_condition_fn=_remote_failure)
 def save_artifact(store: ObjectStore, plan: ArtifactPlan, build: BuildResult, component: Component,
                   checkout: Checkout, extra_metadata: dict[str, Any] | None = None) -> ArtifactRef:
     """Store the build output (and Dockerfile) under the plan's key; skip the upload when it is there.

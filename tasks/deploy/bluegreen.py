@@ -149,8 +149,9 @@ def _run(client, spec: dict):
 
 
 @task(name="rollout-blue-green", task_run_name="blue-green-{release.component}-{engine.name}")
-def rollout_blue_green(engine: DockerHostTarget, registry: ContainerRegistry, release: ComponentRelease,
-                       proxy_image: str, drain_s: float = 2.0, switch_check_s: float = 15.0) -> RolloutResult:
+def rollout_blue_green(  # noqa: PLR0912 - each step next to the undo of what it changed
+        engine: DockerHostTarget, registry: ContainerRegistry, release: ComponentRelease,
+        proxy_image: str, drain_s: float = 2.0, switch_check_s: float = 15.0) -> RolloutResult:
     """Deploy ``release`` blue-green on ``engine``: start the other colour, probe it, switch the
     proxy, drain, stop the old colour.
 

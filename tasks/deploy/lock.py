@@ -97,7 +97,7 @@ def _acquire(client, name: str, holder: dict | None, timeout_s: float, logger) -
             logger.warning("another deploy holds %s (one deploy per app and target at a time); waiting for it "
                            "to finish (retrying every %.1fs)", name, wait)
             told = True
-        time.sleep(min(wait, 5.0) * random.uniform(0.9, 1.1))
+        time.sleep(min(wait, 5.0) * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not a secret
 
 
 def _renew(client, lease_id: str, stop: threading.Event, logger) -> None:

@@ -118,7 +118,8 @@ def kubernetes_manifests(release: ComponentRelease, namespace: str, colour: str 
     }
     service = {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": release.base_name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": release.app}},
+        "metadata": {"name": release.base_name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": release.app}},
         "spec": {"selector": selector, "ports": [{"port": p, "targetPort": p} for p in release.ports]},
     }
     return [deployment, service] if release.ports else [deployment]
@@ -137,14 +138,16 @@ def bash_script(release: ComponentRelease) -> str:
         'docker pull "$image"',
         ('if docker container inspect "$name" >/dev/null 2>&1; then docker rename "$name" "$name-previous"; '
         'docker stop "$name-previous" >/dev/null; fi'),
-        (f'docker run -d --name "$name" --restart unless-stopped --network host --cpus {q(str(cpu_nano(release.cpu) / 1e9))} '
-        f'--memory {q(str(memory_bytes(release.memory)))} --label {q(f"{OPSFLOW_LABEL}.app={release.app}")} '
+        (f'docker run -d --name "$name" --restart unless-stopped --network host '
+        f'--cpus {q(str(cpu_nano(release.cpu) / 1e9))} --memory {q(str(memory_bytes(release.memory)))} '
+        f'--label {q(f"{OPSFLOW_LABEL}.app={release.app}")} '
         '--label "org.opsflow.version=$version" "$image" >/dev/null'),
         'healthy=0',
         'for _ in $(seq "$deadline"); do',
         '  if [ -z "$health_url" ] || curl -fsS --max-time 2 "$health_url" >/dev/null; then healthy=1; break; fi',
         '  sleep 1', 'done',
-        'if [ "$healthy" = 1 ]; then docker rm -f "$name-previous" >/dev/null 2>&1 || true; echo "deployed $version"; exit 0; fi',
+        ('if [ "$healthy" = 1 ]; then docker rm -f "$name-previous" >/dev/null 2>&1 || true; '
+         'echo "deployed $version"; exit 0; fi'),
         'echo "new version not healthy within ${deadline}s; rolling back" >&2',
         'docker rm -f "$name" >/dev/null',
         ('if docker container inspect "$name-previous" >/dev/null 2>&1; then docker rename "$name-previous" "$name"; '
@@ -169,14 +172,18 @@ def powershell_script(release: ComponentRelease) -> str:
         f"$healthUrl = {_ps(url)}", f"$deadline = {int(release.health_deadline_s)}",
         "docker pull $image",
         "docker container inspect $name *> $null",
-        "if ($LASTEXITCODE -eq 0) { docker rename $name \"$name-previous\"; docker stop \"$name-previous\" | Out-Null }",
-        "docker run -d --name $name --restart unless-stopped --label \"org.opsflow.version=$version\" $image | Out-Null",
+        ("if ($LASTEXITCODE -eq 0) { docker rename $name \"$name-previous\"; "
+         "docker stop \"$name-previous\" | Out-Null }"),
+        ("docker run -d --name $name --restart unless-stopped --label \"org.opsflow.version=$version\" "
+         "$image | Out-Null"),
         "$healthy = $false",
         "for ($i = 0; $i -lt $deadline; $i++) {",
         "  if (-not $healthUrl) { $healthy = $true; break }",
-        "  try { Invoke-WebRequest -UseBasicParsing -TimeoutSec 2 $healthUrl | Out-Null; $healthy = $true; break } catch { Start-Sleep 1 }",
+        ("  try { Invoke-WebRequest -UseBasicParsing -TimeoutSec 2 $healthUrl | Out-Null; $healthy = $true; break } "
+         "catch { Start-Sleep 1 }"),
         "}",
-        "if ($healthy) { docker rm -f \"$name-previous\" 2>$null | Out-Null; Write-Output \"deployed $version\"; exit 0 }",
+        ("if ($healthy) { docker rm -f \"$name-previous\" 2>$null | Out-Null; "
+         "Write-Output \"deployed $version\"; exit 0 }"),
         "Write-Error \"new version not healthy within $deadline s; rolling back\" -ErrorAction Continue",
         "docker rm -f $name | Out-Null",
         "docker rename \"$name-previous\" $name; docker start $name | Out-Null",

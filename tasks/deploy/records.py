@@ -86,7 +86,8 @@ def read_deploy_records(store: ObjectStore) -> list[DeployRecord]:
     return records
 
 
-@task(name="record-deploy", task_run_name="record-deploy-{record.app}-{record.target}", retries=2, retry_delay_seconds=2)
+@task(name="record-deploy", task_run_name="record-deploy-{record.app}-{record.target}", retries=2,
+      retry_delay_seconds=2)
 def record_deploy(store: ObjectStore, record: DeployRecord) -> str:
     """Task form of ``write_deploy_record`` for flows."""
     return write_deploy_record(store, record)

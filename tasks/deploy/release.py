@@ -47,7 +47,7 @@ def publish_plan(releases: list[ComponentRelease], kind: str, target: str, curre
     """Render the plan for the target, with a diff against what runs now, as a markdown artifact."""
     parts = [f"# Deploy plan: {releases[0].app} → {target} ({kind})", ""]
     for rel in releases:
-        parts.append(f"## {rel.component}: `{rel.image}` ({rel.version}), {rel.replicas} × {rel.cpu} CPU / "
+        parts.append(f"## {rel.component}: `{rel.image}` ({rel.version}), {rel.replicas} \u00d7 {rel.cpu} CPU / "
                      f"{rel.memory}, {rel.method.value}")
         if kind == "docker":
             blue_green = rel.method == DeployMethod.blue_green

@@ -47,7 +47,8 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
         record_deploy(store, DeployRecord(
             app=app, target=target, target_kind=kind,
             images=[DeployedImage(component=r.component, repository=r.image.split("@")[0],
-                                  digest=r.image.split("@")[1], tag=version if not version.startswith("sha256:") else None)
+                                  digest=r.image.split("@")[1],
+                                  tag=version if not version.startswith("sha256:") else None)
                     for r in releases],
             previous=[DeployedImage(component=x["component"], repository=x["previous"].split("@")[0],
                                     digest=x["previous"].split("@")[1]) for x in results if x["previous"]],

@@ -71,12 +71,14 @@ def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: Bui
                 if "aux" in chunk and "Digest" in chunk["aux"]:
                     digests[tag] = chunk["aux"]["Digest"]
                 elif time.monotonic() - last_log > _PROGRESS_EVERY_S and chunk.get("status"):
-                    logger.info("push %s:%s: %s %s", image.repository, tag, chunk.get("status"), chunk.get("progress", ""))
+                    logger.info("push %s:%s: %s %s", image.repository, tag, chunk.get("status"),
+                                chunk.get("progress", ""))
                     last_log = time.monotonic()
     finally:
         client.close()
     if set(digests) != set(image.tags):
-        raise RemoteError(f"registry {registry.url} reported no digest for tag(s) {sorted(set(image.tags) - set(digests))}")
+        missing = sorted(set(image.tags) - set(digests))
+        raise RemoteError(f"registry {registry.url} reported no digest for tag(s) {missing}")
     if len(set(digests.values())) != 1:
         raise RemoteError(f"tags of {image.repository} were pushed with different digests: {digests}")
     digest = next(iter(digests.values()))

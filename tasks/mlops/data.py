@@ -110,7 +110,8 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
                              f"({type(exc).__name__}): they are wrong or may not read it; fix the block's "
                              f"access keys, then re-run") from None
         if any(s in text.lower() for s in ("missing", "checkout failed", "failed to pull", "failed to download")):
-            raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({' '.join(text.split())[:200]}); "
+            said = " ".join(text.split())[:200]
+            raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({said}); "
                              f"run `dvc push` from the branch that produced it, then re-run") from None
         raise RemoteError(f"DVC pull failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}") from None
     stats = result.get("stats", result) if isinstance(result, dict) else {}

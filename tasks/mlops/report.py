@@ -18,8 +18,10 @@ def render_report(comparison: Comparison, model: str, data_hashes: dict[str, str
              f"**{icon} {comparison.verdict}**"
              + (f" (champion v{champion.version})" if champion else "") + f" — thresholds: {thresholds}", "",
              "| metric | candidate | champion | Δ | Δ% | pass/fail |", "|---|---|---|---|---|---|"]
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.4f}"
+
     for r in comparison.rows:
-        fmt = (lambda v: "—" if v is None else f"{v:.4f}")
         pct = "—" if r.delta_pct is None else f"{r.delta_pct:+.2f}%"
         delta = "—" if r.delta is None else f"{r.delta:+.4f}"
         verdict = "—" if r.champion is None else ("pass" if r.passed else "fail")

@@ -41,7 +41,8 @@ def _created(client: httpx.Client, repository: str, manifest: dict, cache: _Mani
 
 
 def _image_size(manifest: dict) -> int:
-    return (manifest.get("config") or {}).get("size", 0) + sum(layer.get("size", 0) for layer in manifest.get("layers") or [])
+    layers = manifest.get("layers") or []
+    return (manifest.get("config") or {}).get("size", 0) + sum(layer.get("size", 0) for layer in layers)
 
 
 def read_image(client: httpx.Client, repository: str, tag: str, cache: _ManifestCache) -> ImageRecord:

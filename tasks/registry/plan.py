@@ -82,8 +82,9 @@ def _protected_digests(images: list[ImageRecord], in_use: set[str]) -> set[str]:
     return protected
 
 
-def plan_cleanup(images: list[ImageRecord], policy: RegistryCleanupPolicy, in_use: set[str],
-                 now: datetime | None = None) -> CleanupPlan:
+def plan_cleanup(  # noqa: PLR0912 - the safety rules in the order they apply, one branch each
+        images: list[ImageRecord], policy: RegistryCleanupPolicy, in_use: set[str],
+        now: datetime | None = None) -> CleanupPlan:
     """Decide every tag of ``images``; returns one row per tag."""
     now = now or datetime.now(UTC)
     protected = _protected_digests(images, in_use)
