@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
@@ -19,6 +22,7 @@ from blocks import Application, GitForge, MlflowServer, ObjectStore
 from opsflow.core.errors import PipelineFailed
 from tasks.reporting import report_status, upsert_pr_comment
 from tasks.summaries import ComponentOutcome, failure_report, pipeline_report
+from tasks.workspace import cleanup_workspace
 
 
 @dataclass
@@ -150,3 +154,52 @@ def raise_if_failed(outcomes: list[ComponentOutcome]) -> None:
 
 def _tests_failure(tests: dict) -> str:
     return "tests failed: " + (", ".join(tests.get("failed_names", [])) or tests.get("detail") or "see the report")
+
+
+@dataclass
+class Outcomes:
+    """The components' outcomes a GitOps run reports when it ends."""
+
+    components: list[ComponentOutcome] = field(default_factory=list)
+
+
+@contextmanager
+def reported_components(cfg: PipelineConfig, sha: str, context: str, pr: int | None, title: str, key: str,
+                        pending: str) -> Iterator[Outcomes]:
+    """A pending status now; on the way out the outcomes as the run's report, status and PR comment (when a
+    step raised before every component had one, each component with the error)."""
+    started = time.monotonic()
+    report_pending(cfg, sha, context, pending)
+    result = Outcomes()
+    try:
+        yield result
+    except Exception as exc:
+        result.components = outcomes_on_error(cfg.application, result.components, exc)
+        raise
+    finally:
+        report_outcome(cfg, sha, context, pr, title, result.components, started, key)
+
+
+@contextmanager
+def reported_failure(cfg: PipelineConfig, sha: str, context: str, pr: int | None, key: str, title: str,
+                     verdict: str = "failed", passthrough: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """On the way out of a failed step, what failed as the run's report, a failed status and the PR comment
+    (``passthrough`` errors are raised without one)."""
+    try:
+        yield
+    except passthrough:
+        raise
+    except Exception as exc:
+        report_failure(cfg, sha, context, pr, key, title, exc, verdict)
+        raise
+
+
+@contextmanager
+def workspace() -> Iterator[list[Path]]:
+    """Directories the run fills (its checkout, loaded artifacts), removed on the way out, whatever happened."""
+    paths: list[Path] = []
+    try:
+        yield paths
+    finally:
+        if paths:
+            cleanup_workspace(paths)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import replace
 from typing import Annotated
 
@@ -12,17 +11,7 @@ from pydantic import Field
 
 from blocks import ContainerRegistry, DockerHostTarget, names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
-from flows.common import (
-    PipelineConfig,
-    in_component_order,
-    load_config,
-    outcome_error,
-    outcomes_on_error,
-    raise_if_failed,
-    report_key,
-    report_outcome,
-    report_pending,
-)
+from flows import common
 from opsflow.core.errors import ArtifactNotFound
 from tasks.artifacts.store import ArtifactPlan, load_artifact, plan_artifact, save_artifact
 from tasks.build import build_app
@@ -34,7 +23,6 @@ from tasks.images.prune import prune_build_images
 from tasks.images.push import push_image
 from tasks.registry.lookup import lookup_image
 from tasks.summaries import ComponentOutcome, tests_passed
-from tasks.workspace import cleanup_workspace
 
 CONTEXT = "opsflow/gitops-merge"
 Version = Annotated[ImageTag | None, Field(description="Version tag to add (for a git tag push), e.g. 1.4.2.")]
@@ -45,7 +33,7 @@ def branch_tag(branch: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", branch).strip(".-")[:128] or "branch"
 
 
-def find_artifacts(cfg: PipelineConfig, checkout: Checkout, build_if_missing: bool) -> dict[str, ArtifactPlan]:
+def find_artifacts(cfg: common.PipelineConfig, checkout: Checkout, build_if_missing: bool) -> dict[str, ArtifactPlan]:
     """The stored artifact of every component's tree; refuses untested-and-failed or missing ones.
 
     With ``build_if_missing``, a missing artifact is built (and stored) here instead.
@@ -80,7 +68,7 @@ def find_artifacts(cfg: PipelineConfig, checkout: Checkout, build_if_missing: bo
     return plans
 
 
-def package_and_push(cfg: PipelineConfig, checkout: Checkout, plans: dict[str, ArtifactPlan], tags: list[str],
+def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict[str, ArtifactPlan], tags: list[str],
                      registry: ContainerRegistry, engine: DockerHostTarget, cleanup: list) -> list[ComponentOutcome]:
     """Per component in parallel: load the artifact, build the image from it, push it."""
     logger = get_run_logger()
@@ -115,9 +103,9 @@ def package_and_push(cfg: PipelineConfig, checkout: Checkout, plans: dict[str, A
             image = pushed.result()
             outcome.image_ref, outcome.image_tags = image.ref, image.tags
         else:
-            outcome.error = outcome_error(pushed.state)
+            outcome.error = common.outcome_error(pushed.state)
         done.append(outcome)
-    return in_component_order(application, done)
+    return common.in_component_order(application, done)
 
 
 @flow(name="gitops-merge", flow_run_name="gitops-merge-{app}-{sha:.7}", log_prints=True)
@@ -154,27 +142,20 @@ def gitops_merge(
         ArtifactNotFound: no artifact for a component's tree (the key is named), or its PR tests failed.
         PipelineFailed: an image failed to build or push.
     """
-    started = time.monotonic()
-    cfg = load_config(app, store_block, forge_block)
+    cfg = common.load_config(app, store_block, forge_block)
     registry = ContainerRegistry.load(registry_block)
     engine = DockerHostTarget.load(engine_block)
     tags = [sha, branch_tag(branch)] + ([version] if version else [])
-    report_pending(cfg, sha, CONTEXT, "building the images")
-    outcomes: list[ComponentOutcome] = []
-    cleanup: list = []
-    try:
-        checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
-        cleanup.append(checkout.path)
-        plans = find_artifacts(cfg, checkout, build_if_missing)
-        outcomes = package_and_push(cfg, checkout, plans, tags, registry, engine, cleanup)
-    except Exception as exc:
-        outcomes = outcomes_on_error(cfg.application, outcomes, exc)
-        raise
-    finally:
-        report_outcome(cfg, sha, CONTEXT, pr, f"opsflow GitOps · {cfg.application.name} · merge", outcomes,
-                       started, report_key("gitops-merge", cfg.application.name))
-        if cleanup:
-            cleanup_workspace(cleanup)
-        prune_build_images(engine)
-    raise_if_failed(outcomes)
-    return [o.__dict__ for o in outcomes]
+    title = f"opsflow GitOps · {cfg.application.name} · merge"
+    key = common.report_key("gitops-merge", cfg.application.name)
+    with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building the images") as result:
+        try:
+            with common.workspace() as cleanup:
+                checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
+                cleanup.append(checkout.path)
+                plans = find_artifacts(cfg, checkout, build_if_missing)
+                result.components = package_and_push(cfg, checkout, plans, tags, registry, engine, cleanup)
+        finally:
+            prune_build_images(engine)
+    common.raise_if_failed(result.components)
+    return [o.__dict__ for o in result.components]

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow
 
 from blocks import names
 from blocks.fields import BlockName, Name, PrNumber, Sha
-from flows.common import (
-    PipelineConfig,
-    in_component_order,
-    load_config,
-    outcome_error,
-    outcomes_on_error,
-    raise_if_failed,
-    report_key,
-    report_outcome,
-    report_pending,
-)
+from flows import common
 from tasks.app_tests import run_tests
 from tasks.artifacts.store import plan_artifact, record_test_results, save_artifact
 from tasks.build import build_app
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout, clone_repo
 from tasks.summaries import ComponentOutcome, tests_passed
-from tasks.workspace import cleanup_workspace
 
 CONTEXT = "opsflow/gitops-pr"
 
@@ -35,11 +22,11 @@ def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
     tested.wait()
     outcome = ComponentOutcome(comp.name)
     if not build.state.is_completed():
-        outcome.error = outcome_error(build.state)
+        outcome.error = common.outcome_error(build.state)
         return outcome
     outcome.seconds = build.result().duration_s
     if not saved.state.is_completed():
-        outcome.error = outcome_error(saved.state)
+        outcome.error = common.outcome_error(saved.state)
         return outcome
     ref = saved.result()
     outcome.artifact_key, outcome.artifact_digest, outcome.artifact_size = ref.key, ref.digest, ref.size
@@ -47,7 +34,7 @@ def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
     result = tested.result(raise_on_failure=False)
     report = getattr(result, "report", result)  # TestsFailed carries its report
     if not hasattr(report, "summary"):
-        outcome.error = outcome_error(tested.state)
+        outcome.error = common.outcome_error(tested.state)
         return outcome
     outcome.tests = report.summary()
     outcome.seconds += report.seconds
@@ -55,7 +42,7 @@ def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
     return outcome
 
 
-def build_and_test(cfg: PipelineConfig, checkout: Checkout, redact: list[str]) -> list[ComponentOutcome]:
+def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, redact: list[str]) -> list[ComponentOutcome]:
     """Build, store and test every component in parallel; a stored artifact that passed is reused."""
     application, store = cfg.application, cfg.store
     plans = [(c, plan_artifact.submit(store, checkout, application.name, c)) for c in application.components]
@@ -71,7 +58,7 @@ def build_and_test(cfg: PipelineConfig, checkout: Checkout, redact: list[str]) -
         tested = run_tests.submit(checkout, comp, redact, wait_for=[saved])
         chains.append((comp, plan, build, saved, tested))
     outcomes = reused + [_collect(*chain, store) for chain in chains]
-    return in_component_order(application, outcomes)
+    return common.in_component_order(application, outcomes)
 
 
 @flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True)
@@ -99,23 +86,15 @@ def gitops_pr(
     Raises:
         PipelineFailed: a component failed to build, store or pass its tests (all are named).
     """
-    started = time.monotonic()
-    cfg = load_config(app, store_block, forge_block)
-    report_pending(cfg, sha, CONTEXT, "building and testing")
-    outcomes: list[ComponentOutcome] = []
-    checkout = None
-    try:
+    cfg = common.load_config(app, store_block, forge_block)
+    title = f"opsflow GitOps · {cfg.application.name} · PR #{pr}"
+    key = common.report_key("gitops-pr", cfg.application.name)
+    with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building and testing") as result, \
+            common.workspace() as paths:
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
+        paths.append(checkout.path)
         written = fetch_env_files(checkout, cfg.application.env_files, cfg.secrets)
         redact = redaction_list(checkout, written) + ([cfg.forge.token.get_secret_value()] if cfg.forge else [])
-        outcomes = build_and_test(cfg, checkout, redact)
-    except Exception as exc:
-        outcomes = outcomes_on_error(cfg.application, outcomes, exc)
-        raise
-    finally:
-        report_outcome(cfg, sha, CONTEXT, pr, f"opsflow GitOps · {cfg.application.name} · PR #{pr}", outcomes,
-                       started, report_key("gitops-pr", cfg.application.name))
-        if checkout is not None:
-            cleanup_workspace([checkout.path])
-    raise_if_failed(outcomes)
-    return [o.__dict__ for o in outcomes]
+        result.components = build_and_test(cfg, checkout, redact)
+    common.raise_if_failed(result.components)
+    return [o.__dict__ for o in result.components]

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from blocks import names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
-from flows.common import load_config, publish_report, report_failure, report_key, run_url
+from flows.common import load_config, publish_report, report_key, reported_failure, run_url, workspace
 from flows.mlops_pr import CONTEXT, TITLE
 from opsflow.core.errors import ApprovalNotGiven
 from tasks.git import clone_repo
@@ -89,9 +89,11 @@ def mlops_merge(app: Name, sha: Sha, forge_block: BlockName | None = None, mlflo
     """
     cfg = load_config(app, None, forge_block, mlflow_block)
     server, key = cfg.mlflow, report_key("mlops-merge", cfg.application.name)
-    checkout, approval = None, None
-    try:
+    approval = None
+    with reported_failure(cfg, sha, CONTEXT, None, key, TITLE, "evaluation failed", passthrough=(ApprovalNotGiven,)), \
+            workspace() as paths:
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
+        paths.append(checkout.path)
         ml = load_ml_config(checkout.path)
         data = dvc_hashes(checkout.path)
         tags = run_tags(checkout, branch or cfg.application.default_branch, pr, cfg.repo, data)
@@ -113,8 +115,8 @@ def mlops_merge(app: Name, sha: Sha, forge_block: BlockName | None = None, mlflo
             body += f"\n\n**Approval:** move `{ml.champion_alias}` to {ml.model_name} v{registered}?"
             publish_report(cfg, sha, CONTEXT, None, key, TITLE, body, True,
                            f"{ml.model_name} v{registered} registered; {ml.champion_alias} awaits approval")
-            cleanup_workspace([checkout.path])
-            checkout = None
+            cleanup_workspace(paths)  # a paused run cannot start tasks: clean up before the pause
+            paths.clear()
             approval = wait_for_approval(body, approval_timeout)
             if approval:
                 set_model_alias(server, ml.model_name, ml.champion_alias, registered)
@@ -124,14 +126,6 @@ def mlops_merge(app: Name, sha: Sha, forge_block: BlockName | None = None, mlflo
                    + (f", {ml.champion_alias}" if promote else (kept if ask else "")))
         publish_report(cfg, sha, CONTEXT, None, key, TITLE, f"### {TITLE}: {ml.model_name}\n\n{outcome}\n\n"
                        f"[MLflow run]({link})", True, outcome)
-    except ApprovalNotGiven:
-        raise  # the run is still paused server-side: no task can run (the status says it awaited approval)
-    except Exception as exc:
-        report_failure(cfg, sha, CONTEXT, None, key, TITLE, exc, verdict="evaluation failed")
-        raise
-    finally:
-        if checkout is not None:
-            cleanup_workspace([checkout.path])
     result = {"version": registered, "run_id": found.run_id, "champion": promote}
     if ask:
         result["approved"] = approval

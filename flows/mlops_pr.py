@@ -6,7 +6,15 @@ from prefect import flow
 
 from blocks import names
 from blocks.fields import BlockName, Branch, Name, PrNumber, Sha
-from flows.common import load_config, publish_report, report_failure, report_key, report_pending, run_url
+from flows.common import (
+    load_config,
+    publish_report,
+    report_key,
+    report_pending,
+    reported_failure,
+    run_url,
+    workspace,
+)
 from tasks.git import clone_repo
 from tasks.mlops.champion import compare_to_champion
 from tasks.mlops.config import load_ml_config, run_tags
@@ -14,7 +22,6 @@ from tasks.mlops.data import dvc_pull
 from tasks.mlops.experiment import run_experiment
 from tasks.mlops.report import render_report
 from tasks.mlops.tracking import experiment_id, find_champion, log_to_mlflow, mlflow_run_url
-from tasks.workspace import cleanup_workspace
 
 CONTEXT = "mlops/eval"
 TITLE = "MLOps"
@@ -42,9 +49,9 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = 
     cfg = load_config(app, store_block, forge_block, mlflow_block)
     server, key = cfg.mlflow, report_key("mlops-pr", cfg.application.name)
     report_pending(cfg, sha, CONTEXT, "evaluating the model")
-    checkout = None
-    try:
+    with reported_failure(cfg, sha, CONTEXT, pr, key, TITLE, "evaluation failed"), workspace() as paths:
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
+        paths.append(checkout.path)
         ml = load_ml_config(checkout.path)
         pulled = dvc_pull(checkout.path, cfg.store)
         candidate = run_experiment(checkout.path, ml.command)
@@ -56,10 +63,4 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = 
         body = render_report(comparison, ml.model_name, pulled.data_hashes, link, run_url(), champion,
                              candidate.plots)
         publish_report(cfg, sha, CONTEXT, pr, key, TITLE, body, comparison.passed, comparison.verdict, link)
-    except Exception as exc:
-        report_failure(cfg, sha, CONTEXT, pr, key, TITLE, exc, verdict="evaluation failed")
-        raise
-    finally:
-        if checkout is not None:
-            cleanup_workspace([checkout.path])
     return {"verdict": comparison.verdict, "run_id": run_id, "url": link, "rows": [r.__dict__ for r in comparison.rows]}

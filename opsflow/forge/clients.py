@@ -20,7 +20,19 @@ from opsflow.forge.api import (
 )
 
 
-class GitHubClient(_ForgeApi):
+class _StatusesApi(_ForgeApi):
+    """GitHub's commit status call, which Gitea copies (its states include ours one for one)."""
+
+    def set_status(self, repo: str, sha: str, state: CommitState, context: str, description: str,
+                   target_url: str | None = None) -> None:
+        """Create a commit status on ``sha``; the latest status per ``context`` is what the forge shows."""
+        self._repo(repo)
+        state = _check_status(sha, state, context, description, target_url)
+        self._send("POST", self._url(f"/repos/{repo}/statuses/{sha}"), repo,
+                   json=_status_json(state.value, "context", context, description, target_url))
+
+
+class GitHubClient(_StatusesApi):
     """GitHub's REST API (``https://api.github.com`` or ``https://ghe.example/api/v3``)."""
 
     name = "GitHub"
@@ -28,14 +40,6 @@ class GitHubClient(_ForgeApi):
     def _auth_headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                 "X-GitHub-Api-Version": "2022-11-28"}
-
-    def set_status(self, repo: str, sha: str, state: CommitState, context: str, description: str,
-                   target_url: str | None = None) -> None:
-        """Create a commit status on ``sha``; the latest status per ``context`` is what GitHub shows."""
-        self._repo(repo)
-        state = _check_status(sha, state, context, description, target_url)
-        self._send("POST", self._url(f"/repos/{repo}/statuses/{sha}"), repo,
-                   json=_status_json(state.value, "context", context, description, target_url))
 
     def _list_raw(self, repo: str, pr: int) -> list[dict]:
         url: str = self._url(f"/repos/{repo}/issues/{pr}/comments")
@@ -57,7 +61,7 @@ class GitHubClient(_ForgeApi):
         return "PATCH", f"/repos/{repo}/issues/comments/{comment_id}"
 
 
-class GiteaClient(_ForgeApi):
+class GiteaClient(_StatusesApi):
     """Gitea's (and Forgejo's) API v1, e.g. ``https://gitea.lan/api/v1``."""
 
     name = "Gitea"
@@ -65,14 +69,6 @@ class GiteaClient(_ForgeApi):
 
     def _auth_headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"token {token}", "Accept": "application/json"}
-
-    def set_status(self, repo: str, sha: str, state: CommitState, context: str, description: str,
-                   target_url: str | None = None) -> None:
-        """Create a commit status on ``sha`` (Gitea's states include ours one for one)."""
-        self._repo(repo)
-        state = _check_status(sha, state, context, description, target_url)
-        self._send("POST", self._url(f"/repos/{repo}/statuses/{sha}"), repo,
-                   json=_status_json(state.value, "context", context, description, target_url))
 
     def _list_raw(self, repo: str, pr: int) -> list[dict]:
         # Gitea answers with every comment of the issue and ignores page/limit. Asking page by

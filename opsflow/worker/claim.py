@@ -55,30 +55,30 @@ async def claim(client, flow_run_id: UUID):
     return True, "", state
 
 
-async def report_crashed(client, flow_run_id: UUID, message: str) -> bool:
-    """Propose ``Crashed(message)``; False when the run had already reached another final state."""
+async def _propose_final(client, flow_run_id: UUID, proposed) -> bool:
+    """Propose a final state; False when the run had already reached another one (or is gone)."""
     from prefect.exceptions import Abort, ObjectNotFound
-    from prefect.states import Crashed
     from prefect.utilities.engine import propose_state
 
     try:
-        state = await propose_state(client, Crashed(message=message), flow_run_id=flow_run_id)
+        state = await propose_state(client, proposed, flow_run_id=flow_run_id)
     except (Abort, ObjectNotFound):
         return False
-    return state.is_crashed()
+    return state.type == proposed.type
+
+
+async def report_crashed(client, flow_run_id: UUID, message: str) -> bool:
+    """Propose ``Crashed(message)``; False when the run had already reached another final state."""
+    from prefect.states import Crashed
+
+    return await _propose_final(client, flow_run_id, Crashed(message=message))
 
 
 async def report_cancelled(client, flow_run_id: UUID, message: str) -> bool:
     """Move a ``Cancelling`` run whose process was stopped to ``Cancelled``."""
-    from prefect.exceptions import Abort, ObjectNotFound
     from prefect.states import Cancelled
-    from prefect.utilities.engine import propose_state
 
-    try:
-        state = await propose_state(client, Cancelled(message=message), flow_run_id=flow_run_id)
-    except (Abort, ObjectNotFound):
-        return False
-    return state.is_cancelled()
+    return await _propose_final(client, flow_run_id, Cancelled(message=message))
 
 
 def exit_message(code: int) -> str:
