@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.paths import ROOT
+
 pytestmark = [pytest.mark.stack]
-ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = """
 import sys

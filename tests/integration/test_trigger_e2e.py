@@ -21,9 +21,8 @@ import pytest
 
 from opsflow.deploy import PROJECT_ROOT, deploy_all
 from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
-from tests.flows.gitops_harness import free_port
-from tests.forge_emulator import forge_emulator_fixture  # noqa: F401
-from tests.webhook.deliveries import run_id_of
+from tests.support.deliveries import run_id_of
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.forge]
 

@@ -1,4 +1,5 @@
-"""The forge emulator's pytest fixtures (the emulator itself is ``opsflow.stack.forge_emulator``)."""
+"""Plugin: the forge emulator's pytest fixtures ``forge_emulator`` and ``forge`` (the emulator itself is
+``opsflow.stack.forge_emulator``). Registered in ``tests/conftest.py``; request them by name."""
 
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ from opsflow.stack.forge_emulator import TOKEN, ForgeEmulator
 __all__ = ["TOKEN", "ForgeEmulator", "forge_emulator_fixture", "forge_fixture"]
 
 
-# Registered under their fixture names; the functions are named apart so that a test module can
-# import them (``from tests.forge_emulator import forge_fixture, forge_emulator_fixture``) without
-# its ``forge`` parameters shadowing an imported name.
-@pytest.fixture(scope="session", name="forge_emulator")
-def forge_emulator_fixture() -> Iterator[ForgeEmulator]:
-    """The forge emulator, started once per session on a free port of 127.0.0.1."""
+@pytest.fixture(scope="session")
+def forge_emulator_server() -> Iterator[ForgeEmulator]:
+    """The forge emulator's server, started once per session on a free port of 127.0.0.1."""
     emulator = ForgeEmulator().start()
     try:
         yield emulator
     finally:
         emulator.stop()
+
+
+# Registered under their fixture names; the functions are named apart so that a module importing
+# this one does not have its ``forge`` parameters shadow an imported name.
+@pytest.fixture(scope="module", name="forge_emulator")
+def forge_emulator_fixture(forge_emulator_server: ForgeEmulator) -> ForgeEmulator:
+    """The session's forge emulator, with no statuses, comments, requests or faults when a test module first
+    uses it: each module starts from a clean emulator (as when each module imported a fixture of its own),
+    while one server serves the session."""
+    forge_emulator_server.reset()
+    return forge_emulator_server
 
 
 @pytest.fixture(name="forge")

@@ -113,14 +113,6 @@ class ProcessWatch:
         self._thread.join(timeout=5)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_http(url: str, deadline_s: float = 30) -> object:
     import httpx
 

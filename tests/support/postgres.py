@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.flows.gitops_harness import free_port
+from tests.support.net import free_port
 
 BINDIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 

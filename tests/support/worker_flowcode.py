@@ -1,4 +1,4 @@
-"""The flow the worker tests deploy. Copied into a temporary directory and deployed from there
+"""The flow the worker tests deploy. Copied into a temporary directory as ``flowcode.py`` and deployed from there
 (``flow.from_source(<dir>, "flowcode.py:probe")``), so it is never in the worker's preload list.
 """
 

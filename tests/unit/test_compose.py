@@ -6,12 +6,13 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-COMPOSE = Path(__file__).resolve().parent.parent / "deployments" / "compose.yaml"
+from tests.support.paths import ROOT
+
+COMPOSE = ROOT / "deployments" / "compose.yaml"
 ENV_EXAMPLE = COMPOSE.parent / "compose" / ".env.example"
 
 

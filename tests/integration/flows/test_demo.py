@@ -9,7 +9,7 @@ import io
 import pytest
 
 from opsflow.demo import run_all_demos, run_demo
-from tests.flows.gitops_harness import manifest_digest
+from tests.support.gitops_harness import manifest_digest
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 

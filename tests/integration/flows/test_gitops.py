@@ -17,9 +17,9 @@ import pytest
 from flows.gitops_merge import gitops_merge
 from flows.gitops_pr import gitops_pr
 from opsflow.samples import SHOP_SOURCE, SampleRepo, env_file_text, save_shop_blocks
-from tests.flows.gitops_harness import (
+from opsflow.stack.forge_emulator import TOKEN
+from tests.support.gitops_harness import (
     ProcessWatch,
-    free_port,
     manifest_digest,
     run_artifacts,
     run_flow,
@@ -27,7 +27,7 @@ from tests.flows.gitops_harness import (
     task_run_names,
     wait_http,
 )
-from tests.forge_emulator import TOKEN, forge_emulator_fixture  # noqa: F401
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.forge]
 

@@ -8,8 +8,7 @@ from flows.gitops_merge import gitops_merge
 from flows.gitops_pr import gitops_pr
 from opsflow.samples import SHOP_SOURCE, SampleRepo, env_file_text, save_shop_blocks, shop_components
 from tasks.artifacts.store import ArtifactNotFound, artifact_key
-from tests.flows.gitops_harness import run_flow, task_run_names, task_run_states
-from tests.forge_emulator import forge_emulator_fixture  # noqa: F401
+from tests.support.gitops_harness import run_flow, task_run_names, task_run_states
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.forge]
 

@@ -1,4 +1,5 @@
-"""Build-artifact retention and Docker host pruning: the pure plan, and the flow against the stack."""
+"""Build-artifact retention and Docker host pruning: the flow against the stack (the pure plan:
+tests/unit/flows/test_housekeeping.py)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tasks.artifacts.retention import StoredArtifact, plan_artifact_retention
-from tests.registry_images import push_image
-
-NOW = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def art(key: str, days: float, commit: str = "c" * 40, component: str = "backend") -> StoredArtifact:
-    return StoredArtifact(key, "shop", component, commit, NOW - timedelta(days=days), 1000)
-
-
-def test_retention_keeps_newest_per_component_deployed_commits_and_young_ones():
-    artifacts = [art("b1", 1), art("b2", 40), art("b3", 50, commit="d" * 40), art("b4", 60), art("b5", 10),
-                 art("f1", 90, component="frontend")]
-    rows = {r.key: (r.action, r.reason) for r in plan_artifact_retention(artifacts, 1, 30, {"d" * 40}, NOW)}
-    assert {k: a for k, (a, _) in rows.items()} == {"b1": "keep", "b5": "keep", "b2": "delete", "b3": "keep",
-                                                    "b4": "delete", "f1": "keep"}
-    assert "deployed" in rows["b3"][1] and "newest 1" in rows["f1"][1]
-    with pytest.raises(ValueError, match="negative"):
-        plan_artifact_retention(artifacts, -1, 30, set(), NOW)
+from tests.support.registry_images import push_image
 
 
 @pytest.mark.stack
@@ -35,8 +18,8 @@ def test_retention_keeps_newest_per_component_deployed_commits_and_young_ones():
 def test_housekeeping_dry_run_then_apply(stack, docker_client):
     from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
     from flows.housekeeping import housekeeping
-    from tasks.images.base import ensure_base_image
     from tasks.deploy.records import DeployedImage, DeployRecord, record_key, write_deploy_record
+    from tasks.images.base import ensure_base_image
 
     uid = uuid.uuid4().hex[:8]
     store = ObjectStore.load("opsflow-artifacts")

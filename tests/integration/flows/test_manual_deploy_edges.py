@@ -1,4 +1,4 @@
-"""Manual deploy to edge nodes: real extra Docker engines with bridge networking (tests/edge_nodes.py).
+"""Manual deploy to edge nodes: real extra Docker engines with bridge networking (tests/support/edge_nodes.py).
 
 Blue-green behind the proxy with a prober every 50 ms, fan-out to several nodes with one
 unreachable, the per-target lock, and bad input rejected before any target is touched.
@@ -14,9 +14,9 @@ from typing import Self
 import httpx
 import pytest
 
-from tests.edge_nodes import edge_nodes
-from tests.flows.gitops_harness import free_port
-from tests.web_app import push_web_app
+from tests.support.edge_nodes import edge_nodes
+from tests.support.net import free_port
+from tests.support.web_app import push_web_app
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 

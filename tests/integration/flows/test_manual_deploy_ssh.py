@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.flows.gitops_harness import free_port
-from tests.web_app import push_web_app
+from tests.support.net import free_port
+from tests.support.web_app import push_web_app
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 SSHD = Path("/usr/sbin/sshd")

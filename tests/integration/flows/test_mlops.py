@@ -13,32 +13,11 @@ import pytest
 from flows.mlops_merge import mlops_merge
 from flows.mlops_pr import mlops_pr
 from opsflow.samples import ml_sample_repo, save_ml_blocks
-from tasks.mlops.champion import Candidate, Champion, compare_to_champion
-from opsflow.core.errors import MlopsError
-from tests.flows.gitops_harness import run_flow
-from tests.forge_emulator import forge_emulator_fixture  # noqa: F401
+from tests.support.gitops_harness import run_flow
 
 pytestmark = [pytest.mark.stack, pytest.mark.forge]
 
 FORGE_REPO = "acme/ml-iris"
-SPEC = {"accuracy": {"direction": "higher", "threshold": 0.0}, "log_loss": {"direction": "lower", "threshold": 0.0}}
-
-
-def test_compare_honours_directions_and_thresholds():
-    champ = Champion("3", "r", {"accuracy": 0.80, "log_loss": 0.50}, {"train.C": "1.0"})
-    better = compare_to_champion(Candidate({"accuracy": 0.82, "log_loss": 0.45}, {"train.C": "2.0"}), champ, SPEC)
-    assert better.verdict == "beats champion" and [r.passed for r in better.rows] == [True, True]
-    assert better.differing_params == {"train.C": ("1.0", "2.0")}
-    assert round(better.rows[1].delta, 4) == -0.05 and round(better.rows[1].delta_pct, 2) == -10.0
-    worse = compare_to_champion(Candidate({"accuracy": 0.82, "log_loss": 0.55}, {}), champ, SPEC)
-    assert worse.verdict == "does not beat champion" and [r.passed for r in worse.rows] == [True, False]
-    strict = {**SPEC, "accuracy": {"direction": "higher", "threshold": 0.05}}
-    assert not compare_to_champion(Candidate({"accuracy": 0.82, "log_loss": 0.45}, {}), champ, strict).passed
-    first = compare_to_champion(Candidate({"accuracy": 0.82, "log_loss": 0.45}, {}), None, SPEC)
-    assert first.verdict == "no champion yet" and first.passed
-    with pytest.raises(MlopsError, match="missing from the champion"):
-        compare_to_champion(Candidate({"accuracy": 0.8, "log_loss": 0.4}, {}),
-                            Champion("1", "r", {"accuracy": 0.8}, {}), SPEC)
 
 
 def _ml_app(prefix: str, forge_emulator, tmp_path_factory):
@@ -111,7 +90,7 @@ def test_mlflow_run_carries_tags_params_metrics_and_artifacts(ml):
 
 
 def test_dvc_pull_shows_its_progress_on_the_run(ml):
-    from tests.flows.gitops_harness import run_artifacts, run_logs
+    from tests.support.gitops_harness import run_artifacts, run_logs
 
     run = ml["runs"]["pr1"]
     assert [float(a.data) for a in run_artifacts(run.id) if a.type == "progress"] == [100.0]
@@ -158,7 +137,7 @@ def _resume_when_paused(app: str, approve: bool, seen: dict) -> threading.Thread
     from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
 
-    from tests.flows.gitops_harness import run_artifacts
+    from tests.support.gitops_harness import run_artifacts
 
     paused = FlowRunFilter(name=FlowRunFilterName(like_=f"mlops-merge-{app}-"),
                            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
@@ -344,7 +323,7 @@ def s3_auth_enforced(store):
 
 def test_wrong_object_store_credentials_fail_saying_so_without_the_secret(faults):
     from blocks import ObjectStore
-    from tests.flows.gitops_harness import run_artifacts, run_logs, task_run_names
+    from tests.support.gitops_harness import run_artifacts, run_logs, task_run_names
 
     good = ObjectStore.load("opsflow-data")
     wrong_secret = f"wrong-secret-{uuid.uuid4().hex}"
@@ -382,12 +361,13 @@ def _outputs(nb) -> str:
 
 def test_notebooks_run_against_the_stack_in_the_project_venv(ml, monkeypatch):
     import sys
-    from pathlib import Path
 
     import nbformat
     from nbclient import NotebookClient
 
-    nbdir = Path(__file__).resolve().parents[2] / "notebooks"
+    from tests.support.paths import ROOT
+
+    nbdir = ROOT / "notebooks"
     monkeypatch.setenv("OPSFLOW_NB_MODEL", ml["app"])
     monkeypatch.setenv("OPSFLOW_NB_APP", ml["app"])
     monkeypatch.setenv("OPSFLOW_NB_SHA", ml["shas"][3])

@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.registry_images import manifest_exists, push_image, push_index, tags
+from tests.support.registry_images import manifest_exists, push_image, push_index, tags
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
 
@@ -33,8 +33,8 @@ def test_cleanup_dry_run_then_apply_deletes_exactly_the_plan_and_frees_storage(s
     from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
     from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
     from flows.registry_cleanup import PLAN_KEY, registry_cleanup
-    from tasks.images.base import ensure_base_image
     from tasks.deploy.records import DeployedImage, DeployRecord, record_key, write_deploy_record
+    from tasks.images.base import ensure_base_image
 
     uid = uuid.uuid4().hex[:8]
     app, web = f"cleanup-it-{uid}/app", f"cleanup-it-{uid}/web"

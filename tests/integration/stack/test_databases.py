@@ -21,12 +21,11 @@ import httpx
 import pytest
 
 from opsflow.samples import SHOP_SOURCE, SampleRepo
-from tests.flows.gitops_harness import free_port
-from tests.forge_emulator import forge_emulator_fixture  # noqa: F401
-from tests.postgres import BINDIRS, private_postgres, psql
+from tests.support.net import free_port
+from tests.support.paths import ROOT, SUPPORT
+from tests.support.postgres import BINDIRS, private_postgres, psql
 
 pytestmark = pytest.mark.stack
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _argvs() -> list[list[str]]:
@@ -76,7 +75,7 @@ def test_the_gitops_pr_pipeline_runs_on_a_server_backed_by_the_other_database(st
     forge_repo = f"acme/{kind}-shop"
     try:
         platform.up()
-        argv = [sys.executable, str(Path(__file__).with_name("gitops_run.py")), json.dumps(
+        argv = [sys.executable, str(SUPPORT / "gitops_run.py"), json.dumps(
             {"forge_url": forge_emulator.url_for("github"), "repo_url": repo.url, "sha": sha,
              "forge_repo": forge_repo, "app": f"shop-{kind}"})]
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env={

@@ -21,7 +21,7 @@ from tasks.artifacts.store import (
 )
 from tasks.build import BuildResult
 from tasks.git import clone_repo
-from tests.gitrepos import SourceRepo
+from tests.support.gitrepos import SourceRepo
 
 pytestmark = [pytest.mark.stack]
 

@@ -1,4 +1,5 @@
-"""StepProgress against the session's Prefect server: what the run page shows during a long step."""
+"""StepProgress against the session's Prefect server: what the run page shows during a long step
+(without a server: tests/unit/tasks/test_progress.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import pytest
 from prefect import flow, task
 
 from tasks.progress import StepProgress
-from tests.flows.gitops_harness import run_artifacts, run_flow, run_logs
+from tests.support.gitops_harness import run_artifacts, run_flow, run_logs
 
 pytestmark = [pytest.mark.stack]
 
 
 @pytest.fixture(autouse=True)
 def _run_logger_off():
-    """The run logger stays on here (tests/tasks turns it off for ``.fn()`` calls): the logs are checked."""
+    """The run logger stays on here (tests/integration/tasks turns it off for ``.fn()`` calls): the logs are checked."""
     yield
 
 
@@ -51,15 +52,3 @@ def test_a_long_step_reports_progress_while_it_runs_and_ends_at_100(stack, measu
     assert lines[-1] == (f"{what}: 10.0 of 10.0 MB (100%)" if measured else f"{what}: 8 of 8 calls (100%)"), lines
     percents = [float(line.rsplit("(", 1)[1].rstrip("%)")) for line in lines]
     assert percents == sorted(percents) and 0 < percents[0] < 100, lines
-
-
-def test_progress_of_nothing_to_do_is_done():
-    progress = StepProgress("empty", total=0, logger=_NullLogger())
-    assert progress.percent() == 100.0 and progress.describe() == "empty: 0 of 0 (100%)"
-
-
-class _NullLogger:
-    def info(self, *args) -> None:
-        pass
-
-    warning = info

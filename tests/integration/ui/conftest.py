@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.prefect_ui import PrefectUI
+from tests.support.paths import OUTPUT
+from tests.support.prefect_ui import PrefectUI
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-UI_OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "ui"
+UI_OUTPUT = OUTPUT / "ui"
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import pytest
 
 from opsflow.deploy import deploy_all
 from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
-from tests.flows.gitops_harness import free_port, manifest_digest
-from tests.forge_emulator import forge_emulator_fixture, forge_fixture  # noqa: F401
+from tests.support.gitops_harness import manifest_digest
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.forge, pytest.mark.browser]
 

@@ -2,58 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.flows.gitops_harness import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "hooks-test-secret-9d1e"
-POOL = "webhook-test"
-DEPLOYMENT = "webhook-test"
-REPO = "acme/hooks"
-
-
-@dataclass
-class ReceiverProcess:
-    port: int
-    journal: Path
-    api_url: str
-    proc: subprocess.Popen | None = None
-    log: Path | None = None
-    extra_env: dict = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/github"
-
-    def start(self, api_url: str | None = None) -> ReceiverProcess:
-        self.log = self.journal.with_suffix(".log")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "opsflow.webhook", "serve", "--forge-block", "hooks-forge", "--port",
-             str(self.port), "--journal", str(self.journal), "--deployment", DEPLOYMENT, "--max-body", "65536"],
-            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": self.api_url, **self.extra_env},
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the process owns it
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                assert self.proc.poll() is None, f"the receiver exited: {self.log.read_text()[-2000:]}"
-                time.sleep(0.1)
-        raise AssertionError("the receiver did not come up")
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(30)
+from tests.support.net import free_port
+from tests.support.paths import ROOT
+from tests.support.webhook_receiver import DEPLOYMENT, POOL, REPO, SECRET, ReceiverProcess
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.webhook.conftest import REPO, SECRET
-from tests.webhook.deliveries import pr_payload, signed
+from tests.support.deliveries import pr_payload, signed
+from tests.support.webhook_receiver import REPO, SECRET
 
 pytestmark = pytest.mark.stack
 TOTAL = 500

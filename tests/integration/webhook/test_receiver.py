@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 
-from tests.flows.gitops_harness import free_port
-from tests.webhook.conftest import DEPLOYMENT, REPO, SECRET, ReceiverProcess
-from tests.webhook.deliveries import pr_payload, push_payload, run_id_of, signed
+from tests.support.deliveries import pr_payload, push_payload, run_id_of, signed
+from tests.support.net import free_port
+from tests.support.webhook_receiver import DEPLOYMENT, REPO, SECRET, ReceiverProcess
 
 pytestmark = pytest.mark.stack
 

@@ -5,71 +5,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TAG = "OPSFLOW_WORKER_TEST_TAG"
+from tests.support.paths import ROOT, SUPPORT
+from tests.support.workers import TAG, WorkerProcess, tagged_pids, wait_online
+
 QUEUES = ("default", "q1", "q2")
-
-
-def tagged_pids(tag: str) -> list[int]:
-    """Processes whose environment carries ``OPSFLOW_WORKER_TEST_TAG=tag`` (a worker and all it started)."""
-    needle = f"{TAG}={tag}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-@dataclass
-class WorkerProcess:
-    proc: subprocess.Popen
-    log: Path
-    name: str
-    tag: str
-    argv: list[str] = field(default_factory=list)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout: float = 90) -> int:
-        """SIGTERM, wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"worker {self.name} did not stop within {timeout} s:\n{self.log_text()[-3000:]}")
-
-
-def wait_online(client, pool: str, worker: WorkerProcess, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert worker.proc.poll() is None, f"worker exited with {worker.proc.returncode}:\n{worker.log_text()[-3000:]}"
-        # The heartbeat comes once the zygote is ready; the watcher subscribes right after it.
-        online = any(w.name == worker.name and w.status.value == "ONLINE" for w in client.read_workers_for_work_pool(pool))
-        if online and "subscribed to the flow-run events" in worker.log_text():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"worker {worker.name} not online within {timeout} s:\n{worker.log_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +49,7 @@ def pool(prefect_client):
 @pytest.fixture(scope="module")
 def code_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("worker-flows")
-    shutil.copy(Path(__file__).with_name("flowcode.py"), directory / "flowcode.py")
+    shutil.copy(SUPPORT / "worker_flowcode.py", directory / "flowcode.py")
     return directory
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.worker.conftest import tagged_pids
+from tests.support.workers import tagged_pids
 
 pytestmark = [pytest.mark.stack]
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from opsflow.core.errors import InvalidInput, RemoteError
 from tasks.git import clone_repo
-from tests.gitrepos import SourceRepo
+from tests.support.gitrepos import SourceRepo
 
 TOKEN = "ghs_testtoken_0123456789abcdef"
 

@@ -7,11 +7,10 @@ import socket
 import pytest
 
 from blocks import GitForge
-from opsflow.forge import api as forge_api
-from opsflow.forge import CommitState, GitHubClient
 from opsflow.core.errors import InvalidInput, RemoteError
+from opsflow.forge import CommitState, GitHubClient
+from opsflow.forge import api as forge_api
 from tasks.reporting import marker, report_status, upsert_pr_comment
-from tests.forge_emulator import forge_emulator_fixture, forge_fixture  # noqa: F401
 
 pytestmark = pytest.mark.forge
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from opsflow.webhook.payloads import Ignored, Invalid, Trigger, parse
 from opsflow.webhook.routing import AppInfo, Route, route
 from opsflow.webhook.signatures import verify
-from tests.webhook.deliveries import lower, pr_payload, push_payload, signed
+from tests.support.deliveries import lower, pr_payload, push_payload, signed
 
 KINDS = ["github", "gitea", "gitlab"]
 SECRET = "s3cret-hook"
