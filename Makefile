@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 SYSTEM_COMMANDS := git:git dockerd:docker.io docker-registry:docker-registry /bin/busybox:busybox-static node:nodejs npm:npm docker-compose:docker-compose pg_ctlcluster:postgresql /usr/sbin/sshd:openssh-server chromium:chromium chromedriver:chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup system-packages uv stack-down lint
+.PHONY: demo test test-unit test-integration setup system-packages uv stack-down lint
 
 demo: setup
 	$(UV) run opsflow demo
@@ -16,6 +16,14 @@ demo: setup
 test: setup
 	$(UV) run lint-imports
 	$(UV) run pytest $(PYTEST_ARGS)
+
+# Only the tests that need no services (seconds; no system packages needed), or only those against the stack.
+test-unit: uv
+	$(UV) sync --frozen
+	$(UV) run pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup
+	$(UV) run pytest tests/integration $(PYTEST_ARGS)
 
 setup: system-packages uv
 	$(UV) sync --frozen

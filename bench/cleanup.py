@@ -44,7 +44,7 @@ def main() -> None:
     from tasks.registry.apply import apply_registry_cleanup
     from tasks.registry.inventory import inventory_registry
     from tasks.registry.plan import plan_cleanup
-    from tests.registry_images import manifest_exists, push_image, put_blob
+    from tests.support.registry_images import manifest_exists, push_image, put_blob
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()

@@ -11,7 +11,7 @@ the good one, then the bad one ``--rounds`` times while a prober reads the page 
 * ``rollback_s``: from the last answer of the bad version (its health gate has given up and
   it is being removed) to the first answer of the old version again; median of the rounds.
 
-Then it starts four edge nodes (extra Docker engines with bridge networking, tests/edge_nodes.py;
+Then it starts four edge nodes (extra Docker engines with bridge networking, tests/support/edge_nodes.py;
 needs root) and measures:
 
 * ``fanout_ratio``: a rolling deploy to all 4 nodes in one run vs the same deploy to 1 node
@@ -59,8 +59,8 @@ def main() -> None:
     from blocks import DockerHostTarget
     from flows.manual_deploy import manual_deploy
     from opsflow.stack import Stack, StackConfig
-    from tests.flows.gitops_harness import free_port
-    from tests.web_app import push_web_app
+    from tests.support.net import free_port
+    from tests.support.web_app import push_web_app
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
@@ -121,7 +121,7 @@ def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
 
     from blocks import DockerHostTarget
     from flows.manual_deploy import manual_deploy
-    from tests.edge_nodes import edge_nodes
+    from tests.support.edge_nodes import edge_nodes
 
     with edge_nodes(4, Path(tempfile.mkdtemp(prefix="bench-edges-")), prefix=f"bench-{app[-6:]}") as nodes:
         names = [n.name for n in nodes]

@@ -107,8 +107,8 @@ def main() -> None:
     from opsflow.samples import SHOP_SOURCE, SampleRepo, save_shop_blocks
     from opsflow.stack import Stack, StackConfig
     from opsflow.stack.forge_emulator import ForgeEmulator
-    from tests.flows.gitops_harness import free_port
-    from tests.webhook.deliveries import run_id_of
+    from tests.support.deliveries import run_id_of
+    from tests.support.net import free_port
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()

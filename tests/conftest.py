@@ -33,10 +33,16 @@ from opsflow.stack import (
     processes,
 )
 
+# Fixtures shared across the tree (tests/support); loaded after the environment above is set.
+pytest_plugins = [
+    "tests.support.forge",
+    "tests.support.run_logger",
+]
+
 # The session's Prefect server runs on PostgreSQL, as a real platform's should: on SQLite, Prefect 3.8's
 # server now and then holds its write lock for a whole busy timeout (60 s; every other write waits,
 # then fails), and answers lost write races with 503s its client sleeps 2 s on. That made the suite
-# slow and flaky. tests/stack/test_databases.py runs a pipeline on a SQLite-backed server too
+# slow and flaky. tests/integration/stack/test_databases.py runs a pipeline on a SQLite-backed server too
 # (`opsflow stack up`'s default). OPSFLOW_TEST_DATABASE=sqlite runs the whole suite on SQLite.
 TEST_DATABASE = os.environ.get("OPSFLOW_TEST_DATABASE", "postgres")
 if TEST_DATABASE not in ("postgres", "sqlite"):
@@ -53,7 +59,7 @@ def stack_database():
     if TEST_DATABASE == "sqlite":
         yield None
         return
-    from tests.postgres import private_postgres
+    from tests.support.postgres import private_postgres
 
     with private_postgres() as pg:
         yield pg

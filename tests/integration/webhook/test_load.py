@@ -1,0 +1,82 @@
+"""A burst of mixed deliveries on loopback: valid ones start exactly one run each, nothing else starts any."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.deliveries import pr_payload, signed
+from tests.support.webhook_receiver import REPO, SECRET
+
+pytestmark = pytest.mark.stack
+TOTAL = 500
+
+
+def _rss_kib(pid: int) -> int:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+def test_mixed_burst(receiver):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    def valid_delivery(i: int):
+        return signed("github", "pull_request", pr_payload("github", "opened", 1000 + i, uuid.uuid4().hex + "0" * 8,
+                                                            REPO), SECRET)
+
+    with httpx.Client(timeout=30) as http:
+        for i in range(30):  # warm-up, then measure the receiver's memory
+            http.post(receiver.url, content=valid_delivery(i)[1], headers=valid_delivery(i)[0])
+        before = _rss_kib(receiver.proc.pid)
+        valid = [valid_delivery(100 + i) for i in range(TOTAL * 2 // 5)]
+        items = [("valid", h, b) for h, b in valid] + [("dup", h, b) for h, b in random.sample(valid, TOTAL // 5)]
+        for i in range(TOTAL // 5):
+            headers, body = valid_delivery(5000 + i)
+            items.append(("badsig", {**headers, "X-Hub-Signature-256": "sha256=" + "1" * 64}, body))
+        while len(items) < TOTAL:
+            items.append(("malformed", *signed("github", "pull_request", b'{"action": "opened", "num', SECRET)))
+        random.shuffle(items)
+
+        def send(item):
+            kind, headers, body = item
+            return kind, headers, http.post(receiver.url, content=body, headers=headers).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(send, items))
+        after = _rss_kib(receiver.proc.pid)
+    codes = {(kind, code) for kind, _, code in answers}
+    assert not [c for c in codes if c[1] >= 500], codes
+    assert codes == {("valid", 202), ("dup", 202), ("badsig", 401), ("malformed", 400)}
+    shas = {__import__("json").loads(b)["pull_request"]["head"]["sha"] for _, b in valid}
+    bad_shas = {__import__("json").loads(b)["pull_request"]["head"]["sha"] for kind, _, b in items
+                if kind == "badsig"}
+    def webhook_runs() -> list:
+        with get_client(sync_client=True) as client:
+            runs, offset = [], 0
+            while True:
+                page = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["webhook"])), limit=200, offset=offset)
+                runs += page
+                offset += 200
+                if len(page) < 200:
+                    return runs
+
+    # A delivery answered "queued" has its run created in the background: wait for them (bounded).
+    deadline = time.monotonic() + 120
+    while True:
+        runs = webhook_runs()
+        if len({r.parameters.get("sha") for r in runs} & shas) == len(shas) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    started = [r.parameters["sha"] for r in runs if r.parameters.get("sha") in shas]
+    assert sorted(started) == sorted(shas)  # each valid delivery: exactly one run, duplicates none
+    assert not [r for r in runs if r.parameters.get("sha") in bad_shas]
+    print(f"{TOTAL} deliveries: {len(shas)} valid → {len(started)} runs; RSS {before} → {after} KiB")
+    assert after - before < 30 * 1024

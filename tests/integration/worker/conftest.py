@@ -1,0 +1,101 @@
+"""Fixtures of the worker tests: a work pool of their own, the probe flow deployed from a temp dir,
+and ``opsflow.worker`` started as real subprocesses against the session's Prefect server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.paths import ROOT, SUPPORT
+from tests.support.workers import TAG, WorkerProcess, tagged_pids, wait_online
+
+QUEUES = ("default", "q1", "q2")
+
+
+@pytest.fixture(scope="module")
+def prefect_client(stack):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def pool(prefect_client):
+    """A process work pool of the tests' own with the queues ``default``, ``q1``, ``q2``; removed afterwards."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    name = f"warm-test-{uuid.uuid4().hex[:6]}"
+    prefect_client.create_work_pool(WorkPoolCreate(name=name, type="process",
+                                                   base_job_template=ProcessWorker.get_default_base_job_template()))
+    for queue in QUEUES[1:]:
+        prefect_client.create_work_queue(name=queue, work_pool_name=name)
+    try:
+        yield name
+    finally:
+        for deployment in prefect_client.read_deployments():
+            if deployment.work_pool_name == name:
+                prefect_client.delete_deployment(deployment.id)
+        prefect_client.delete_work_pool(name)
+
+
+@pytest.fixture(scope="module")
+def code_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("worker-flows")
+    shutil.copy(SUPPORT / "worker_flowcode.py", directory / "flowcode.py")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def deploy(pool, code_dir):
+    """``deploy(name, queue="default", env=None) -> deployment id`` of the probe flow in ``pool``."""
+    from prefect import flow
+
+    def _deploy(name: str, queue: str = "default", env: dict | None = None):
+        source = flow.from_source(source=str(code_dir), entrypoint="flowcode.py:probe")
+        return source.deploy(name=name, work_pool_name=pool, work_queue_name=queue, build=False, push=False,
+                             print_next_steps=False, ignore_warnings=True,
+                             job_variables={"env": env} if env else None)
+
+    return _deploy
+
+
+@pytest.fixture(scope="module")
+def start_worker(pool, prefect_client, tmp_path_factory):
+    """``start_worker(*args, name=...) -> WorkerProcess``, online; every one is stopped (and checked) at the end."""
+    started: list[WorkerProcess] = []
+    logs = tmp_path_factory.mktemp("worker-logs")
+
+    def _start(*args: str, name: str) -> WorkerProcess:
+        tag = uuid.uuid4().hex
+        log = logs / f"{name}.log"
+        argv = [sys.executable, "-m", "opsflow.worker", "start", "--pool", pool, "--name", name, *args]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, TAG: tag})
+        worker = WorkerProcess(proc, log, name, tag, argv)
+        started.append(worker)
+        wait_online(prefect_client, pool, worker)
+        return worker
+
+    try:
+        yield _start
+    finally:
+        for worker in started:
+            if worker.proc.poll() is None:
+                worker.stop()
+        leftovers = {w.name: tagged_pids(w.tag) for w in started}
+        assert not any(leftovers.values()), f"workers left processes behind: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def worker(start_worker):
+    """The tests' main worker: queues ``default`` and ``q1`` of the pool."""
+    return start_worker("--queue", "default", "--queue", "q1", "--limit", "4", name="warm-a")

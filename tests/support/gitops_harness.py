@@ -1,0 +1,139 @@
+"""What the GitOps flow tests share: running a flow and reading back what it left on the server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+
+@dataclass
+class Run:
+    """A flow run called in-process: its final state, result (or exception) and id."""
+
+    state: object
+    seconds: float
+
+    @property
+    def id(self) -> UUID:
+        return self.state.state_details.flow_run_id
+
+    @property
+    def ok(self) -> bool:
+        return self.state.is_completed()
+
+    def result(self):
+        return self.state.result(raise_on_failure=False)
+
+
+def run_flow(flow, **params) -> Run:
+    started = time.monotonic()
+    state = flow(**params, return_state=True)
+    return Run(state=state, seconds=time.monotonic() - started)
+
+
+def _task_runs(run_id: UUID) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200)
+
+
+def task_run_names(run_id: UUID) -> list[str]:
+    """The names of the run's task runs (whatever their state)."""
+    return sorted(r.name for r in _task_runs(run_id))
+
+
+def task_run_states(run_id: UUID) -> dict[str, str]:
+    """Task run name → its state's name (Completed, Failed, NotReady, ...)."""
+    return {r.name: r.state.name if r.state else "?" for r in _task_runs(run_id)}
+
+
+def run_logs(run_id: UUID, settle_s: float = 15) -> str:
+    """Every log line of a finished flow run. Logs reach the server in batches a moment after the
+    run ends: wait (up to ``settle_s``) until the flow run's own last line, "Finished in state", is there."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + settle_s
+    with get_client(sync_client=True) as client:
+        while True:
+            logs, offset = [], 0
+            while True:
+                page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                                        limit=200, offset=offset)
+                logs += page
+                if len(page) < 200:
+                    break
+                offset += 200
+            if any(log.task_run_id is None and log.message.startswith("Finished in state") for log in logs) \
+                    or time.monotonic() > deadline:
+                return "\n".join(log.message for log in logs)
+            time.sleep(0.3)
+
+
+def run_artifacts(run_id: UUID) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+
+
+@dataclass
+class ProcessWatch:
+    """Samples every process's argv while it runs (what ``ps`` would show anyone on the machine)."""
+
+    interval: float = 0.05
+    seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    try:
+                        self.seen.add((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                    except OSError:
+                        pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def wait_http(url: str, deadline_s: float = 30) -> object:
+    import httpx
+
+    end = time.monotonic() + deadline_s
+    last: object = None
+    while time.monotonic() < end:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.HTTPError as exc:
+            last = exc
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
+
+
+def manifest_digest(registry_url: str, repository: str, reference: str) -> str | None:
+    """The digest the registry serves ``repository:reference`` (or ``@digest``) under, or None."""
+    import httpx
+
+    from opsflow.registry.v2 import MANIFEST_TYPES
+
+    path = repository.split("/", 1)[1]
+    resp = httpx.head(f"{registry_url}/v2/{path}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES},
+                      timeout=10)
+    return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None

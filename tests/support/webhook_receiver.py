@@ -1,0 +1,54 @@
+"""The webhook receiver (``python -m opsflow.webhook serve``) as a process of a test, and the names it routes with."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.support.paths import ROOT
+
+SECRET = "hooks-test-secret-9d1e"
+POOL = "webhook-test"
+DEPLOYMENT = "webhook-test"
+REPO = "acme/hooks"
+
+
+@dataclass
+class ReceiverProcess:
+    port: int
+    journal: Path
+    api_url: str
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    extra_env: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/github"
+
+    def start(self, api_url: str | None = None) -> ReceiverProcess:
+        self.log = self.journal.with_suffix(".log")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "opsflow.webhook", "serve", "--forge-block", "hooks-forge", "--port",
+             str(self.port), "--journal", str(self.journal), "--deployment", DEPLOYMENT, "--max-body", "65536"],
+            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": self.api_url, **self.extra_env},
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                assert self.proc.poll() is None, f"the receiver exited: {self.log.read_text()[-2000:]}"
+                time.sleep(0.1)
+        raise AssertionError("the receiver did not come up")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(30)
