@@ -14,6 +14,7 @@ demo: setup
 	@echo "The stack keeps running for the Prefect UI; stop it with: $(UV) run opsflow stack down"
 
 test: setup
+	$(UV) run ruff check .
 	$(UV) run lint-imports
 	$(UV) run pytest $(PYTEST_ARGS)
 

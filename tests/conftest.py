@@ -27,7 +27,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 for var in ("OPSFLOW_HOME", "OPSFLOW_DATABASE_URL", *(f"OPSFLOW_{k.upper()}" for k in TEST_PORTS)):
     os.environ.pop(var, None)
 
-from opsflow.stack import (
+from opsflow.stack import (  # noqa: E402 - after the Prefect settings above are in the environment
     Stack,
     StackConfig,
     processes,
@@ -81,7 +81,8 @@ def stack(stack_config: StackConfig):
     if not processes.marked_pids(stack_config.home):
         # Nothing of an earlier session runs: start from an empty Prefect database and fresh logs,
         # as CI does, so runs left by earlier sessions neither slow the server nor leak into results.
-        for stale in [*(stack_config.home / "prefect").glob("prefect.db*"), *(stack_config.home / "logs").glob("*.log")]:
+        home = stack_config.home
+        for stale in [*(home / "prefect").glob("prefect.db*"), *(home / "logs").glob("*.log")]:
             stale.unlink()
     platform = Stack(stack_config, say=lambda line: print(f"[stack] {line}"))
     try:

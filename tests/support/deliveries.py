@@ -29,7 +29,8 @@ def push_payload(kind: str, ref: str, after: str, repo: str) -> dict:
     return {"ref": ref, "after": after, "deleted": False, "repository": {"full_name": repo}}
 
 
-def signed(kind: str, event: str, payload: dict | bytes, secret: str, delivery: str | None = None) -> tuple[dict, bytes]:
+def signed(kind: str, event: str, payload: dict | bytes, secret: str,
+           delivery: str | None = None) -> tuple[dict, bytes]:
     """Headers (as the forge sends them) and body of one delivery."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     delivery = delivery or str(uuid.uuid4())

@@ -47,7 +47,8 @@ def _start(index: int, name: str, root: Path) -> EdgeNode:
     node_root = root / name
     node_root.mkdir(parents=True, exist_ok=True)
     socket = f"unix://{node_root / 'docker.sock'}"
-    argv = ["dockerd", f"--storage-driver={docker_storage_driver(node_root)}", f"--bridge={bridge}", "--iptables=false", "--ip-masq=false",
+    argv = ["dockerd", f"--storage-driver={docker_storage_driver(node_root)}", f"--bridge={bridge}",
+            "--iptables=false", "--ip-masq=false",
             f"--ip={host}", f"--default-address-pool=base=10.{index}.0.0/16,size=24", f"--host={socket}",
             f"--data-root={node_root / 'data'}", f"--exec-root=/tmp/opsedge-{index}",
             f"--pidfile={node_root / 'docker.pid'}", "--insecure-registry=127.0.0.0/8"]

@@ -117,7 +117,8 @@ class PrefectUI:
 
     def form_field(self, name: str) -> WebElement:
         """The form property labelled ``name`` (``name (Optional)`` for parameters with a default)."""
-        label = f"span[{_has_class('schema-form-property__label')}][{_text_is(name)} or {_text_is(name + ' (Optional)')}]"
+        names = f"{_text_is(name)} or {_text_is(name + ' (Optional)')}"
+        label = f"span[{_has_class('schema-form-property__label')}][{names}]"
         return self.find(f"//div[{_has_class('schema-form-property')}][.//{label}]", 20)
 
     def field_description(self, name: str) -> str:

@@ -48,7 +48,8 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"worker {self.name} did not stop within {timeout} s:\n{self.log_text()[-3000:]}")
+            raise AssertionError(f"worker {self.name} did not stop within {timeout} s:\n{self.log_text()[-3000:]}") \
+                from None
 
 
 def wait_online(client, pool: str, worker: WorkerProcess, timeout: float = 120) -> None:
@@ -56,7 +57,8 @@ def wait_online(client, pool: str, worker: WorkerProcess, timeout: float = 120) 
     while time.monotonic() < deadline:
         assert worker.proc.poll() is None, f"worker exited with {worker.proc.returncode}:\n{worker.log_text()[-3000:]}"
         # The heartbeat comes once the zygote is ready; the watcher subscribes right after it.
-        online = any(w.name == worker.name and w.status.value == "ONLINE" for w in client.read_workers_for_work_pool(pool))
+        listed = client.read_workers_for_work_pool(pool)
+        online = any(w.name == worker.name and w.status.value == "ONLINE" for w in listed)
         if online and "subscribed to the flow-run events" in worker.log_text():
             return
         time.sleep(0.2)

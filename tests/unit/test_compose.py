@@ -17,7 +17,8 @@ ENV_EXAMPLE = COMPOSE.parent / "compose" / ".env.example"
 
 
 def _env_example() -> dict[str, str]:
-    return dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#"))
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def test_compose_has_the_stack_services_pinned_healthy_and_without_secrets():

@@ -111,7 +111,8 @@ def test_a_second_pr_run_reuses_the_artifacts_and_builds_nothing(pipeline):
 
 def test_one_pr_comment_updated_in_place_and_statuses_link_the_runs(stack, pipeline):
     forge = pipeline["forge"]
-    comments = [c for c in forge.comments("github", FORGE_REPO, PR) if "<!-- opsflow:gitops-pr-shop-it -->" in c["body"]]
+    marker = "<!-- opsflow:gitops-pr-shop-it -->"
+    comments = [c for c in forge.comments("github", FORGE_REPO, PR) if marker in c["body"]]
     assert len(comments) == 1, comments
     body = comments[0]["body"]
     for row in pipeline["runs"]["pr_again"].result():
@@ -120,7 +121,8 @@ def test_one_pr_comment_updated_in_place_and_statuses_link_the_runs(stack, pipel
     assert str(pipeline["runs"]["pr_again"].id) in body  # the link to the latest run
     edits = [r for r in forge.requests if r.method == "PATCH" and r.path.endswith(f"/comments/{comments[0]['id']}")]
     assert len(edits) == 1  # created by the first run, edited by the second
-    pr_statuses = [s for s in forge.statuses("github", FORGE_REPO, pipeline["head"]) if s["context"] == "opsflow/gitops-pr"]
+    statuses = forge.statuses("github", FORGE_REPO, pipeline["head"])
+    pr_statuses = [s for s in statuses if s["context"] == "opsflow/gitops-pr"]
     assert [s["state"] for s in pr_statuses] == ["pending", "success", "pending", "success"]
     assert pr_statuses[1]["target_url"] == f"{stack.url(stack.prefect_port)}/runs/flow-run/{pipeline['runs']['pr'].id}"
     merge_statuses = forge.statuses("github", FORGE_REPO, pipeline["merge_sha"])

@@ -81,7 +81,8 @@ def test_fan_out_deploys_every_reachable_node_and_fails_naming_the_unreachable_o
     dead = f"dead-{uuid.uuid4().hex[:6]}"
     DockerHostTarget(name=dead, base_url=f"unix:///tmp/{dead}/docker.sock", network_mode="bridge").save(dead)
     targets = [edges[0].name, dead, edges[1].name]
-    with pytest.raises(DeployFailed, match=rf"failed on 1 of 3 targets: {dead}: Docker host {dead} .*cannot be reached"):
+    failed = rf"failed on 1 of 3 targets: {dead}: Docker host {dead} .*cannot be reached"
+    with pytest.raises(DeployFailed, match=failed):
         manual_deploy(app=app, version="v1", targets=targets, method="rolling")
     for node in edges:  # the unreachable node stopped neither of the others
         assert httpx.get(f"http://{node.public_host}:{port}/index.html", timeout=5).text.strip() == f"{app} v1"

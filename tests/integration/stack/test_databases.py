@@ -89,7 +89,8 @@ def test_the_gitops_pr_pipeline_runs_on_a_server_backed_by_the_other_database(st
         assert run["state"]["type"] == "COMPLETED" and run["name"].startswith(f"gitops-pr-shop-{kind}-#1-")
         # The run is a row of that database's flow_run table, and the PR got its report.
         if pg:
-            assert psql(pg, f"select state_type from flow_run where id = '{outcome['run_id']}'") == "COMPLETED"
+            run_id = str(uuid.UUID(outcome["run_id"]))  # a UUID: nothing else reaches the query
+            assert psql(pg, f"select state_type from flow_run where id = '{run_id}'") == "COMPLETED"  # noqa: S608 - a parsed UUID
             assert pg["password"] not in " ".join(" ".join(p) for p in _argvs())  # never a process argument
         else:
             with contextlib.closing(sqlite3.connect(cfg.home / "prefect" / "prefect.db")) as db:

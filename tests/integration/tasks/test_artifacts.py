@@ -117,5 +117,5 @@ def test_an_unreachable_store_fails_naming_the_endpoint(app_and_checkout):
     _, app, checkout, _ = app_and_checkout
     dead = ObjectStore(endpoint_url="http://127.0.0.1:9", bucket="opsflow-artifacts", access_key_id="abcd",
                        secret_access_key="efghijkl", connect_timeout=0.5, max_attempts=2)
-    with pytest.raises(Exception, match="127.0.0.1:9"):
+    with pytest.raises(Exception, match=r"127\.0\.0\.1:9"):
         plan_artifact.fn(dead, checkout, app.name, app.components[0])

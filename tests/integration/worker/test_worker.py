@@ -76,7 +76,8 @@ def test_each_run_has_its_own_process_directory_and_env(prefect_client, deploy, 
         assert wait_final(prefect_client, run.id).state.is_completed()
     (one,), (two,) = records(tmp_path, first.id), records(tmp_path, second.id)
 
-    assert one["env"] == {"OPSFLOW_PROBE_FROM": "flow-run", "OPSFLOW_PROBE_KEEP": "kept", "OPSFLOW_PROBE_ONLY_FIRST": "1"}
+    assert one["env"] == {"OPSFLOW_PROBE_FROM": "flow-run", "OPSFLOW_PROBE_KEEP": "kept",
+                          "OPSFLOW_PROBE_ONLY_FIRST": "1"}
     assert two["env"] == {"OPSFLOW_PROBE_FROM": "deployment", "OPSFLOW_PROBE_KEEP": "kept"}
 
     assert Path(one["code"]) == code_dir.resolve()  # imported in place from the deployment's directory

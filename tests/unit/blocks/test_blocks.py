@@ -81,7 +81,8 @@ def test_mlflow_env_carries_credentials_only_in_env():
 
 
 @pytest.mark.parametrize("url,ok", [
-    ("unix:///var/run/docker.sock", True), ("tcp://edge-1.lan:2376", True), ("ssh://deploy@edge-1.lan", True), ("ssh://deploy:pw@edge-1.lan", False), ("tcp://u@edge:2376", False),
+    ("unix:///var/run/docker.sock", True), ("tcp://edge-1.lan:2376", True), ("ssh://deploy@edge-1.lan", True),
+    ("ssh://deploy:pw@edge-1.lan", False), ("tcp://u@edge:2376", False),
     ("ssh://edge-1.lan", True), ("edge-1.lan:2376", False), ("unix://", False),
 ])
 def test_docker_host_urls(url, ok):

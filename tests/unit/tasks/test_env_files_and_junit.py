@@ -40,7 +40,8 @@ def test_parse_junit_counts_outcomes_and_names_failures(tmp_path: Path):
     report.write_text("""<?xml version="1.0"?>
 <testsuites><testsuite name="api">
   <testcase classname="api" name="greets" time="0.01"/>
-  <testcase classname="api" name="health" time="0.02"><failure message="expected 200, got 500">trace</failure></testcase>
+  <testcase classname="api" name="health" time="0.02"><failure message="expected 200, got 500">trace</failure>
+  </testcase>
   <testsuite name="nested"><testcase name="skips" time="0"><skipped/></testcase></testsuite>
   <testcase classname="api" name="boom" time="0.1"><error message="TypeError: x"/></testcase>
 </testsuite></testsuites>""")

@@ -9,6 +9,7 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from pydantic import SecretStr
@@ -64,7 +65,7 @@ def test_unknown_commit_fails_naming_it(repo, tmp_path):
 class _GitHttp(BaseHTTPRequestHandler):
     """Smart HTTP via `git http-backend`, requiring Basic auth with the token; records what it saw."""
 
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
     root: Path
 
     def log_message(self, *args):  # keep test output quiet

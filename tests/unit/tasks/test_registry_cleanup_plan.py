@@ -77,7 +77,8 @@ def test_in_use_digests_and_index_units_are_never_selected():
 
 @pytest.mark.parametrize("data, message", [
     ({"rules": [{"priority": 1, "keep_newest": -1}]}, "rules[1].keep_newest"),
-    ({"rules": [{"priority": 1, "tags": ["re:(unclosed"], "keep_newest": 1}]}, "rules[1].tags: invalid regular expression"),
+    ({"rules": [{"priority": 1, "tags": ["re:(unclosed"], "keep_newest": 1}]},
+     "rules[1].tags: invalid regular expression"),
     ({"rules": [{"priority": 5, "keep_newest": 1}, {"priority": 5, "older_than_days": 3}]},
      "rules 1 and 2 both have priority 5"),
     ({"rules": [{"priority": 1}, {"priority": 2, "keep_newest": 3}]}, "rules[1]: set keep_newest or older_than_days"),

@@ -9,7 +9,8 @@ DIGEST = "sha256:" + "e1" * 32
 
 
 def _table(report: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in report.splitlines() if line.startswith("|")]
+    rows = [line for line in report.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in rows]
 
 
 def test_a_pull_request_report_has_no_image_column():

@@ -36,8 +36,8 @@ def test_pull_request_events(kind):
     assert trigger == Trigger(kind, "d-1", lower(headers)[{"github": "x-github-event", "gitea": "x-gitea-event",
                                                               "gitlab": "x-gitlab-event"}[kind]],
                               "o/r", "pr", HEAD, pr=4, branch="main")
-    assert route(trigger, SHOP, "forge") == Route("gitops-pr/default", {"app": "shop", "sha": HEAD, "forge_block": "forge",
-                                                                        "pr": 4}, f"pr:o/r:4:{HEAD}", "shop")
+    params = {"app": "shop", "sha": HEAD, "forge_block": "forge", "pr": 4}
+    assert route(trigger, SHOP, "forge") == Route("gitops-pr/default", params, f"pr:o/r:4:{HEAD}", "shop")
     headers, body = signed(kind, "pull_request", pr_payload(kind, "closed", 4, HEAD, "o/r", True, MERGE), SECRET)
     merged = route(parse(kind, lower(headers), body), SHOP, "forge")
     assert merged.deployment == "gitops-merge/default" and merged.parameters["sha"] == MERGE
