@@ -4,6 +4,9 @@ One small interface, :class:`ForgeClient`, over GitHub's REST API, Gitea's API v
 API v4. Every input is validated before a request is made. Requests are retried a bounded number
 of times on network errors, timeouts, 429 and 5xx; other 4xx answers fail at once. The token
 travels in a header only, and is removed from every message this module logs or raises.
+
+Over 300 lines: the retries, the probe that keeps a retried POST from commenting twice, and the
+pagination guards are one class that the three clients (``opsflow.forge.clients``) share.
 """
 
 from __future__ import annotations

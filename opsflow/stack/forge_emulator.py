@@ -5,7 +5,8 @@ prefixes (``/github``, ``/gitea/api/v1``, ``/gitlab/api/v4``). Like the real API
 forge's auth header (401 otherwise), validates status states per forge, keeps statuses and
 comments in memory, paginates comment lists (GitHub: ``Link``, per_page 30/100; GitLab:
 ``X-Next-Page``, per_page 20/100, newest first unless ``sort=asc``; Gitea: all at once) and records
-every request. ``fail_next``/``stall_next`` inject failures for retry tests.
+every request. ``fail_next``/``stall_next`` inject failures for retry tests. (Over 300 lines: one
+server for three forges, whose endpoints differ in paths, auth, states and pagination.)
 
 It is the local stack's stand-in for a forge, as moto is for MinIO: the demo reports its MLOps pull
 requests to it, and the tests use it through the ``forge`` fixture (``tests/support``)::

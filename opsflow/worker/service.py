@@ -17,6 +17,9 @@ SIGTERM or SIGINT: stop watching and claiming, wait ``shutdown_timeout`` for the
 SIGKILL the ones still running (marked ``Crashed``, "worker was stopping"), stop the zygote,
 exit 0. A ``Cancelling`` run (the UI's Cancel) has its process group killed and is marked
 ``Cancelled``.
+
+Longer than 300 lines: the loop's tasks share the slots, the running runs and the shutdown state,
+and read best as one class.
 """
 
 from __future__ import annotations

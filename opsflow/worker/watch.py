@@ -25,7 +25,7 @@ later that became due), and 0.25 s polling takes over when the stream is down.
 
 End to end, ``created`` → the first task run's ``start_time`` (both from the API), trivial
 flow deployed from a directory that is not preloaded: p50 0.31 s / p95 0.37 s over 20 runs on a
-quiet server; p50 0.44-0.59 s, max 0.48-0.92 s over 5 runs in ``tests/worker`` with other test
+quiet server; p50 0.44-0.59 s, max 0.48-0.92 s over 5 runs in ``tests/integration/worker`` with other test
 sessions loading the machine (load average ~5 on 2 CPUs). The stock ``prefect worker start
 --type process`` on the quiet server: 5.8-6.7 s (polling every 2 s, two interpreter starts).
 A preloaded project flow (``flows/smoke.py``) reaches ``Running`` in 0.27 s; without its

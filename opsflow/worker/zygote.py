@@ -1,5 +1,7 @@
 """The zygote: a process that has imported Prefect and the flow modules once, and forks one child per run.
 
+(Over 300 lines: the zygote's side and the worker's side of the one socket protocol are kept together.)
+
 Starting a flow run the stock way costs a fresh interpreter that imports Prefect (~5 s here).
 The zygote pays that once: the worker starts ``python -m opsflow.worker.zygote``, which imports
 the engine modules and the preload list, then waits on a socket for ``spawn`` requests and
