@@ -90,14 +90,14 @@ def manual_deploy(
     registry = _load(ContainerRegistry, registry_block, "container registry")
     store = _load(ObjectStore, records_store, "object store")
     blocks = {t: _load(_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets}
-    names = components or [c.name for c in application.components]
-    unknown = sorted(set(names) - {c.name for c in application.components})
+    chosen = components or [c.name for c in application.components]
+    unknown = sorted(set(chosen) - {c.name for c in application.components})
     if unknown:
         raise InvalidInput(f"application {app!r} has no component(s) {unknown}")
     chosen_method = method or application.deploy.method
     if target_kind == "docker" and chosen_method == DeployMethod.blue_green:
         host_networked = [t for t, b in blocks.items() if b.network_mode != "bridge"]
-        portless = [n for n in names if not application.component(n).ports]
+        portless = [n for n in chosen if not application.component(n).ports]
         if host_networked or portless:
             raise InvalidInput("blue-green on Docker hosts needs bridge networking and a port to switch: "
                                + "; ".join([*(f"target {t} uses network_mode=host" for t in host_networked),
@@ -105,7 +105,7 @@ def manual_deploy(
                                + "; use method=rolling there")
     releases = [resolve_release(registry, application, name, version, replicas if replicas is not None
                                 else application.deploy.replicas, cpu or application.deploy.cpu,
-                                memory or application.deploy.memory, chosen_method) for name in names]
+                                memory or application.deploy.memory, chosen_method) for name in chosen]
     reads = {t: {r.component: running_specs.submit(b, app, r.component) for r in releases}
              for t, b in blocks.items()} if target_kind == "docker" else {}
     plans = [publish_plan.submit(

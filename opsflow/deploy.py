@@ -28,11 +28,11 @@ def edge_nodes() -> list[str]:
 
     with get_client(sync_client=True) as client:
         docs = client.read_block_documents_by_type(block_type_slug="opsflow-docker-host", include_secrets=False)
-    names = []
+    nodes = []
     for doc in docs:
         if doc.name != names.BUILD_ENGINE:
-            names.append(DockerHostTarget.load(doc.name).name)
-    return sorted(set(names))
+            nodes.append(DockerHostTarget.load(doc.name).name)
+    return sorted(set(nodes))
 
 
 def ensure_work_pools(with_kubernetes: bool = True) -> list[str]:
