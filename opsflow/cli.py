@@ -1,11 +1,30 @@
-"""The ``opsflow`` command line."""
+"""The ``opsflow`` command line.
+
+Errors are one line on stderr (``opsflow: error: <what failed>: <what to do>``), with the output
+or log tail of a failed command or service below it; the traceback only with ``--debug``.
+Exit codes (:data:`EXIT_CODES`, also in ``opsflow --help``): 0 done, 1 failed, 2 usage error
+(argparse's), 3 unhealthy (``stack status``), 4 a service could not be reached (try again once it
+answers), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
-from opsflow.core.errors import OpsflowError
+from opsflow.core.errors import CommandFailed, OpsflowError, ServiceError, TransientError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNHEALTHY, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_FAILED: "the command failed (the message says what to do)",
+    EXIT_USAGE: "usage error: an unknown option or a missing argument",
+    EXIT_UNHEALTHY: "`stack status`: a service is unhealthy or no stack is recorded",
+    EXIT_UNREACHABLE: "a service (the Prefect API, an engine) could not be reached: try again once it answers",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 def _stack_config(args: argparse.Namespace):
@@ -25,67 +44,124 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     stack = Stack(_stack_config(args))
     if args.action == "up":
         stack.up()
-        return 0
+        return EXIT_OK
     if args.action == "down":
         stack.down()
-        return 0
+        return EXIT_OK
     if args.action == "registry-gc":
         stack.registry_gc()
-        return 0
+        return EXIT_OK
     rows = stack.status()
     if not rows:
         print(f"no stack recorded under {stack.cfg.home}; run `opsflow stack up`")
-        return 3
+        return EXIT_UNHEALTHY
     for row in rows:
         print(row.line())
-    return 0 if all(r.healthy for r in rows) else 3
+    return EXIT_OK if all(r.healthy for r in rows) else EXIT_UNHEALTHY
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from opsflow.demo import run_all_demos
 
     run_all_demos(_stack_config(args))
-    return 0
+    return EXIT_OK
 
 
-def _cmd_deploy(args: argparse.Namespace) -> int:
+def _api_url(args: argparse.Namespace) -> str:
+    """``--api-url``, else ``$PREFECT_API_URL``, else the local stack's."""
+    return args.api_url or os.environ.get("PREFECT_API_URL") or _stack_config(args).prefect_api_url
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    if args.command == "deploy":
+        print("opsflow: `opsflow deploy` is now `opsflow apply` (it applies the Prefect deployments; a deploy of an "
+              "application is the manual-deploy flow); running `opsflow apply`", file=sys.stderr)
     from opsflow.deploy import deploy_all
 
-    api_url = args.api_url or _stack_config(args).prefect_api_url
-    deploy_all(api_url, with_kubernetes=not args.no_kubernetes)
-    return 0
+    deploy_all(_api_url(args), with_kubernetes=not args.no_kubernetes, repository=args.repository,
+               commit=args.commit, notify_block=args.notify_block, only=args.only or None)
+    return EXIT_OK
+
+
+def _cmd_runs_watch(args: argparse.Namespace) -> int:
+    from opsflow.runs import watch
+
+    os.environ.setdefault("PREFECT_API_URL", _api_url(args))
+    return watch(args.run, interval=args.interval, timeout=args.timeout)
+
+
+def _stack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", help="state directory (default $OPSFLOW_HOME or .opsflow)")
+    p.add_argument("--prefect-port", type=int, help="Prefect server port (default 4200)")
+    p.add_argument("--s3-port", type=int, help="S3 object storage port (default 9000)")
+    p.add_argument("--registry-port", type=int, help="container registry port (default 5000)")
+    p.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5001)")
+    p.add_argument("--services", help="comma-separated subset to manage (default: all)")
+
+
+def _apply_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL, else the local stack's)")
+    p.add_argument("--no-kubernetes", action="store_true", help="do not create the kubernetes work pool")
+    p.add_argument("--repository", help="git URL every worker clones opsflow from (default: $OPSFLOW_REPOSITORY, "
+                   "else the checkout's origin or the wheel's recorded one, else this checkout); no credentials")
+    p.add_argument("--commit", help="full commit SHA to apply (default: this checkout's HEAD or the wheel's commit)")
+    p.add_argument("--notify-block", default=os.environ.get("OPSFLOW_NOTIFY_BLOCK"),
+                   help="<block type slug>/<name> of a Prefect notification block (e.g. slack-webhook/platform) that "
+                   "gets failed or crashed runs and runs held for approval (default $OPSFLOW_NOTIFY_BLOCK; none: "
+                   "no automations)")
+    p.add_argument("--only", action="append", metavar="FLOW/DEPLOYMENT",
+                   help="apply only this deployment, e.g. manual-deploy/edge-local; repeatable (default: all)")
+    _stack_options(p)
+    p.set_defaults(func=_cmd_apply)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opsflow", description="Prefect workflows for a small platform.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from opsflow.core.version import version_line
 
-    def stack_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--home", help="state directory (default $OPSFLOW_HOME or .opsflow)")
-        p.add_argument("--prefect-port", type=int, help="Prefect server port (default 4200)")
-        p.add_argument("--s3-port", type=int, help="S3 object storage port (default 9000)")
-        p.add_argument("--registry-port", type=int, help="container registry port (default 5000)")
-        p.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5001)")
-        p.add_argument("--services", help="comma-separated subset to manage (default: all)")
+    codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="opsflow", description="Prefect workflows for a small platform.",
+        epilog=f"exit codes:\n{codes}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the version and the commit of this code, then exit")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     stack = sub.add_parser("stack", help="start, inspect or stop the local platform on 127.0.0.1",
-                           description="The PostgreSQL URL for the Prefect server is read from "
+                           description="The local platform (Prefect, S3, registry, MLflow, Docker, workers) on "
+                           "127.0.0.1. The PostgreSQL URL for the Prefect server is read from "
                            "$OPSFLOW_DATABASE_URL only, so its password never shows in a process list.")
     stack.add_argument("action", choices=["up", "status", "down", "registry-gc"],
-                       help="registry-gc: stop the registry, garbage-collect its storage, start it again")
-    stack_options(stack)
+                       help="up | status (exit 3 when unhealthy) | down | registry-gc: stop the registry, "
+                       "garbage-collect its storage, start it again")
+    _stack_options(stack)
     stack.set_defaults(func=_cmd_stack)
 
-    demo = sub.add_parser("demo", help="bring the stack up and run the demo pipelines through Prefect")
-    stack_options(demo)
+    demo = sub.add_parser("demo", help="bring the stack up and run the demo pipelines through Prefect",
+                          description="Starts the local stack when it is not running, applies the deployments and "
+                          "runs the GitOps pipeline on the sample shop (PR, then merge) and the MLOps pipeline on "
+                          "the ML sample, printing artifact keys, test counts, image digests and each run's UI link.")
+    _stack_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
-    deploy = sub.add_parser("deploy",
-                            help="create the work pools and apply every deployment of deployments/prefect.yaml")
-    deploy.add_argument("--api-url", help="Prefect API URL (default: the local stack's)")
-    deploy.add_argument("--no-kubernetes", action="store_true", help="do not create the kubernetes work pool")
-    stack_options(deploy)
-    deploy.set_defaults(func=_cmd_deploy)
+    apply_text = ("create the work pools, apply every deployment of deployments/prefect.yaml pinned to one "
+                  "opsflow commit, and the notification automations")
+    _apply_options(sub.add_parser("apply", help=apply_text, description=apply_text[0].upper() + apply_text[1:] + "."))
+    _apply_options(sub.add_parser("deploy", help="old name of `apply` (says so, then runs it)",
+                                  description="The old name of `opsflow apply`."))
+
+    runs = sub.add_parser("runs", help="follow flow runs in the terminal")
+    runs_actions = runs.add_subparsers(dest="runs_action", required=True, metavar="ACTION")
+    watch = runs_actions.add_parser(
+        "watch", help="follow a run's states and logs until it ends (exit 0 Completed, 1 otherwise)",
+        description="Follows a flow run as `gh run watch` does: prints each state change and every log line, "
+        "until the run ends. Exit 0 when it completed, 1 when it failed, crashed or was cancelled.")
+    watch.add_argument("run", help="a flow run id, or <flow>/<deployment> for that deployment's latest run")
+    watch.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL, else the local stack's)")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between polls of the API (default 1)")
+    watch.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (default: never)")
+    _stack_options(watch)
+    watch.set_defaults(func=_cmd_runs_watch)
 
     from opsflow.webhook.cli import register as register_webhook
 
@@ -96,15 +172,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explain(exc: BaseException) -> tuple[str, int]:
+    """One line saying what failed and what to do, and the exit code, for any error a command raises."""
+    import httpx
+
+    api = os.environ.get("PREFECT_API_URL", "the Prefect API")
+    if isinstance(exc, OpsflowError):
+        return str(exc), EXIT_UNREACHABLE if isinstance(exc, TransientError) else EXIT_FAILED
+    if isinstance(exc, (httpx.ConnectError, httpx.TimeoutException, ConnectionError)):
+        where = str(exc.request.url) if isinstance(exc, httpx.RequestError) and _has_request(exc) else api
+        if where.startswith(api):
+            where = f"the Prefect API at {api}"
+        return (f"cannot reach {where} ({type(exc).__name__}): start it, or point PREFECT_API_URL at a running "
+                "server"), EXIT_UNREACHABLE
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return (f"{api} refused the request ({status}): set PREFECT_API_AUTH_STRING to the server's auth string"
+                ), EXIT_FAILED
+    if isinstance(status, int) and status >= 500:
+        return f"{api} answered {status}: the server has a problem (see its log); try again", EXIT_UNREACHABLE
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first} (run again with --debug for the traceback)", EXIT_FAILED
+
+
+def _has_request(exc: Exception) -> bool:
+    try:
+        exc.request  # noqa: B018 - httpx raises RuntimeError when the error carries no request
+    except RuntimeError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, also after the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return args.func(args)
-    except OpsflowError as exc:
-        print(f"opsflow: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line and an exit code
+        if args.debug:
+            traceback.print_exc()
+        message, code = explain(exc)
+        head, _, tail = message.partition("\n")
+        print(f"opsflow: error: {head}", file=sys.stderr)
+        if tail and isinstance(exc, (CommandFailed, ServiceError)):
+            print("\n".join(f"  | {line}" for line in tail.splitlines()), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

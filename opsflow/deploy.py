@@ -1,21 +1,24 @@
-"""``opsflow deploy``: the work pools, the edge nodes' queues and every deployment of deployments/prefect.yaml.
+"""``opsflow apply``: the work pools, the edge nodes' queues, every deployment of deployments/prefect.yaml
+pinned to one opsflow commit, and the notification automations.
 
-Idempotent: pools and queues are created when missing, deployments are created or updated.
-The deployments themselves are applied by Prefect's own ``prefect deploy --all``, so
-``deployments/prefect.yaml`` stays the one place they are declared.
+Idempotent: pools and queues are created when missing, deployments and automations are created
+or updated. The deployments themselves are applied by Prefect's own ``prefect deploy --all``, so
+``deployments/prefect.yaml`` stays the one place they are declared; this module gives it the
+commit (:class:`CodeSource`) that every deployment pulls and is versioned with.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from blocks import names
-from opsflow.core.errors import OpsflowError
-from opsflow.core.paths import PROJECT_ROOT
+from opsflow.core.errors import InvalidInput, OpsflowError, RemoteUnavailable
+from opsflow.core.paths import INSTALLED, PREFECT_FILE, PROJECT_ROOT
 from opsflow.core.proc import run
 
-PREFECT_FILE = PROJECT_ROOT / "deployments" / "prefect.yaml"
 PROCESS_POOLS = {names.BUILD_POOL: "GitOps and MLOps runs on the build server",
                  names.EDGE_POOL: "deploys; one queue per edge node"}
 
@@ -69,31 +72,144 @@ def ensure_work_pools(with_kubernetes: bool = True) -> list[str]:
     return done
 
 
-def apply_deployments(api_url: str, prefect_file: Path = PREFECT_FILE, project_dir: Path = PROJECT_ROOT) -> str:
-    """``prefect deploy --all`` on ``prefect_file``, from the project directory; returns its output."""
+@dataclass(frozen=True)
+class CodeSource:
+    """The opsflow code the deployments pull: a full commit SHA and a clone URL every worker can reach."""
+
+    repository: str
+    commit: str
+    dirty: bool = False
+
+    @property
+    def version(self) -> str:
+        """The deployments' version: the commit, abbreviated as git does in logs (12 hex digits)."""
+        return self.commit[:12]
+
+    def env(self) -> dict[str, str]:
+        """The variables ``deployments/prefect.yaml`` reads."""
+        return {"OPSFLOW_REPOSITORY": self.repository, "OPSFLOW_COMMIT": self.commit, "OPSFLOW_VERSION": self.version}
+
+
+def _origin_url(root: Path) -> str:
+    from opsflow.core.errors import CommandFailed
+
+    try:
+        return run(["git", "-C", str(root), "config", "--get", "remote.origin.url"], timeout=30).strip()
+    except CommandFailed:
+        return ""
+
+
+def _is_dirty(root: Path) -> bool:
+    from opsflow.core.errors import CommandFailed
+
+    try:
+        return bool(run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], timeout=60).strip())
+    except CommandFailed:
+        return False
+
+
+def code_source(repository: str | None = None, commit: str | None = None, root: Path = PROJECT_ROOT) -> CodeSource:
+    """The commit to apply and where workers clone it from.
+
+    The commit: ``commit``, else this checkout's HEAD (or the commit an installed wheel was built
+    from). The repository: ``repository``, else ``$OPSFLOW_REPOSITORY``, else the wheel's recorded
+    ``origin``, else this checkout's ``origin``, else this checkout's own directory (a local stack,
+    whose workers share this machine).
+
+    Raises:
+        InvalidInput: no commit can be told, or the clone URL carries credentials.
+    """
+    from opsflow.core.version import FULL_SHA, build_info, own_commit, strip_credentials
+
+    commit = commit or own_commit(root)
+    if not commit or not FULL_SHA.match(commit):
+        found = commit or f"no git checkout at {root}"
+        raise InvalidInput(f"cannot tell which opsflow commit to apply ({found}): run from a git checkout of opsflow "
+                           "or a wheel built from one, or pass --commit <full sha>")
+    repository = repository or os.environ.get("OPSFLOW_REPOSITORY") or (
+        build_info().get("repository", "") if INSTALLED else strip_credentials(_origin_url(root)) or str(root))
+    if not repository:
+        raise InvalidInput("no repository to clone opsflow from: pass --repository <git URL every worker can clone>")
+    if strip_credentials(repository) != repository:
+        raise InvalidInput("--repository must not carry credentials (they would be stored in every deployment): "
+                           "give the workers a deploy key or a GIT_CONFIG_* http.extraHeader instead")
+    dirty = bool(build_info().get("dirty")) if INSTALLED else _is_dirty(root)
+    return CodeSource(repository=repository, commit=commit, dirty=dirty)
+
+
+def apply_deployments(api_url: str, source: CodeSource, prefect_file: Path = PREFECT_FILE,
+                      project_dir: Path = PROJECT_ROOT, only: list[str] | None = None) -> str:
+    """``prefect deploy --all`` (or ``--name`` each of ``only``) on ``prefect_file``; returns its output."""
     if not prefect_file.is_file():
-        raise OpsflowError(f"no deployment file at {prefect_file}")
+        raise OpsflowError(f"no deployment file at {prefect_file}: reinstall opsflow (the wheel carries it)")
     prefect = Path(sys.executable).with_name("prefect")
-    argv = [str(prefect) if prefect.exists() else "prefect", "--no-prompt", "deploy", "--all",
+    argv = [str(prefect) if prefect.exists() else "prefect", "--no-prompt", "deploy",
             "--prefect-file", str(prefect_file)]
-    env = {"PREFECT_API_URL": api_url, "OPSFLOW_PROJECT_DIR": str(project_dir),
-           "PREFECT_CLI_PROMPT": "false", "PREFECT_UI_URL": api_url.removesuffix("/api")}
-    return run(argv, cwd=project_dir, env=env, timeout=600,
+    if only:
+        for name in only:
+            argv += ["--name", name]
+    else:
+        argv.append("--all")
+    env = {"PREFECT_API_URL": api_url, "PREFECT_CLI_PROMPT": "false", "PREFECT_UI_URL": api_url.removesuffix("/api"),
+           **source.env()}
+    return run(argv, cwd=project_dir, env=env, timeout=900,
                hint="check deployments/prefect.yaml and that the Prefect server is up")
 
 
-def deploy_all(api_url: str, with_kubernetes: bool = True, say=print) -> list[str]:
-    """Pools, queues, then deployments; returns the deployments' full names."""
+def check_api(api_url: str, timeout: float = 15) -> None:
+    """Fail before any side effect when the Prefect API does not answer."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise RemoteUnavailable(f"the Prefect API at {api_url} does not answer ({type(exc).__name__}): "
+                                "start the server, or pass --api-url / set PREFECT_API_URL") from None
+    if response.status_code == 401:
+        raise InvalidInput(f"the Prefect API at {api_url} refused the request (401): set PREFECT_API_AUTH_STRING")
+    if response.status_code >= 400:
+        raise RemoteUnavailable(f"the Prefect API at {api_url} answered {response.status_code} to /health: "
+                                "is that the API URL (ending in /api)?")
+
+
+def deploy_all(api_url: str, with_kubernetes: bool = True, say=print, repository: str | None = None,
+               commit: str | None = None, notify_block: str | None = None, only: list[str] | None = None) -> list[str]:
+    """Pools, queues, deployments pinned to one commit, then automations; returns the deployments' full names.
+
+    Args:
+        api_url: the Prefect API (``http://host:4200/api``).
+        with_kubernetes: also create the ``kubernetes`` work pool.
+        say: where progress lines go.
+        repository, commit: the code every deployment pulls (:func:`code_source` picks defaults).
+        notify_block: ``<block type slug>/<name>`` of a Prefect notification block: failed or crashed
+            runs and runs held for approval are sent there (:mod:`opsflow.notify`).
+        only: apply just these deployments (``flow/deployment``), e.g. after changing one.
+    """
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    check_api(api_url)
+    source = code_source(repository, commit)
+    if source.dirty:
+        say(f"warning: the checkout has uncommitted changes; workers run commit {source.version} without them")
     with temporary_settings({PREFECT_API_URL: api_url}):
+        notify = None
+        if notify_block:
+            from opsflow.notify import notification_block
+
+            notify = notification_block(notify_block)  # a wrong name fails here, before anything changes
         for line in ensure_work_pools(with_kubernetes):
             say(line)
-        apply_deployments(api_url)
+        apply_deployments(api_url, source, only=only)
         with get_client(sync_client=True) as client:
             flows = {f.id: f.name for f in client.read_flows()}
-            applied = sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())
+            applied = sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments()
+                             if not only or f"{flows.get(d.flow_id, '?')}/{d.name}" in only)
+        if notify is not None:
+            from opsflow.notify import apply_automations
+
+            for line in apply_automations(notify):
+                say(line)
     for name in applied:
-        say(f"deployment {name}: applied")
+        say(f"deployment {name}: applied at commit {source.version} from {source.repository}")
     return applied

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from opsflow.core.retention import server_retention_env
 from opsflow.stack.config import WORK_POOLS, StackConfig
 
 
@@ -171,7 +172,7 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         binary_hint="install CNCF distribution (apt-get install docker-registry)",
     )
 
-    server_env = dict(prefect_env)
+    server_env = {**prefect_env, **server_retention_env()}  # database vacuum: opsflow.core.retention
     if cfg.database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = cfg.database_url
     specs["prefect"] = ServiceSpec(

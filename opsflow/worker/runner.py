@@ -14,7 +14,9 @@ Before the flow runs, the child (already in its own session, see :mod:`opsflow.w
   from that environment when it sets a ``PREFECT_*`` variable;
 - gets the flow's code the way the deployment says: its pull steps through Prefect's step runner
   (``set_working_directory`` for ``prefect.yaml`` and ``flow.from_source(<local dir>)``,
-  ``git_clone`` ... clone into the run's directory), else its storage block, else
+  ``git_clone`` ... clone into the run's directory; a ``git_clone`` of one commit, as ``opsflow apply``
+  writes it, runs the worker's own preloaded code when it is that commit and otherwise a clone of
+  the commit cached per commit, see :func:`pinned_commit`), else its storage block, else
   ``deployment.path`` used in place. The flow is imported from that directory, which stays on
   ``sys.path``; it then runs with the run's own directory as its working directory.
 
@@ -28,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -149,6 +153,77 @@ def plain_directory(pull_steps: list[dict] | None) -> Path | None:
     return directory
 
 
+GIT_CLONE_STEPS = frozenset({"prefect.deployments.steps.git_clone", "prefect.deployments.steps.pull.git_clone"})
+
+
+def pinned_commit(pull_steps: list[dict] | None) -> tuple[str, str] | None:
+    """``(repository, commit)`` when the pull steps are one ``git_clone`` of a full commit SHA, else ``None``.
+
+    That is what ``opsflow apply`` writes (``deployments/prefect.yaml``): every worker runs exactly
+    the commit the deployment was applied from.
+    """
+    from opsflow.core.version import FULL_SHA
+
+    if not pull_steps or len(pull_steps) != 1 or not isinstance(pull_steps[0], dict) or len(pull_steps[0]) != 1:
+        return None
+    (name, inputs), = pull_steps[0].items()
+    if name not in GIT_CLONE_STEPS or not isinstance(inputs, dict):
+        return None
+    repository, commit = inputs.get("repository"), inputs.get("commit_sha")
+    if not isinstance(repository, str) or "{{" in repository or not isinstance(commit, str):
+        return None
+    return (repository, commit) if FULL_SHA.match(commit) else None
+
+
+def _pinned_code(deployment, flow_run, run_logger, repository: str, commit: str) -> Path:
+    """The directory holding ``commit``: the worker's own code when it is that commit, else a cached clone.
+
+    The worker's own checkout (or installed wheel) stays on the fast path: its modules are preloaded.
+    Any other commit is cloned once through the deployment's pull step (Prefect's ``git_clone``)
+    into ``<code cache>/<commit>`` (renamed into place when complete, so a half clone is never
+    used) and reused by every later run of that commit.
+    """
+    from opsflow.core.paths import PROJECT_ROOT, code_cache_root, prune_code_cache
+    from opsflow.core.version import own_commit
+
+    if commit == own_commit(PROJECT_ROOT) and not preloaded_changed():
+        run_logger.info(f"Flow code: commit {commit[:12]}, the worker's own code ({PROJECT_ROOT})")
+        return PROJECT_ROOT.resolve()
+    root = code_cache_root()
+    cached = root / commit
+    if cached.is_dir():
+        os.utime(cached)
+        run_logger.info(f"Flow code: commit {commit[:12]} from the worker's cache ({cached})")
+        return cached
+    from prefect.deployments.steps.core import StepExecutionError, run_steps
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".clone-{commit[:12]}-", dir=root))
+    here = Path.cwd()
+    run_logger.info(f"Flow code: cloning commit {commit[:12]} of {repository} (this worker runs "
+                    f"{(own_commit(PROJECT_ROOT) or 'unknown')[:12]})")
+    try:
+        os.chdir(staging)
+        try:
+            output = run_coro_as_sync(run_steps(deployment.pull_steps, print_function=run_logger.info,
+                                                deployment=deployment, flow_run=flow_run, logger=run_logger))
+        except StepExecutionError as exc:
+            run_logger.error(str(exc.__cause__ or exc))
+            raise
+        cloned = _step_directory(output or {})
+        try:
+            os.rename(cloned, cached)
+        except OSError:
+            if not cached.is_dir():  # else another run of this commit finished its clone first: use that one
+                raise
+    finally:
+        os.chdir(here)
+        shutil.rmtree(staging, ignore_errors=True)
+    prune_code_cache(root, keep=cached)
+    return cached
+
+
 def fetch_code(deployment, flow_run, run_logger, workdir: Path) -> Path:
     """Put the deployment's code in place (from the run's directory); returns the directory to import from."""
     from prefect.utilities.asyncutils import run_coro_as_sync
@@ -160,6 +235,11 @@ def fetch_code(deployment, flow_run, run_logger, workdir: Path) -> Path:
             raise FileNotFoundError(f"the deployment's working directory {str(plain)!r} does not exist on this worker")
         run_logger.info(f"Flow code directory: {plain} (the deployment's set_working_directory step)")
         return plain.resolve()
+    pinned = pinned_commit(deployment.pull_steps)
+    if pinned is not None:
+        code_dir = _pinned_code(deployment, flow_run, run_logger, *pinned)
+        os.chdir(workdir)
+        return code_dir
     if deployment.pull_steps:
         from prefect.deployments.steps.core import StepExecutionError, run_steps
 
