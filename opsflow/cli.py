@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _apply_options(sub.add_parser("deploy", help="old name of `apply` (says so, then runs it)",
                                   description="The old name of `opsflow apply`."))
 
-    runs = sub.add_parser("runs", help="follow flow runs in the terminal")
+    runs = sub.add_parser("runs", help="follow flow runs in the terminal", description="Flow runs, in the terminal.")
     runs_actions = runs.add_subparsers(dest="runs_action", required=True, metavar="ACTION")
     watch = runs_actions.add_parser(
         "watch", help="follow a run's states and logs until it ends (exit 0 Completed, 1 otherwise)",

@@ -44,5 +44,5 @@ def server_retention_env(days: int | None = None) -> dict[str, str]:
     return {
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(days * 86400),
-        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": str(EVENT_RETENTION_DAYS * 86400),
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"P{EVENT_RETENTION_DAYS}D",  # a plain timedelta: ISO 8601
     }

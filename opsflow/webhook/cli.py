@@ -25,10 +25,14 @@ def register(subparsers) -> None:
     """Add ``webhook serve`` to the ``opsflow`` command line."""
     webhook = subparsers.add_parser("webhook", help="receive forge webhooks and start the pipelines")
     actions = webhook.add_subparsers(dest="webhook_action", required=True)
-    serve = actions.add_parser("serve", help="serve /hooks/<forge> until stopped")
+    serve = actions.add_parser(
+        "serve", help="serve /hooks/<forge> until stopped",
+        description="Receives the forge's signed webhook deliveries on /hooks/<kind of the GitForge block> and "
+        "starts the GitOps/MLOps deployments for them. The Prefect server is $PREFECT_API_URL.")
     serve.add_argument("--forge-block", required=True, help="GitForge block whose webhook_secret signs deliveries")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=4300)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 behind your TLS reverse proxy)")
+    serve.add_argument("--port", type=int, default=4300, help="port to listen on (default 4300)")
     serve.add_argument("--journal", default=".opsflow/webhook/deliveries.sqlite3",
                        help="SQLite file of accepted deliveries (kept across restarts)")
     serve.add_argument("--max-body", type=int, default=1 << 20, help="largest body accepted, in bytes")
