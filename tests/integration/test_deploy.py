@@ -1,4 +1,4 @@
-"""`opsflow deploy`: pools, one edge queue per edge node, every deployment of prefect.yaml, idempotently."""
+"""`opsflow apply`: pools, one edge queue per edge node, every deployment of prefect.yaml, idempotently."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stac
     with get_client(sync_client=True) as client:
         pr = client.read_deployment_by_name("gitops-pr/default")
         assert pr.version == sha and pr.work_pool_name == "vault-build"
-        assert pr.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(PROJECT_ROOT)
+        # every worker pulls exactly the applied commit (this checkout's HEAD)
+        [clone] = [step["prefect.deployments.steps.git_clone"] for step in pr.pull_steps]
+        assert clone["commit_sha"].startswith(sha) and len(clone["commit_sha"]) == 40 and clone["repository"]
         schema = pr.parameter_openapi_schema["properties"]
         assert schema["sha"]["pattern"] and schema["sha"]["description"]
         edge = client.read_deployment_by_name("smoke-image/edge-local")
