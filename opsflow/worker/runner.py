@@ -178,15 +178,16 @@ def pinned_commit(pull_steps: list[dict] | None) -> tuple[str, str] | None:
 def _pinned_code(deployment, flow_run, run_logger, repository: str, commit: str) -> Path:
     """The directory holding ``commit``: the worker's own code when it is that commit, else a cached clone.
 
-    The worker's own checkout (or installed wheel) stays on the fast path: its modules are preloaded.
-    Any other commit is cloned once through the deployment's pull step (Prefect's ``git_clone``)
-    into ``<code cache>/<commit>`` (renamed into place when complete, so a half clone is never
-    used) and reused by every later run of that commit.
+    The worker's own checkout (or installed wheel) stays on the fast path: its modules are preloaded
+    (and imported again when a file changed since, as for any checkout; so a developer's uncommitted
+    edits on the local stack run too). Any other commit is cloned once through the deployment's pull
+    step (Prefect's ``git_clone``) into ``<code cache>/<commit>`` (renamed into place when complete,
+    so a half clone is never used) and reused by every later run of that commit.
     """
     from opsflow.core.paths import PROJECT_ROOT, code_cache_root, prune_code_cache
     from opsflow.core.version import own_commit
 
-    if commit == own_commit(PROJECT_ROOT) and not preloaded_changed():
+    if commit == own_commit(PROJECT_ROOT):
         run_logger.info(f"Flow code: commit {commit[:12]}, the worker's own code ({PROJECT_ROOT})")
         return PROJECT_ROOT.resolve()
     root = code_cache_root()
