@@ -156,20 +156,43 @@ def apply_deployments(api_url: str, source: CodeSource, prefect_file: Path = PRE
                hint="check deployments/prefect.yaml and that the Prefect server is up")
 
 
-def check_api(api_url: str, timeout: float = 15) -> None:
-    """Fail before any side effect when the Prefect API does not answer."""
+def check_api(api_url: str, deadline_s: float = 60) -> None:
+    """Fail before any side effect when the Prefect API is not there; a slow or busy one is waited for.
+
+    Connection refused fails at once (no server listens); timeouts and 5xx answers are retried
+    until ``deadline_s``. Authenticated as Prefect's client is (``opsflow.core.prefect_api``).
+    """
+    import time
+
     import httpx
 
-    try:
-        response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise RemoteUnavailable(f"the Prefect API at {api_url} does not answer ({type(exc).__name__}): "
-                                "start the server, or pass --api-url / set PREFECT_API_URL") from None
-    if response.status_code == 401:
-        raise InvalidInput(f"the Prefect API at {api_url} refused the request (401): set PREFECT_API_AUTH_STRING")
-    if response.status_code >= 400:
-        raise RemoteUnavailable(f"the Prefect API at {api_url} answered {response.status_code} to /health: "
-                                "is that the API URL (ending in /api)?")
+    from opsflow.core.prefect_api import api_client
+
+    deadline = time.monotonic() + deadline_s
+    problem = ""
+    with api_client(timeout=15) as client:
+        while True:
+            try:
+                response = client.get("health")
+            except httpx.ConnectError:
+                raise RemoteUnavailable(f"the Prefect API at {api_url} does not answer (ConnectError): "
+                                        "start the server, or pass --api-url / set PREFECT_API_URL") from None
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+            else:
+                if response.status_code in (401, 403):
+                    raise InvalidInput(f"the Prefect API at {api_url} refused the request ({response.status_code}): "
+                                       "set PREFECT_API_AUTH_STRING to the server's auth string")
+                if response.status_code < 400:
+                    return
+                if response.status_code < 500:
+                    raise InvalidInput(f"the Prefect API at {api_url} answered {response.status_code} to /health: "
+                                       "is that the API URL (ending in /api)?")
+                problem = f"HTTP {response.status_code}"
+            if time.monotonic() > deadline:
+                raise RemoteUnavailable(f"the Prefect API at {api_url} did not answer /health within "
+                                        f"{deadline_s:.0f} s ({problem}): check the server and its log, then try again")
+            time.sleep(1)
 
 
 def deploy_all(api_url: str, with_kubernetes: bool = True, say=print, repository: str | None = None,
@@ -188,11 +211,11 @@ def deploy_all(api_url: str, with_kubernetes: bool = True, say=print, repository
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    check_api(api_url)
-    source = code_source(repository, commit)
-    if source.dirty:
-        say(f"warning: the checkout has uncommitted changes; workers run commit {source.version} without them")
     with temporary_settings({PREFECT_API_URL: api_url}):
+        check_api(api_url)
+        source = code_source(repository, commit)
+        if source.dirty:
+            say(f"warning: the checkout has uncommitted changes; workers run commit {source.version} without them")
         notify = None
         if notify_block:
             from opsflow.notify import notification_block
