@@ -196,9 +196,6 @@ def _pinned_code(deployment, flow_run, run_logger, repository: str, commit: str)
         os.utime(cached)
         run_logger.info(f"Flow code: commit {commit[:12]} from the worker's cache ({cached})")
         return cached
-    from prefect.deployments.steps.core import StepExecutionError, run_steps
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".clone-{commit[:12]}-", dir=root))
     here = Path.cwd()
@@ -206,13 +203,7 @@ def _pinned_code(deployment, flow_run, run_logger, repository: str, commit: str)
                     f"{(own_commit(PROJECT_ROOT) or 'unknown')[:12]})")
     try:
         os.chdir(staging)
-        try:
-            output = run_coro_as_sync(run_steps(deployment.pull_steps, print_function=run_logger.info,
-                                                deployment=deployment, flow_run=flow_run, logger=run_logger))
-        except StepExecutionError as exc:
-            run_logger.error(str(exc.__cause__ or exc))
-            raise
-        cloned = _step_directory(output or {})
+        cloned = _run_pull_steps(deployment, flow_run, run_logger)
         try:
             os.rename(cloned, cached)
         except OSError:
@@ -223,6 +214,20 @@ def _pinned_code(deployment, flow_run, run_logger, repository: str, commit: str)
         shutil.rmtree(staging, ignore_errors=True)
     prune_code_cache(root, keep=cached)
     return cached
+
+
+def _run_pull_steps(deployment, flow_run, run_logger) -> Path:
+    """The deployment's pull steps through Prefect's step runner, from the cwd; returns the code directory."""
+    from prefect.deployments.steps.core import StepExecutionError, run_steps
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    try:
+        output = run_coro_as_sync(run_steps(deployment.pull_steps, print_function=run_logger.info,
+                                            deployment=deployment, flow_run=flow_run, logger=run_logger))
+    except StepExecutionError as exc:
+        run_logger.error(str(exc.__cause__ or exc))
+        raise
+    return _step_directory(output or {})
 
 
 def fetch_code(deployment, flow_run, run_logger, workdir: Path) -> Path:
@@ -242,16 +247,8 @@ def fetch_code(deployment, flow_run, run_logger, workdir: Path) -> Path:
         os.chdir(workdir)
         return code_dir
     if deployment.pull_steps:
-        from prefect.deployments.steps.core import StepExecutionError, run_steps
-
         run_logger.info(f"Running {len(deployment.pull_steps)} deployment pull step(s)")
-        try:
-            output = run_coro_as_sync(run_steps(deployment.pull_steps, print_function=run_logger.info,
-                                                deployment=deployment, flow_run=flow_run, logger=run_logger))
-        except StepExecutionError as exc:
-            run_logger.error(str(exc.__cause__ or exc))
-            raise
-        return _step_directory(output or {})
+        return _run_pull_steps(deployment, flow_run, run_logger)
     if deployment.storage_document_id:
         from prefect.blocks.core import Block
         from prefect.client.orchestration import get_client
