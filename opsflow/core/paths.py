@@ -9,6 +9,9 @@ and ``opsflow apply`` finds ``deployments/prefect.yaml`` without a checkout.
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from pathlib import Path
 
 #: The ``opsflow`` package directory.
@@ -27,8 +30,6 @@ BUILD_INFO_FILE = PACKAGE_DIR / "_build.json"
 
 def code_cache_root() -> Path:
     """Where a worker keeps one clone per opsflow commit it ran (``$OPSFLOW_CODE_CACHE``, else the user's cache)."""
-    import os
-
     if os.environ.get("OPSFLOW_CODE_CACHE"):
         return Path(os.environ["OPSFLOW_CODE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -44,9 +45,6 @@ def prune_code_cache(root: Path, keep: Path, newest: int = CODE_CACHE_KEEP, min_
 
     A clone a run may still be importing from was used recently, so it is never removed here.
     """
-    import shutil
-    import time
-
     entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep]
     entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     removed = []
