@@ -39,8 +39,15 @@ def exit_code(state_type: str) -> int:
 
 
 def _find_run(client, ref: str):
-    """A flow run by id, or the latest run of ``<flow>/<deployment>``."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    """A flow run by id, or the latest run of ``<flow>/<deployment>`` (due now or earlier: not a future schedule)."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.exceptions import ObjectNotFound
 
@@ -56,8 +63,11 @@ def _find_run(client, ref: str):
         deployment = client.read_deployment_by_name(ref)
     except ObjectNotFound:
         raise InvalidInput(f"no deployment {ref}: `opsflow apply` creates them; the UI lists the names") from None
-    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-                                 sort=FlowRunSort.START_TIME_DESC, limit=1)
+    due = datetime.now(UTC) + timedelta(seconds=5)
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+        flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(before_=due)),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
     if not runs:
         raise InvalidInput(f"deployment {ref} has no runs yet: start one from the UI (Run → Quick run)")
     return runs[0]
