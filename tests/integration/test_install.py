@@ -278,10 +278,12 @@ def test_edge_install_applies_and_runs_the_applied_commit_and_notifies(edge_node
         assert f"/runs/flow-run/{failed.id}" in note["body"] and "v9 is not in the registry" in note["body"]
         assert "max_parallel" not in note["body"] and "records_store" not in note["body"]  # no parameters
 
-        watched = subprocess.run([str(bin_dir / "opsflow"), "runs", "watch", str(failed.id)], capture_output=True,
-                                 text=True, timeout=120, cwd=edge_node["shadow"])
+        # `runs watch <flow>/<deployment>` follows that deployment's latest run: the failed one.
+        watched = subprocess.run([str(bin_dir / "opsflow"), "runs", "watch", f"manual-deploy/install-{uid}"],
+                                 capture_output=True, text=True, timeout=120, cwd=edge_node["shadow"])
         assert watched.returncode == 1, watched.stderr
-        assert "● Failed" in watched.stdout and "v9 is not in the registry" in watched.stdout
+        assert str(failed.id) in watched.stdout.splitlines()[0] and "● Failed" in watched.stdout
+        assert "v9 is not in the registry" in watched.stdout
 
         # A deploy held for approval.
         held_id = start(version="v1", approve=True)
