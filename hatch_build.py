@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+try:
+    from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+except ImportError:  # imported outside a build, by the tests of source_record()
+    BuildHookInterface = object
 
 RECORD_IN_SDIST = "opsflow-build.json"
 
@@ -32,13 +35,14 @@ def _git(root: Path, *args: str) -> str:
 
 
 def _without_credentials(url: str) -> str:
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=host))
-
-
+    """``opsflow.core.version.strip_credentials`` from the tree being built (it imports only the stdlib)."""
+    root = str(Path(__file__).resolve().parent)
+    sys.path.insert(0, root)
+    try:
+        from opsflow.core.version import strip_credentials
+    finally:
+        sys.path.remove(root)
+    return strip_credentials(url)
 def source_record(root: Path) -> dict:
     """Commit, repository and dirtiness of the checkout at ``root`` (the sdist's record when there is no git)."""
     commit = _git(root, "rev-parse", "HEAD")

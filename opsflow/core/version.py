@@ -105,13 +105,17 @@ def version_line() -> str:
 
 
 def strip_credentials(url: str) -> str:
-    """``url`` without a user or password (a clone URL recorded in a wheel or a deployment never carries one)."""
+    """``url`` without its credentials (a clone URL recorded in a wheel or a deployment never carries one).
+
+    Over HTTP(S) a user name alone may be a token (``https://<token>@host``), so all of it goes;
+    an SSH user (``ssh://git@host``) is not a secret and stays, its password does not.
+    """
     if "://" not in url:
         return url
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    web = parts.scheme in ("http", "https")
+    if parts.password is None and (parts.username is None or not web):
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=host))
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    user = "" if web else f"{parts.username}@"
+    return urlunsplit(parts._replace(netloc=user + host))

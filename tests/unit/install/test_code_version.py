@@ -52,6 +52,9 @@ def test_this_checkout_knows_its_commit():
 def test_credentials_are_stripped_from_clone_urls():
     assert strip_credentials("https://user:tok@git.lan:8443/a/b.git") == "https://git.lan:8443/a/b.git"
     assert strip_credentials("https://git.lan/a/b.git") == "https://git.lan/a/b.git"
+    assert strip_credentials("https://ghp_token@github.com/a/b.git") == "https://github.com/a/b.git"
+    assert strip_credentials("ssh://git@git.lan:2222/a/b.git") == "ssh://git@git.lan:2222/a/b.git"
+    assert strip_credentials("ssh://git:pw@git.lan/a/b.git") == "ssh://git@git.lan/a/b.git"
     assert strip_credentials("git@git.lan:a/b.git") == "git@git.lan:a/b.git"
     assert strip_credentials("/srv/git/opsflow") == "/srv/git/opsflow"
 
@@ -102,3 +105,52 @@ def test_code_cache_location_and_pruning(tmp_path, monkeypatch):
     # the one in use and the recently used ones stay, whatever the count; in-progress clones are not touched
     assert sorted(removed) == [clones[1], clones[2]]
     assert clones[0].is_dir() and clones[3].is_dir() and clones[4].is_dir() and (root / ".clone-in-progress").is_dir()
+
+
+def _repo_with_origin(path: Path, origin: str) -> str:
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    (path / "f").write_text("1")
+    _git(path, "add", "f")
+    _git(path, "commit", "-qm", "one")
+    _git(path, "remote", "add", "origin", origin)
+    return _git(path, "rev-parse", "HEAD")
+
+
+def test_apply_pins_the_checkout_head_and_its_origin_without_credentials(tmp_path, monkeypatch):
+    from opsflow.core.errors import InvalidInput
+    from opsflow.deploy import code_source
+
+    monkeypatch.delenv("OPSFLOW_REPOSITORY", raising=False)
+    repo = tmp_path / "co"
+    head = _repo_with_origin(repo, "https://deploy:s3cret@git.lan/platform/opsflow.git")
+    source = code_source(root=repo)
+    assert (source.repository, source.commit, source.version, source.dirty) == (
+        "https://git.lan/platform/opsflow.git", head, head[:12], False)
+    assert source.env() == {"OPSFLOW_REPOSITORY": "https://git.lan/platform/opsflow.git", "OPSFLOW_COMMIT": head,
+                            "OPSFLOW_VERSION": head[:12]}
+    (repo / "f").write_text("edited")
+    assert code_source(root=repo).dirty
+    monkeypatch.setenv("OPSFLOW_REPOSITORY", "ssh://git@git.lan/platform/opsflow.git")
+    assert code_source(root=repo).repository == "ssh://git@git.lan/platform/opsflow.git"
+    with pytest.raises(InvalidInput, match="--repository must not carry credentials"):
+        code_source(repository="https://u:tok@git.lan/o.git", root=repo)
+    with pytest.raises(InvalidInput, match="cannot tell which opsflow commit"):
+        code_source(commit="abc123", root=repo)
+    with pytest.raises(InvalidInput, match="no git checkout"):
+        code_source(root=tmp_path / "nothing-here")
+
+
+def test_the_build_hook_records_commit_origin_and_dirtiness_and_falls_back_to_the_sdist_record(tmp_path):
+    import json
+
+    from hatch_build import RECORD_IN_SDIST, source_record
+
+    repo = tmp_path / "co"
+    head = _repo_with_origin(repo, "https://ci:tok@git.lan/platform/opsflow.git")
+    assert source_record(repo) == {"commit": head, "repository": "https://git.lan/platform/opsflow.git",
+                                   "dirty": False}
+    unpacked = tmp_path / "sdist"
+    unpacked.mkdir()
+    (unpacked / RECORD_IN_SDIST).write_text(json.dumps({"commit": head, "repository": "r", "dirty": True}))
+    assert source_record(unpacked)["commit"] == head
