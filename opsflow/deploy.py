@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blocks import names
-from opsflow.core.errors import InvalidInput, OpsflowError, RemoteUnavailable
+from opsflow.core.errors import CommandFailed, InvalidInput, OpsflowError, RemoteUnavailable
 from opsflow.core.paths import INSTALLED, PREFECT_FILE, PROJECT_ROOT
 from opsflow.core.proc import run
 
@@ -91,8 +91,6 @@ class CodeSource:
 
 
 def _origin_url(root: Path) -> str:
-    from opsflow.core.errors import CommandFailed
-
     try:
         return run(["git", "-C", str(root), "config", "--get", "remote.origin.url"], timeout=30).strip()
     except CommandFailed:
@@ -100,8 +98,6 @@ def _origin_url(root: Path) -> str:
 
 
 def _is_dirty(root: Path) -> bool:
-    from opsflow.core.errors import CommandFailed
-
     try:
         return bool(run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], timeout=60).strip())
     except CommandFailed:
