@@ -30,7 +30,7 @@ from opsflow.core.errors import ArtifactCorrupt, ArtifactNotFound, InvalidInput,
 from tasks.build import BuildResult
 from tasks.git import Checkout
 
-FORMAT = 2
+FORMAT = 3
 # Keeps the Dockerfile itself out of the image (``COPY . /dest`` would copy it otherwise).
 DOCKERIGNORE = b"Dockerfile\n.dockerignore\n"
 
@@ -78,7 +78,9 @@ class LoadedArtifact:
 
 def build_inputs(app: str, component: Component, tree: str) -> dict[str, Any]:
     """Everything that determines a component's build output, besides the toolchain."""
-    spec = component.model_dump(mode="json", include={"name", "path", "build_commands", "build_output", "dockerfile"})
+    spec = component.model_dump(mode="json", include={"name", "path", "build_commands", "build_output", "dockerfile",
+                                                      "install", "install_command", "packaging",
+                                                      "runtime_dependencies"})
     return {"format": FORMAT, "app": app, "component": spec, "tree": tree}
 
 
@@ -116,20 +118,42 @@ def plan_artifact(store: ObjectStore, checkout: Checkout, app: str, component: C
                         metadata=metadata)
 
 
-def pack(source: Path, dockerfile: Path, dest: Path) -> tuple[str, int]:
-    """A reproducible tar.gz of ``source`` with ``dockerfile`` as ``Dockerfile`` at its root."""
+def layout_entries(layout: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Every file, directory and (inside) symlink of a layout with its archive name, sorted; no name twice."""
+    entries: dict[str, Path] = {}
+    for source, raw_prefix in layout:
+        prefix = raw_prefix.strip("/")
+        if source.is_file():
+            items = [(source, prefix)]
+        else:
+            items = [(source, prefix)] if prefix else []
+            root = source.resolve()
+            items += [(p, f"{prefix}/{p.relative_to(source).as_posix()}".lstrip("/")) for p in source.rglob("*")
+                      if not p.is_symlink() or p.resolve().is_relative_to(root)]
+        for path, name in items:
+            if name in entries and not (path.is_dir() and entries[name].is_dir()):
+                raise InvalidInput(f"the artifact would hold {name!r} twice ({entries[name]} and {path})")
+            entries.setdefault(name, path)
+    return [(entries[name], name) for name in sorted(entries)]
+
+
+def pack(source: Path | list[tuple[Path, str]], dockerfile: Path, dest: Path) -> tuple[str, int]:
+    """A reproducible tar.gz of ``source`` (a directory, or a layout of ``(path, archive path)``) with
+    ``dockerfile`` as ``Dockerfile`` at its root."""
+    layout = [(source, "")] if isinstance(source, Path) else source
     for reserved in ("Dockerfile", ".dockerignore"):
-        if (source / reserved).exists():
-            raise InvalidInput(f"the build output {source} already has a {reserved}; it would be overwritten")
+        clash = [p for p, prefix in layout if not prefix and p.is_dir() and (p / reserved).exists()]
+        if clash:
+            raise InvalidInput(f"the build output {clash[0]} already has a {reserved}; it would be overwritten")
     if not dockerfile.is_file():
         raise InvalidInput(f"Dockerfile {dockerfile} does not exist")
-    entries = sorted(p for p in source.rglob("*") if not p.is_symlink() or p.resolve().is_relative_to(source))
+    entries = layout_entries(layout)
     with open(dest, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         ignore = tarfile.TarInfo(".dockerignore")
         ignore.size, ignore.mode = len(DOCKERIGNORE), 0o644
         tar.addfile(ignore, io.BytesIO(DOCKERIGNORE))
-        for path, name in [(dockerfile, "Dockerfile"), *((p, p.relative_to(source).as_posix()) for p in entries)]:
+        for path, name in [(dockerfile, "Dockerfile"), *entries]:
             info = tar.gettarinfo(str(path), arcname=name)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
@@ -170,7 +194,7 @@ def save_artifact(store: ObjectStore, plan: ArtifactPlan, build: BuildResult, co
                            metadata=existing)
     with tempfile.TemporaryDirectory(prefix="opsflow-pack-") as tmp:
         archive = Path(tmp) / "artifact.tar.gz"
-        digest, size = pack(build.output_dir, build.component_dir / component.dockerfile, archive)
+        digest, size = pack(build.layout or build.output_dir, build.component_dir / component.dockerfile, archive)
         metadata = {
             "format": FORMAT, "key": plan.key, "app": plan.app, "component": plan.component, "tree": plan.tree,
             "commit": checkout.sha, "repository": checkout.repository, "digest": digest, "size": size,

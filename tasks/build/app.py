@@ -1,4 +1,4 @@
-"""Running an application component's declared build/transpile commands."""
+"""Running an application component's declared build/transpile commands, in a scrubbed environment."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from prefect import get_run_logger, task
 from blocks.application import Component
 from opsflow.core.errors import BuildFailed, CommandFailed
 from opsflow.core.proc import run
+from tasks.build.caches import TreeCache
+from tasks.build.env import build_environment
+from tasks.build.packaging import artifact_layout, runtime_dir
 from tasks.git import Checkout
 
 
@@ -22,6 +25,7 @@ class BuildResult:
     output_dir: Path
     component_dir: Path
     duration_s: float
+    layout: list[tuple[Path, str]] | None = None  # what the artifact holds (tasks.build.packaging); None: output_dir
 
 
 def component_dir(checkout: Checkout, component: Component) -> Path:
@@ -34,13 +38,19 @@ def component_dir(checkout: Checkout, component: Component) -> Path:
     return path
 
 
+def output_path(component: Component) -> str:
+    """Where the build leaves what is packed, relative to the component directory."""
+    return ".next/standalone" if component.packaging == "nextjs-standalone" else component.build_output
+
+
 @task(name="build-app", task_run_name="build-{component.name}")
 def build_app(checkout: Checkout, component: Component, redact_values: list[str] | None = None,
-              timeout: float = 1800) -> BuildResult:
+              timeout: float = 1800, cache: TreeCache | None = None) -> BuildResult:
     """Run the component's build commands in its directory; return where the output is.
 
-    Each command is an argv list (no shell); output is streamed to the run log with
-    ``redact_values`` (the env files' secret values) masked.
+    Each command is an argv list (no shell) run with a scrubbed environment
+    (:func:`tasks.build.env.build_environment`: no variable of the worker's reaches it); output is
+    streamed to the run log with ``redact_values`` (the env files' secret values) masked.
 
     Raises:
         BuildFailed: a command exited non-zero or timed out, or the output directory is missing.
@@ -52,12 +62,16 @@ def build_app(checkout: Checkout, component: Component, redact_values: list[str]
         logger.info("%s$ %s", component.name, " ".join(argv))
         try:
             run(argv, cwd=cwd, secrets=redact_values or [], timeout=timeout, logger=logger,
-                env={"CI": "true", "OPSFLOW_COMMIT": checkout.sha})
+                env=build_environment(checkout, cache), isolated=True)
         except CommandFailed as exc:
             raise BuildFailed(f"build of {component.name!r} failed: {exc}") from exc
-    output = (cwd / component.build_output).resolve()
+    output = (cwd / output_path(component)).resolve()
     if not output.is_dir() or not any(output.iterdir()):
-        raise BuildFailed(f"build of {component.name!r} finished but {component.build_output!r} is missing or empty")
+        raise BuildFailed(f"build of {component.name!r} finished but {output_path(component)!r} is missing or empty"
+                          + ("; set output: 'standalone' in next.config" if component.packaging == "nextjs-standalone"
+                             else ""))
+    layout = artifact_layout(component, cwd, output, runtime_dir(checkout, component) / "node_modules")
     duration = time.monotonic() - started
-    logger.info("built %s in %.1fs -> %s", component.name, duration, component.build_output)
-    return BuildResult(component=component.name, output_dir=output, component_dir=cwd, duration_s=duration)
+    logger.info("built %s in %.1fs -> %s", component.name, duration, output_path(component))
+    return BuildResult(component=component.name, output_dir=output, component_dir=cwd, duration_s=duration,
+                       layout=layout)
