@@ -191,7 +191,9 @@ def outcome_row(outcome: ComponentOutcome) -> dict:
 
 
 def outcome_error(state) -> str:
-    """The error message of a failed task state."""
+    """The error message of a failed task state (or why a task never ran)."""
+    if not state.is_final():
+        return f"{state.name}: it did not run because a step before it failed"
     exc = state.result(raise_on_failure=False)
     return str(exc) if isinstance(exc, BaseException) else f"{state.name}: {state.message or ''}"
 

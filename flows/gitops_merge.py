@@ -140,7 +140,7 @@ def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict
                 continue
             logger.info("%s:%s is in the registry (%s): adding %s", repository, tags[0], tag_plan.digest,
                         ", ".join(tag_plan.add))
-            chains.append((outcome, None, tag_image.submit(registry, repository, tag_plan.digest, tag_plan.add)))
+            chains.append((outcome, None, None, tag_image.submit(registry, repository, tag_plan.digest, tag_plan.add)))
             continue
         kind = _needs_base(comp, plan)
         build_args = dict(comp.build_args)
@@ -156,14 +156,15 @@ def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict
             build_args=build_args, target=comp.target, registry=registry,
             labels={"org.opencontainers.image.created": checkout.committed_at,
                     "dev.opsflow.artifact.key": plan.key, "dev.opsflow.artifact.digest": plan.metadata["digest"]})
-        chains.append((outcome, loaded, push_image.submit(engine, registry, built)))
-    for outcome, loaded, final in chains:
+        chains.append((outcome, loaded, built, push_image.submit(engine, registry, built)))
+    for outcome, loaded, built, final in chains:
         final.wait()
         if loaded is not None and loaded.state.is_completed():
             cleanup.append(loaded.result().path)
         outcome.seconds = max((final.state.timestamp - started).total_seconds(), 0.0)
         if not final.state.is_completed():
-            outcome.error = common.outcome_error(final.state)
+            first_failed = next(f for f in (loaded, built, final) if f is not None and not f.state.is_completed())
+            outcome.error = common.outcome_error(first_failed.state)
         elif loaded is None:
             outcome.tags_added = final.result()
         else:

@@ -142,6 +142,8 @@ def install_deps(checkout: Checkout, component: Component, cache: TreeCache | No
     started = time.monotonic()
     cwd = component_dir(checkout, component)
     env = build_environment(checkout, cache)
+    if component.install == DependencyManager.pnpm:
+        env["npm_config_store_dir"] = str(cache.tool_dir("pnpm"))
     result = {"component": component.name}
     if component.install:
         manager = MANAGERS[component.install]

@@ -20,8 +20,7 @@ def build_environment(checkout: Checkout, cache: TreeCache | None = None,
     env = {"CI": "true", "OPSFLOW_COMMIT": checkout.sha, "npm_config_update_notifier": "false",
            "npm_config_fund": "false", "npm_config_audit": "false", "NEXT_TELEMETRY_DISABLED": "1"}
     if cache is not None:
-        env.update({"npm_config_cache": str(cache.tool_dir("npm")), "npm_config_store_dir": str(cache.tool_dir("pnpm")),
-                    "YARN_CACHE_FOLDER": str(cache.tool_dir("yarn")), "UV_CACHE_DIR": str(cache.tool_dir("uv")),
-                    "PIP_CACHE_DIR": str(cache.tool_dir("pip"))})
+        env.update({"npm_config_cache": str(cache.tool_dir("npm")), "YARN_CACHE_FOLDER": str(cache.tool_dir("yarn")),
+                    "UV_CACHE_DIR": str(cache.tool_dir("uv")), "PIP_CACHE_DIR": str(cache.tool_dir("pip"))})
     env.update(extra or {})
     return scrubbed_environment(checkout.home, env)

@@ -165,6 +165,24 @@ def base_images(text: str, build_args: dict[str, str] | None = None, target: str
     return [i for i in images if i.lower() not in seen - {i}]
 
 
+_SYNTAX = re.compile(r"^#\s*syntax\s*=\s*(\S+)\s*$", re.IGNORECASE)
+
+
+def syntax_image(text: str) -> str | None:
+    """The frontend image of a ``# syntax=`` directive (first lines, before any instruction), if any."""
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            return None
+        if m := _SYNTAX.match(line):
+            return m.group(1)
+    return None
+
+
+def without_syntax(text: str) -> str:
+    """The Dockerfile without its ``# syntax=`` directive (the engine's built-in frontend parses it)."""
+    return "\n".join(line for line in text.splitlines() if not _SYNTAX.match(line)) + "\n"
+
+
 def uses_arg(text: str, name: str) -> bool:
     """Whether the Dockerfile declares ``ARG name`` (e.g. ``BASE_IMAGE`` of opsflow's own base images)."""
     return any((m := _ARG.match(line)) and m.group(1) == name for line in text.splitlines())
@@ -247,6 +265,16 @@ def _build_run_name() -> str:
     from prefect.runtime import task_run
 
     return f"build-image-{image_name(task_run.parameters['repository'])}"
+
+
+def _has_image(client, image: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def ensure_base_images(client, images: list[str], registry: ContainerRegistry | None, logger) -> None:
@@ -344,7 +372,15 @@ def build_image(
         with tempfile.TemporaryDirectory(prefix="opsflow-dockerfile-") as tmp:
             generated = Path(tmp) / "Dockerfile"
             if builder.buildkit:
-                shutil.copyfile(context / dockerfile, generated)
+                frontend = syntax_image(text)
+                if frontend and not _has_image(client, frontend):
+                    # BuildKit would pull the frontend from its registry; a build server without that registry
+                    # builds with the engine's own Dockerfile frontend instead.
+                    logger.warning("%s: %s is not on the engine; building with the engine's built-in Dockerfile "
+                                   "frontend", repository, frontend)
+                    generated.write_text(without_syntax(text))
+                else:
+                    shutil.copyfile(context / dockerfile, generated)
                 network = network_mode or (None if client.networks.list(names=["bridge"]) else "none")
                 logger.info("building %s with %s", repository, builder.why)
                 image_id = _cli_build(builder, engine, context, generated, repository, tags, build_args, all_labels,
