@@ -3,7 +3,11 @@
 Commands that run code from a repository (builds, tests, dependency installs) get a *scrubbed*
 environment (``isolated=True``): PATH, HOME, the locale and time zone, and only what the caller
 passes; never the worker's variables (the Prefect API URL and auth, stack settings, database URLs,
-cloud credentials), so a pull request cannot read them from its environment.
+cloud credentials), so a pull request cannot read them from its environment. Where ``unshare``
+works (root, or unprivileged user namespaces) they also run in a PID namespace of their own with
+its own ``/proc``: the run's and the worker's processes (and their environments in
+``/proc/<pid>/environ``) are out of sight, and the namespace dies with its command
+(``--kill-child``). ``OPSFLOW_SANDBOX=off`` turns that off.
 """
 
 from __future__ import annotations
@@ -25,6 +29,29 @@ _TAIL_LINES = 40
 #: What a scrubbed environment keeps from the caller's: the command search path, the locale and time zone.
 SCRUBBED_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM")
 SCRUBBED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+_SANDBOX: list[list[str]] = []
+
+
+def sandbox_prefix() -> list[str]:
+    """``unshare`` arguments that give a command its own PID namespace and ``/proc``, or ``[]`` where that
+    does not work here (probed once per process)."""
+    if os.environ.get("OPSFLOW_SANDBOX", "auto") == "off":
+        return []
+    if not _SANDBOX:
+        found: list[str] = []
+        base = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        for prefix in (base, [*base[:1], "--user", "--map-root-user", *base[1:]]):
+            try:
+                done = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                break
+            if done.returncode == 0:
+                found = prefix
+                break
+        _SANDBOX.append(found)
+    return list(_SANDBOX[0])
 
 
 def scrubbed_environment(home: Path | str, extra: Mapping[str, str] | None = None,
@@ -80,7 +107,7 @@ def run(
     argv = list(argv)
     try:
         proc = subprocess.Popen(
-            argv,
+            [*sandbox_prefix(), *argv] if isolated else argv,
             cwd=cwd,
             env=full_env,
             stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
