@@ -64,7 +64,8 @@ def test_nextjs_standalone_of_a_monorepo_app_is_assembled_under_its_path(tmp_pat
         ".next/standalone/apps/web/server.js": "", ".next/standalone/apps/web/.next/BUILD_ID": "1",
         ".next/standalone/node_modules/next/index.js": "", ".next/static/x.css": "", "public/a.txt": "a"})
     layout = artifact_layout(Component(name="web", packaging="nextjs-standalone"), web, web / ".next" / "standalone")
-    assert (web / ".next" / "static", "apps/web/.next/static") in layout and (web / "public", "apps/web/public") in layout
+    assert (web / ".next" / "static", "apps/web/.next/static") in layout
+    assert (web / "public", "apps/web/public") in layout
 
 
 def test_nextjs_without_standalone_output_says_what_to_set(tmp_path):
@@ -77,7 +78,7 @@ def test_a_layout_may_not_put_two_files_at_one_path(tmp_path):
     a = _tree(tmp_path / "a", {"x.js": "1"})
     b = _tree(tmp_path / "b", {"x.js": "2"})
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    with pytest.raises(InvalidInput, match="'x.js' twice"):
+    with pytest.raises(InvalidInput, match=r"'x\.js' twice"):
         pack([(a, ""), (b, "")], tmp_path / "Dockerfile", tmp_path / "t.tar.gz")
 
 
