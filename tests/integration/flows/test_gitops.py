@@ -56,6 +56,7 @@ def pipeline(stack, forge_emulator, tmp_path_factory):
             "pr_again": run_flow(gitops_pr, pr=PR, sha=head, **common),
             "merge": run_flow(gitops_merge, sha=merge_sha, branch="main", pr=PR, version="1.0.0", **common),
             "merge_again": run_flow(gitops_merge, sha=merge_sha, branch="main", pr=PR, **common),
+            "release": run_flow(gitops_merge, sha=merge_sha, branch="main", pr=PR, version="1.0.1", **common),
         }
     for name, run in runs.items():
         assert run.ok, f"{name}: {run.state.message} {run.result()!r}"
@@ -160,6 +161,24 @@ def test_a_merge_rerun_pushes_nothing_new(pipeline):
     again = {r["component"]: r["image_ref"] for r in pipeline["runs"]["merge_again"].result()}
     assert first == again
     assert not [n for n in task_run_names(pipeline["runs"]["merge_again"].id) if n.startswith("push-image")]
+
+
+def test_a_release_tag_on_an_already_pushed_commit_is_added_without_a_build(stack, pipeline):
+    """Regression: gitops-merge(sha, version=...) skipped everything once the SHA tag existed."""
+    first = {r["component"]: r for r in pipeline["runs"]["merge"].result()}
+    for row in pipeline["runs"]["release"].result():
+        assert row["image_ref"] == first[row["component"]]["image_ref"] and row["tags_added"] == ["1.0.1"]
+        repository, digest = row["image_ref"].split("@")
+        assert manifest_digest(stack.url(stack.registry_port), repository, "1.0.1") == digest
+    names = task_run_names(pipeline["runs"]["release"].id)
+    assert not [n for n in names if n.startswith(("push-image", "build-image", "load-artifact"))], names
+    comment = [c for c in pipeline["forge"].comments("github", FORGE_REPO, PR) if "gitops-merge-shop-it" in c["body"]]
+    assert "added `1.0.1`" in comment[0]["body"]
+
+
+def test_the_merge_reports_each_components_time(pipeline):
+    """Regression: the merge comment's time column showed 0.0 s."""
+    assert all(row["seconds"] > 0 for row in pipeline["runs"]["merge"].result())
 
 
 def test_the_pushed_images_run_and_serve(stack, pipeline, docker_client):

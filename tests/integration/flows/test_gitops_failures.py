@@ -113,3 +113,25 @@ def test_bad_input_is_rejected_before_any_side_effect(stack, shop, fresh_forge, 
     assert "validation" in (run.state.message or "").lower() or "invalid" in str(run.result()).lower()
     assert fresh_forge.requests == []  # not even a pending status
     assert task_run_names(run.id) == []
+
+
+def test_a_forge_outage_at_the_final_report_keeps_the_good_build(stack, shop, fresh_forge, monkeypatch):
+    """Regression: a forge outage at the final report failed an otherwise good build. As a CI service does,
+    the build's result stands and the report is delivered once the forge answers again."""
+    from opsflow.forge import api as forge_api
+    from opsflow.samples import git
+
+    monkeypatch.setattr(forge_api, "BACKOFF_S", 0.05)
+    first = git("rev-list", "--max-parents=0", "HEAD", cwd=shop.work)
+    git("checkout", "-q", "-B", "outage", first, cwd=shop.work)
+    git("checkout", "-q", first, "--", ".", cwd=shop.work)
+    sha = shop.commit("a good change while the forge is down", branch="outage")
+    # The PR comment is written at the very end: its first attempt meets 503s on every client retry.
+    fresh_forge.fail_next(4, 503, "/comments", method="GET")
+    run = run_flow(gitops_pr, app=APP, pr=13, sha=sha, forge_block="gitops-fail-forge")
+    assert run.ok, run.state.message
+    statuses = fresh_forge.statuses("gitea", FORGE_REPO, sha)
+    assert statuses[-1]["state"] == "success"
+    assert len(fresh_forge.comments("gitea", FORGE_REPO, 13)) == 1
+    assert task_run_states(run.id)["upsert-pr-comment-gitops-pr-shop-fail"] == "Completed"
+    assert sum(r.method == "GET" and "/comments" in r.target for r in fresh_forge.requests) >= 5  # it was retried
