@@ -117,6 +117,8 @@ def cleanup_workspace(paths: list[Path], dry_run: bool = False) -> list[str]:
     removed = []
     for path in map(Path, paths):
         resolved = path.resolve()
+        if resolved.name == "src" and (resolved.parent / OWNER).is_file():
+            resolved = resolved.parent  # a checkout: its whole workspace goes (home, unpacked trees)
         if root not in resolved.parents:
             raise InvalidInput(f"refusing to delete {path}: workspaces live under {root}")
         if not resolved.exists():
