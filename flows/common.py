@@ -106,9 +106,19 @@ def report_key(kind: str, app: str) -> str:
 
 
 def report_pending(cfg: PipelineConfig, sha: str, context: str, description: str) -> None:
-    """The commit status ``context`` set to pending (when the run reports to a forge)."""
+    """The commit status ``context`` set to pending (when the run reports to a forge).
+
+    Best effort: a forge that does not answer does not hold the build up (the final status is retried
+    within its deadline and replaces this one).
+    """
     if cfg.reports_to_forge:
-        report_status(cfg.forge, cfg.repo, sha, "pending", context, description, run_url())
+        state = report_status.with_options(retries=0)(cfg.forge, cfg.repo, sha, "pending", context, description,
+                                                      run_url(), return_state=True)
+        if not state.is_completed():
+            from prefect import get_run_logger
+
+            get_run_logger().warning("the pending status could not be set (the build goes on): %s",
+                                     outcome_error(state))
 
 
 def run_created() -> str:
