@@ -302,8 +302,8 @@ def load_artifact(store: ObjectStore, key: str, dest: Path | None = None) -> Loa
         raise _remote(store, f"downloading {key}.tar.gz", exc) from exc
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        raise ArtifactCorrupt(f"artifact {key} could not be unpacked ({type(exc).__name__}: {exc}); re-run the "
-                              "pull request pipeline to store it again") from exc
+        raise ArtifactCorrupt(f"artifact {key} is corrupt: it could not be unpacked ({type(exc).__name__}: {exc}); "
+                              "re-run the pull request pipeline to store it again") from exc
     actual = f"sha256:{stream.digest.hexdigest()}"
     if actual != metadata["digest"]:
         shutil.rmtree(dest, ignore_errors=True)
