@@ -90,20 +90,20 @@ def sweep_orphans(root: Path | None = None) -> list[str]:
             removed.append(str(path))
     for path in root.glob(f"{TRASH}*"):
         with contextlib.suppress(OSError):
-            if path.is_dir() and not path.is_symlink() and not any(_busy(path)):
+            if path.is_dir() and not path.is_symlink() and not _being_deleted(path):
                 spawn_detached(["rm", "-rf", "--one-file-system", "--", str(path)])
     return removed
 
 
-def _busy(path: Path):
-    """Yields once if a deleter still works on ``path`` (an ``rm`` whose argv names it)."""
+def _being_deleted(path: Path) -> bool:
+    """Whether a deleter still works on ``path`` (a process whose argv names it)."""
     needle = str(path).encode()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
                 if needle in (proc / "cmdline").read_bytes():
-                    yield True
-                    return
+                    return True
+    return False
 
 
 @task(name="cleanup-workspace", task_run_name="cleanup-workspace")

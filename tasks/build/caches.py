@@ -16,8 +16,8 @@ cache (npm's ``_cacache``, uv's, pip's), shared by every install.
   takes an exclusive one without waiting, skipping entries in use;
 * **bounded**: after each save, least recently used entries are removed while the cache is over
   ``max_bytes`` (then the largest tool cache, when no install holds it);
-* **cheap to leave**: a workspace's restored tree is moved into ``trash/`` (one rename) and deleted by a
-  process of its own, so cleaning a workspace does not pay for deleting it (:func:`discard_tree`).
+* **cheap to leave**: a workspace (with its restored tree) is moved aside with one rename and deleted by
+  a process of its own (:func:`tasks.workspace.discard`), so cleaning it does not pay for the tree.
 
 Why not actions/cache-style archives or the package manager's cache alone: with npm's cache warm,
 ``npm ci`` still unpacks and links every package (1.5-20 s for the samples' trees, measured in
@@ -179,11 +179,6 @@ class TreeCache:
                 continue
             out.append((used, int(data.get("size", 0)), meta.parent.parent.name, meta.parent.name))
         return sorted(out)
-
-    def size(self) -> int:
-        """Bytes held: every tree entry plus the tool caches."""
-        tools = sum(tree_size(p) for p in (self.root / "tools").iterdir() if p.is_dir())
-        return sum(e[1] for e in self.entries()) + tools
 
     def evict(self, keep: frozenset[tuple[str, str]] = frozenset()) -> list[str]:
         """Remove least recently used entries (never one in use or in ``keep``) while over ``max_bytes``."""
