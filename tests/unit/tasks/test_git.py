@@ -170,18 +170,22 @@ def test_a_workspace_holds_the_checkout_and_a_home_and_a_trees_only_fetch_has_no
 
 
 def test_workspaces_of_dead_runs_are_swept_and_env_files_go_first(tmp_path):
+    import os
     import subprocess
-    import sys
 
-    from tasks.workspace import discard, new_workspace, sweep_orphans
+    from tasks.workspace import OWNER, discard, new_workspace, sweep_orphans
 
     mine = new_workspace(tmp_path)
-    dead = subprocess.run([sys.executable, "-c", "from tasks.workspace import new_workspace; from pathlib import "
-                           f"Path; print(new_workspace(Path({str(tmp_path)!r})))"], capture_output=True, text=True,
-                          check=True, cwd=Path(__file__).resolve().parents[3]).stdout.strip()
-    (Path(dead) / "src" / "backend").mkdir(parents=True)
-    (Path(dead) / "src" / "backend" / ".env").write_text("TOKEN=x\n")
-    assert sweep_orphans(tmp_path) == [dead]
-    assert not Path(dead).exists() and mine.exists()  # the live run's workspace stays
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / "opsflow-run-dead"
+    (dead / "src" / "backend").mkdir(parents=True)
+    (dead / OWNER).write_text(f"{gone.pid} 1\n")
+    (dead / "src" / "backend" / ".env").write_text("TOKEN=x\n")
+    reused = tmp_path / "opsflow-run-reused"  # our pid, but not our start time: a pid reused since
+    reused.mkdir()
+    (reused / OWNER).write_text(f"{os.getpid()} 1\n")
+    assert sorted(sweep_orphans(tmp_path)) == sorted([str(dead), str(reused)])
+    assert not dead.exists() and not reused.exists() and mine.exists()  # the live run's workspace stays
     discard(mine)
     assert not mine.exists()
