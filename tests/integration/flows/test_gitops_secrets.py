@@ -92,11 +92,10 @@ test("leaks the env file in its failure message", () => {
 
 @pytest.fixture(scope="module")
 def hostile(stack, stack_database, docker_client, forge_emulator, tmp_path_factory):
+    from prefect import flow
     from prefect.blocks.system import Secret
     from prefect.deployments import run_deployment
     from prefect.logging import disable_run_logger
-
-    from prefect import flow
 
     from opsflow.core.paths import PROJECT_ROOT
     from tasks.build.caches import default_root
