@@ -266,47 +266,91 @@ def merge_vs_plain(bench: Bench, rounds: int) -> dict:
 
 
 def nextjs(root: Path, docker_client_url: str) -> dict:
-    """The Next.js storefront sample through PR and merge; its image serves."""
+    """The Next.js storefront sample: a cold PR (empty caches), a one-file PR after it, the merge vs plain
+    docker build + push of the same context, and its image serving."""
+    import re
+
     import docker
     import httpx
+    from prefect.logging import disable_run_logger
 
+    from blocks import ObjectStore
     from flows.gitops_merge import gitops_merge
     from flows.gitops_pr import gitops_pr
     from opsflow.samples import STOREFRONT_SOURCE, SampleRepo, save_app_block, storefront_component
+    from tasks.artifacts.store import artifact_key, load_artifact
     from tasks.images.base import base_image_tag
 
     client = docker.DockerClient(base_url=docker_client_url)
     client.images.get(base_image_tag("node")).tag("node", "20-alpine")
     repo = SampleRepo(root / "storefront", STOREFRONT_SOURCE)
     repo.commit("initial")
-    save_app_block(repo.url, "bench-storefront", [storefront_component()])
+    app = save_app_block(repo.url, "bench-storefront", [storefront_component()])
+    os.environ["OPSFLOW_CACHE_DIR"] = str(root / "cache-nextjs")  # cold: nothing installed on this server yet
     head = repo.commit("a change", branch="feature")
+    started = time.perf_counter()
+    gitops_pr(app=app.name, pr=1, sha=head, return_state=True).result()
+    cold_s = time.perf_counter() - started
+    repo.write("app/products.js", repo.read("app/products.js") + "// one more line\n")
+    head = repo.commit("one file", branch="feature")
+    started = time.perf_counter()
+    gitops_pr(app=app.name, pr=1, sha=head, return_state=True).result()
+    incremental_s = time.perf_counter() - started
+    os.environ.pop("OPSFLOW_CACHE_DIR", None)
     merge_sha = repo.merge("feature")
     started = time.perf_counter()
-    gitops_pr(app="bench-storefront", pr=1, sha=head, return_state=True).result()
-    pr_s = time.perf_counter() - started
-    started = time.perf_counter()
-    [row] = gitops_merge(app="bench-storefront", sha=merge_sha)
+    [row] = gitops_merge(app=app.name, sha=merge_sha)
     merge_s = time.perf_counter() - started
+    with disable_run_logger():
+        key = artifact_key(app.name, app.components[0], repo.tree(merge_sha, "."))
+        context = load_artifact.fn(ObjectStore.load("opsflow-artifacts"), key).path
+    started = time.perf_counter()
+    plain_build_push({"storefront": (context, {})}, "plain-1")
+    plain_s = time.perf_counter() - started
     container = client.containers.run(row["image_ref"], detach=True, network_mode="host",
                                       environment={"PORT": "34799", "HOSTNAME": "127.0.0.1"})
+    serves = False
     try:
-        serves = False
-        for _ in range(100):
+        for _ in range(150):
             try:
                 health = httpx.get("http://127.0.0.1:34799/api/health", timeout=2)
-                page = httpx.get("http://127.0.0.1:34799/", timeout=5)
-                chunk = next(iter(__import__("re").findall(r'/_next/static/[^"]+\.js', page.text)), None)
-                serves = health.status_code == 200 and chunk is not None and httpx.get(
-                    f"http://127.0.0.1:34799{chunk}", timeout=5).status_code == 200 and httpx.get(
-                    "http://127.0.0.1:34799/logo.svg", timeout=5).status_code == 200
-                break
             except httpx.HTTPError:
                 time.sleep(0.2)
+                continue
+            page = httpx.get("http://127.0.0.1:34799/", timeout=5)
+            chunk = next(iter(re.findall(r'/_next/static/[^"]+\.js', page.text)), None)
+            serves = health.status_code == 200 and chunk is not None and \
+                httpx.get(f"http://127.0.0.1:34799{chunk}", timeout=5).status_code == 200 and \
+                httpx.get("http://127.0.0.1:34799/logo.svg", timeout=5).status_code == 200
+            break
     finally:
         container.remove(force=True)
-    print(f"Next.js storefront: PR {pr_s:.1f}s, merge {merge_s:.1f}s, image serves: {serves}", flush=True)
-    return {"nextjs_pr_s": round(pr_s, 2), "nextjs_merge_s": round(merge_s, 2), "nextjs_serves": serves}
+    print(f"Next.js storefront: PR cold {cold_s:.1f}s, one-file PR {incremental_s:.1f}s, merge {merge_s:.1f}s vs "
+          f"plain build + push {plain_s:.1f}s, image serves: {serves}", flush=True)
+    return {"nextjs_pr_cold_s": round(cold_s, 2), "nextjs_pr_incremental_s": round(incremental_s, 2),
+            "nextjs_incremental_pr_ratio": round(incremental_s / cold_s, 3), "nextjs_merge_s": round(merge_s, 2),
+            "nextjs_plain_build_push_s": round(plain_s, 2), "nextjs_merge_ratio": round(merge_s / plain_s, 3),
+            "nextjs_serves": serves}
+
+
+def flow_call_s() -> float:
+    """What one Prefect flow call with one task costs here (no work): the fixed part of every flow figure."""
+    from prefect import flow, task
+
+    @task
+    def nothing() -> None:
+        return None
+
+    @flow
+    def one_task() -> None:
+        nothing()
+
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        one_task()
+        runs.append(time.perf_counter() - started)
+    return min(runs)
 
 
 def main() -> None:
@@ -377,6 +421,7 @@ def main() -> None:
             result.update(incremental(bench, args.rounds, Path(tmp)))
         if "merge" in parts:
             result.update(merge_vs_plain(bench, args.rounds))
+            result["flow_call_s"] = round(flow_call_s(), 2)
         if args.nextjs:
             import json as _json
 
