@@ -63,6 +63,7 @@ def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, extra_secrets
             todo.append((comp, plan, install_deps.submit(checkout, comp, cache)))
     for _comp, _plan, installed in todo:
         installed.wait()
+    redact: list[str] = []
     if todo:
         written = fetch_env_files(checkout, application.env_files, cfg.secrets)
         redact = redaction_list(checkout, written, application.env_files, common.public_names(application))
