@@ -149,7 +149,7 @@ def pack(source: Path | list[tuple[Path, str]], dockerfile: Path, dest: Path) ->
     if not dockerfile.is_file():
         raise InvalidInput(f"Dockerfile {dockerfile} does not exist")
     entries = layout_entries(layout)
-    with open(dest, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
+    with open(dest, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         ignore = tarfile.TarInfo(".dockerignore")
         ignore.size, ignore.mode = len(DOCKERIGNORE), 0o644
@@ -249,6 +249,25 @@ def record_test_results(store: ObjectStore, key: str, tests: dict[str, Any]) -> 
     return metadata
 
 
+_STREAM_CLIENTS: dict[int, Any] = {}
+
+
+def _stream_client(store: ObjectStore):
+    """The store's client without botocore's response checksum check: the download is verified against the
+    artifact's own sha256 instead (botocore compares a whole-object checksum with the composite one of a
+    multipart upload copied into place, and fails archives over the multipart threshold)."""
+    from botocore.config import Config
+
+    client = store.get_client()
+    if id(client) not in _STREAM_CLIENTS:
+        import boto3
+
+        kwargs = store.client_kwargs()
+        kwargs["config"] = kwargs["config"].merge(Config(response_checksum_validation="when_required"))
+        _STREAM_CLIENTS[id(client)] = boto3.session.Session().client("s3", **kwargs)
+    return _STREAM_CLIENTS[id(client)]
+
+
 class _Hashing(io.RawIOBase):
     """A read-only stream that hashes what passes through it (the download, read once)."""
 
@@ -292,7 +311,7 @@ def load_artifact(store: ObjectStore, key: str, dest: Path | None = None) -> Loa
     dest = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="opsflow-artifact-"))
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        body = client.get_object(Bucket=store.bucket, Key=f"{key}.tar.gz")["Body"]
+        body = _stream_client(store).get_object(Bucket=store.bucket, Key=f"{key}.tar.gz")["Body"]
         stream = _Hashing(body)
         with tarfile.open(fileobj=io.BufferedReader(stream, 1 << 20), mode="r|gz") as tar:
             tar.extractall(dest, filter="data")
