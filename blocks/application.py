@@ -128,6 +128,12 @@ class Component(BaseModel):
         description="'npm': install the production dependencies (package-lock.json, no devDependencies) into the "
         "artifact beside the build output, with package.json, so `node server.js` finds them in the image.",
     )
+    build_cache: list[RelativePath] = Field(
+        default_factory=list,
+        description="Directories (relative to the component) its build tool reuses between builds, e.g. '.next/cache' "
+        "(the default for nextjs-standalone): restored from this component's last successful build on the build "
+        "server, saved after a build, never when a secret value is found in it.",
+    )
     build_args: dict[str, str] = Field(
         default_factory=dict,
         description="Build arguments for the Dockerfile (ARG); not secret: they are visible in the image history.",
@@ -171,6 +177,13 @@ class Component(BaseModel):
             raise ValueError(f"component {self.name!r}: runtime_dependencies applies to packaging 'output'; "
                              "a Next.js standalone tree already holds the modules it needs")
         return self
+
+    @property
+    def build_cache_dirs(self) -> list[str]:
+        """``build_cache``, or Next.js's ``.next/cache`` for a standalone Next.js component."""
+        if self.build_cache:
+            return list(self.build_cache)
+        return [".next/cache"] if self.packaging == Packaging.nextjs_standalone else []
 
     @property
     def junit_globs(self) -> list[str]:

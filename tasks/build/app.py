@@ -11,7 +11,8 @@ from prefect import get_run_logger, task
 from blocks.application import Component
 from opsflow.core.errors import BuildFailed, CommandFailed
 from opsflow.core.proc import run
-from tasks.build.caches import TreeCache
+from opsflow.core.redact import registered
+from tasks.build.caches import TreeCache, cache_key, find_secret
 from tasks.build.env import build_environment
 from tasks.build.packaging import artifact_layout, runtime_dir
 from tasks.git import Checkout
@@ -38,6 +39,39 @@ def component_dir(checkout: Checkout, component: Component) -> Path:
     return path
 
 
+def _cache_prefix(checkout: Checkout, component: Component, rel: str) -> str:
+    return cache_key("build-cache", checkout.repository, component.name, rel)[:24] + "-"
+
+
+def restore_build_caches(checkout: Checkout, component: Component, cwd: Path, cache: TreeCache | None, logger) -> None:
+    """Put the last successful build's tool caches (``component.build_cache_dirs``) in place, if any."""
+    for rel in component.build_cache_dirs if cache else ():
+        dest = (cwd / rel).resolve()
+        key = cache.latest("build", _cache_prefix(checkout, component, rel))
+        if key and not dest.exists() and cache.restore("build", key, dest):
+            logger.info("restored the build cache %s of %s", rel, component.name)
+
+
+def save_build_caches(checkout: Checkout, component: Component, cwd: Path, cache: TreeCache | None,
+                      secrets: list[str], logger) -> None:
+    """Keep the build's tool caches for the next build of this component, unless one holds a secret value."""
+    for rel in component.build_cache_dirs if cache else ():
+        source = (cwd / rel).resolve()
+        if not source.is_dir():
+            continue
+        leak = find_secret(source, secrets)
+        if leak is not None:
+            logger.warning("the build cache %s of %s is not kept: %s holds a secret value", rel, component.name,
+                           leak.relative_to(cwd))
+            continue
+        prefix = _cache_prefix(checkout, component, rel)
+        key = f"{prefix}{time.time_ns()}"
+        if cache.save("build", key, source):
+            cache.keep_newest("build", prefix, key)
+            cache.evict(keep=frozenset({("build", key)}))
+            logger.info("saved the build cache %s of %s", rel, component.name)
+
+
 def output_path(component: Component) -> str:
     """Where the build leaves what is packed, relative to the component directory."""
     return ".next/standalone" if component.packaging == "nextjs-standalone" else component.build_output
@@ -58,6 +92,7 @@ def build_app(checkout: Checkout, component: Component, redact_values: list[str]
     logger = get_run_logger()
     cwd = component_dir(checkout, component)
     started = time.monotonic()
+    restore_build_caches(checkout, component, cwd, cache, logger)
     for argv in component.build_commands:
         logger.info("%s$ %s", component.name, " ".join(argv))
         try:
@@ -71,6 +106,7 @@ def build_app(checkout: Checkout, component: Component, redact_values: list[str]
                           + ("; set output: 'standalone' in next.config" if component.packaging == "nextjs-standalone"
                              else ""))
     layout = artifact_layout(component, cwd, output, runtime_dir(checkout, component) / "node_modules")
+    save_build_caches(checkout, component, cwd, cache, [*(redact_values or []), *registered()], logger)
     duration = time.monotonic() - started
     logger.info("built %s in %.1fs -> %s", component.name, duration, output_path(component))
     return BuildResult(component=component.name, output_dir=output, component_dir=cwd, duration_s=duration,

@@ -78,6 +78,21 @@ def tree_size(path: Path) -> int:
     return total
 
 
+def find_secret(path: Path, secrets: list[str]) -> Path | None:
+    """The first file under ``path`` holding one of ``secrets`` (bytes compared), or None."""
+    needles = [s.encode() for s in secrets if s and len(s) >= 4]
+    if not needles:
+        return None
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            file = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                data = file.read_bytes()
+                if any(n in data for n in needles):
+                    return file
+    return None
+
+
 def copy_tree(source: Path, dest: Path) -> None:
     """``cp -a --reflink=auto source dest`` (dest must not exist): metadata kept, CoW clone where possible."""
     if dest.exists():
@@ -164,6 +179,20 @@ class TreeCache:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def latest(self, manager: str, prefix: str) -> str | None:
+        """The newest complete entry whose key starts with ``prefix`` (build caches: one line of generations)."""
+        keys = [(used, key) for used, _size, m, key in self.entries() if m == manager and key.startswith(prefix)]
+        return max(keys)[1] if keys else None
+
+    def keep_newest(self, manager: str, prefix: str, keep: str) -> None:
+        """Drop the other generations of ``prefix`` (never one in use)."""
+        for _used, _size, m, key in self.entries():
+            if m == manager and key.startswith(prefix) and key != keep:
+                with self._lock(f"{manager}-{key}", exclusive=True, wait=False) as got:
+                    if got:
+                        self._trash(self.entry(manager, key))
+        self.sweep()
 
     def _touch(self, entry: Path) -> None:
         (entry / "used").touch()

@@ -148,3 +148,30 @@ def test_keys_change_with_the_lockfile_and_the_manifest(tmp_path):
     (d / "package.json").write_text('{"name":"a","scripts":{"postinstall":"x"}}')
     assert tree_key("npm", (("npm", "ci"),), d, d / "package-lock.json", ("package.json",),
                     ("node", "--version")) != key
+
+
+def test_a_build_cache_follows_the_components_last_build_and_never_keeps_a_secret(tmp_path):
+    import logging
+
+    from tasks.build.app import restore_build_caches, save_build_caches
+    from tasks.git import Checkout
+
+    cache = TreeCache(tmp_path / "cache")
+    web = Component(name="web", packaging="nextjs-standalone")
+    assert web.build_cache_dirs == [".next/cache"]
+    log = logging.getLogger("test")
+    first = Checkout(path=_tree(tmp_path / "one", {".next/cache/webpack/a.pack": "compiled"}), sha="a" * 40,
+                     repository="file:///r")
+    save_build_caches(first, web, first.path, cache, ["tok-12345678"], log)
+    second = Checkout(path=tmp_path / "two", sha="b" * 40, repository="file:///r")
+    second.path.mkdir()
+    restore_build_caches(second, web, second.path, cache, log)
+    assert (second.path / ".next/cache/webpack/a.pack").read_text() == "compiled"
+    (second.path / ".next/cache/fetch-cache").write_text("response with tok-12345678 in it")
+    save_build_caches(second, web, second.path, cache, ["tok-12345678"], log)  # refused: holds a secret
+    third = Checkout(path=tmp_path / "three", sha="c" * 40, repository="file:///r")
+    third.path.mkdir()
+    restore_build_caches(third, web, third.path, cache, log)
+    assert not (third.path / ".next/cache/fetch-cache").exists()  # the last clean build's cache came back
+    assert (third.path / ".next/cache/webpack/a.pack").exists()
+    assert len([e for e in cache.entries() if e[2] == "build"]) == 1
