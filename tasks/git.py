@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC
 from pathlib import Path
 
-from git import GitCommandError, Repo
 from prefect import get_run_logger, task
 from pydantic import SecretStr
 
@@ -44,6 +43,8 @@ class Checkout:
     def tree_id(self, subpath: str = ".") -> str:
         """The git tree id of ``subpath`` at this commit: a content address of that directory."""
         subpath = check_relative_path(subpath)
+        from git import GitCommandError, Repo
+
         spec = f"{self.sha}^{{tree}}" if subpath in (".", "./", "") else f"{self.sha}:{subpath.rstrip('/')}"
         try:
             return Repo(self.path).git.rev_parse(spec)
@@ -53,6 +54,8 @@ class Checkout:
     def commit_time(self) -> str:
         """The commit's committer time, ISO 8601 UTC (used as the image's created time)."""
         from datetime import datetime
+
+        from git import Repo
 
         ts = Repo(self.path).commit(self.sha).committed_date
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -97,6 +100,8 @@ def clone_repo(
         InvalidInput: a malformed SHA or a URL carrying credentials, before anything runs.
         RemoteError: the fetch failed (message redacted; the remote and commit are named).
     """
+    from git import GitCommandError, Repo  # GitPython: the build role's (an edge node imports this module only)
+
     check_sha(sha)
     if "@" in repository.split("://", 1)[-1].split("/", 1)[0] and repository.startswith(("http://", "https://")):
         raise InvalidInput("the clone URL must not carry credentials; pass the token separately")
