@@ -47,11 +47,20 @@ def new_workspace(root: Path | None = None) -> Path:
 
 
 def owner_alive(workspace: Path) -> bool:
-    """Whether the process that made ``workspace`` still runs (a reused pid with another start time does not count)."""
+    """Whether the process that made ``workspace`` still runs (a reused pid with another start time does not count).
+
+    A workspace with no owner record (made by another program, or an older opsflow) counts as alive: it is
+    not ours to remove.
+    """
     try:
         pid_text, _, started = (workspace / OWNER).read_text().strip().partition(" ")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
         pid = int(pid_text)
-    except (OSError, ValueError):
+    except ValueError:
         return False
     now = _start_time(pid)
     return now is not None and (not started or now == started)

@@ -185,7 +185,10 @@ def test_workspaces_of_dead_runs_are_swept_and_env_files_go_first(tmp_path):
     reused = tmp_path / "opsflow-run-reused"  # our pid, but not our start time: a pid reused since
     reused.mkdir()
     (reused / OWNER).write_text(f"{os.getpid()} 1\n")
+    foreign = tmp_path / "opsflow-run-foreign"  # no owner record: another program's (or an older opsflow's)
+    (foreign / "src").mkdir(parents=True)
     assert sorted(sweep_orphans(tmp_path)) == sorted([str(dead), str(reused)])
+    assert foreign.exists()
     assert not dead.exists() and not reused.exists() and mine.exists()  # the live run's workspace stays
     discard(mine)
     assert not mine.exists()
