@@ -175,3 +175,31 @@ def test_a_build_cache_follows_the_components_last_build_and_never_keeps_a_secre
     assert not (third.path / ".next/cache/fetch-cache").exists()  # the last clean build's cache came back
     assert (third.path / ".next/cache/webpack/a.pack").exists()
     assert len([e for e in cache.entries() if e[2] == "build"]) == 1
+
+
+def test_a_uv_project_installs_once_and_its_venv_restores_into_another_checkout(tmp_path):
+    """Real uv, no network: a project without dependencies still gets its (relocatable) .venv."""
+    import shutil
+    import subprocess
+
+    from tasks.build.deps import install_deps
+    from tasks.git import Checkout
+
+    if not shutil.which("uv"):
+        pytest.skip("uv is not on PATH")
+    project = {"pyproject.toml": '[project]\nname = "tiny"\nversion = "0.1.0"\nrequires-python = ">=3.9"\n'
+                                 "dependencies = []\n"}
+    comp = Component(name="svc", install="uv")
+    cache = TreeCache(tmp_path / "cache")
+    checkouts = []
+    for name in ("one", "two"):
+        path = _tree(tmp_path / name / "src", project)
+        subprocess.run(["uv", "lock", "-q"], cwd=path, check=True, timeout=60)
+        checkouts.append(Checkout(path=path, sha="d" * 40, repository="file:///r"))
+    first = install_deps.fn(checkouts[0], comp, cache)
+    second = install_deps.fn(checkouts[1], comp, cache)
+    assert (first.restored, second.restored) == (False, True) and first.key == second.key
+    venv_python = checkouts[1].path / ".venv" / "bin" / "python"
+    out = subprocess.run([str(venv_python), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
+                         check=True, timeout=30).stdout.strip()
+    assert out == str(checkouts[1].path / ".venv")  # the restored venv is this checkout's, not the first one's
