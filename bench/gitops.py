@@ -15,8 +15,16 @@ artifact and no image in the registry. Runs of the two sides alternate so drift 
 * ``rerun_ratio_server``: the same as ``rerun_ratio`` from the run durations the Prefect server
   recorded; ``heartbeat_teardown_s``: the wait Prefect's heartbeat thread adds when a flow call
   returns (it sleeps in 1 s steps), included in every wall-clock figure above.
+* ``incremental_pr_ratio``: a PR changing one source file (backend) after a PR that warmed the
+  dependency caches vs a cold PR (a new, empty ``OPSFLOW_CACHE_DIR``: npm downloads and installs
+  everything) of a commit changing both components. Median of the rounds. Target <= 0.4.
+* ``merge_ratio``: the merge flow (both components) vs a plain script doing ``docker build`` +
+  ``docker push`` of the same contexts (the artifacts unpacked), one thread per component, with the
+  docker CLI and builder opsflow chose (BuildKit through the CLI where it can). Median. Target <= 1.3.
+* ``--nextjs``: ``nextjs_pr_s`` and ``nextjs_merge_s``, the storefront sample (Next.js standalone)
+  through PR and merge, and ``nextjs_serves`` (its image answers ``/api/health`` and a static chunk).
 
-Prints one line per measurement and a final line ``RESULT {json}``.
+``--only incremental,merge`` runs a subset. Prints one line per measurement and a final line ``RESULT {json}``.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
     from tasks.app_tests import run_tests
     from tasks.artifacts.store import load_artifact, plan_artifact, record_test_results, save_artifact
     from tasks.build import build_app
+    from tasks.build.deps import install_deps
     from tasks.env_files import fetch_env_files, redaction_list
     from tasks.git import clone_repo
     from tasks.images.base import ensure_base_image
@@ -58,6 +67,8 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
         secrets = {e.secret_block: Secret.load(e.secret_block) for e in app.env_files}
         # pull request
         checkout = clone_repo.fn(app.repository, head)
+        with ThreadPoolExecutor(len(app.components)) as pool:
+            list(pool.map(lambda comp: install_deps.fn(checkout, comp), app.components))
         written = fetch_env_files.fn(checkout, app.env_files, secrets)
         redact = redaction_list(checkout, written)
 
@@ -70,13 +81,13 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
 
         with ThreadPoolExecutor(len(app.components)) as pool:
             list(pool.map(pr_component, app.components))
-        cleanup_workspace.fn([checkout.path])
+        cleanup_workspace.fn([checkout.root])
         if not merge:
             return
         # merge
         registry = ContainerRegistry.load("local-registry")
         engine = DockerHostTarget.load("build-server")
-        checkout = clone_repo.fn(app.repository, merge_sha)
+        checkout = clone_repo.fn(app.repository, merge_sha, files=False)
         tags = [merge_sha, branch_tag("main")]
         bases = {f"opsflow:{k}": ensure_base_image.fn(engine, k) for k in ("busybox", "node")}
 
@@ -94,7 +105,7 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
 
         with ThreadPoolExecutor(len(app.components)) as pool:
             list(pool.map(merge_component, app.components))
-        cleanup_workspace.fn([checkout.path])
+        cleanup_workspace.fn([checkout.root])
         prune_build_images.fn(engine)
 
 
@@ -166,10 +177,191 @@ def heartbeat_teardown_s() -> float:
     return times[180] - times[None]
 
 
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def incremental(bench: Bench, rounds: int, root: Path) -> dict:
+    """Cold PR (empty dependency cache) vs a one-file PR after it (warm cache)."""
+    from flows.gitops_pr import gitops_pr
+
+    cold, warm = [], []
+    for i in range(rounds):
+        os.environ["OPSFLOW_CACHE_DIR"] = str(root / f"cache-{i}")  # a build server that never installed
+        head, _ = bench.fresh_commit()
+        started = time.perf_counter()
+        gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
+        cold.append(time.perf_counter() - started)
+        bench.n += 1
+        bench.repo.write("backend/src/catalog.ts", bench.repo.read("backend/src/catalog.ts") + f"// round {i}\n")
+        head = bench.repo.commit(f"one file, round {i}", branch=f"bench-{bench.n}")
+        started = time.perf_counter()
+        gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
+        warm.append(time.perf_counter() - started)
+        print(f"PR cold (empty caches) {cold[-1]:.2f}s  PR after it, one file changed {warm[-1]:.2f}s", flush=True)
+    os.environ.pop("OPSFLOW_CACHE_DIR", None)
+    return {"incremental_pr_ratio": round(_median(warm) / _median(cold), 3),
+            "pr_cold_cache_s": [round(x, 2) for x in cold], "pr_incremental_s": [round(x, 2) for x in warm]}
+
+
+def plain_build_push(contexts: dict[str, tuple[Path, dict[str, str]]], tag: str) -> None:
+    """``docker build`` + ``docker push`` of each context, one thread each, with the CLI opsflow chose."""
+    from blocks import ContainerRegistry, DockerHostTarget
+    from opsflow.core.proc import run, scrubbed_environment
+    from tasks.images.build import choose_builder
+
+    engine = DockerHostTarget.load("build-server")
+    registry = ContainerRegistry.load("local-registry")
+    builder = choose_builder(engine)
+    cli = builder.argv[0] if builder.argv else "docker"
+    env = scrubbed_environment(tempfile.gettempdir(), {"DOCKER_HOST": engine.base_url, **dict(builder.env)})
+
+    def one(item):
+        name, (context, args) = item
+        ref = f"{registry.repository('bench-plain-' + name)}:{tag}"
+        argv = [*(builder.argv or (cli, "build")), "-q", "-t", ref, *[a for k, v in args.items()
+                                                                      for a in ("--build-arg", f"{k}={v}")]]
+        run([*argv, str(context)], env=env, isolated=True, timeout=600)
+        run([cli, "push", "-q", ref], env=env, isolated=True, timeout=600)
+
+    with ThreadPoolExecutor(len(contexts)) as pool:
+        list(pool.map(one, contexts.items()))
+
+
+def merge_vs_plain(bench: Bench, rounds: int) -> dict:
+    """The merge flow vs plain docker build + push of the same contexts."""
+    from prefect.logging import disable_run_logger
+
+    from blocks import Application, DockerHostTarget, ObjectStore
+    from flows.gitops_merge import gitops_merge
+    from flows.gitops_pr import gitops_pr
+    from tasks.artifacts.store import artifact_key, load_artifact
+    from tasks.images.base import ensure_base_image
+
+    app = Application.load("bench-shop")
+    store = ObjectStore.load("opsflow-artifacts")
+    engine = DockerHostTarget.load("build-server")
+    with disable_run_logger():
+        bases = {f"opsflow:{k}": ensure_base_image.fn(engine, k) for k in ("busybox", "node")}
+    flow_s, plain_s = [], []
+    for i in range(rounds):
+        head, merge_sha = bench.fresh_commit()
+        gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
+        started = time.perf_counter()
+        gitops_merge(app="bench-shop", sha=merge_sha)
+        flow_s.append(time.perf_counter() - started)
+        contexts = {}
+        with disable_run_logger():
+            for comp in app.components:
+                key = artifact_key(app.name, comp, bench.repo.tree(merge_sha, comp.path))
+                contexts[comp.name] = (load_artifact.fn(store, key).path, {"BASE_IMAGE": bases[comp.base_image]})
+        started = time.perf_counter()
+        plain_build_push(contexts, f"round-{bench.n}-{i}")
+        plain_s.append(time.perf_counter() - started)
+        print(f"merge flow {flow_s[-1]:.2f}s  plain docker build + push {plain_s[-1]:.2f}s", flush=True)
+    return {"merge_ratio": round(_median(flow_s) / _median(plain_s), 3), "merge_flow_s": [round(x, 2) for x in flow_s],
+            "plain_build_push_s": [round(x, 2) for x in plain_s]}
+
+
+def nextjs(root: Path, docker_client_url: str) -> dict:
+    """The Next.js storefront sample: a cold PR (empty caches), a one-file PR after it, the merge vs plain
+    docker build + push of the same context, and its image serving."""
+    import re
+
+    import docker
+    import httpx
+    from prefect.logging import disable_run_logger
+
+    from blocks import ObjectStore
+    from flows.gitops_merge import gitops_merge
+    from flows.gitops_pr import gitops_pr
+    from opsflow.samples import STOREFRONT_SOURCE, SampleRepo, save_app_block, storefront_component
+    from tasks.artifacts.store import artifact_key, load_artifact
+    from tasks.images.base import base_image_tag
+
+    client = docker.DockerClient(base_url=docker_client_url)
+    client.images.get(base_image_tag("node")).tag("node", "20-alpine")
+    repo = SampleRepo(root / "storefront", STOREFRONT_SOURCE)
+    repo.write("public/bench.txt", f"{time.time()}\n")  # a tree no earlier run has built
+    repo.commit("initial")
+    app = save_app_block(repo.url, "bench-storefront", [storefront_component()])
+    os.environ["OPSFLOW_CACHE_DIR"] = str(root / "cache-nextjs")  # cold: nothing installed on this server yet
+    head = repo.commit("a change", branch="feature")
+    started = time.perf_counter()
+    gitops_pr(app=app.name, pr=1, sha=head, return_state=True).result()
+    cold_s = time.perf_counter() - started
+    repo.write("app/products.js", repo.read("app/products.js") + "// one more line\n")
+    head = repo.commit("one file", branch="feature")
+    started = time.perf_counter()
+    gitops_pr(app=app.name, pr=1, sha=head, return_state=True).result()
+    incremental_s = time.perf_counter() - started
+    os.environ.pop("OPSFLOW_CACHE_DIR", None)
+    merge_sha = repo.merge("feature")
+    started = time.perf_counter()
+    [row] = gitops_merge(app=app.name, sha=merge_sha)
+    merge_s = time.perf_counter() - started
+    with disable_run_logger():
+        key = artifact_key(app.name, app.components[0], repo.tree(merge_sha, ""))
+        context = load_artifact.fn(ObjectStore.load("opsflow-artifacts"), key).path
+    started = time.perf_counter()
+    plain_build_push({"storefront": (context, {})}, "plain-1")
+    plain_s = time.perf_counter() - started
+    container = client.containers.run(row["image_ref"], detach=True, network_mode="host",
+                                      environment={"PORT": "34799", "HOSTNAME": "127.0.0.1"})
+    serves = False
+    try:
+        for _ in range(150):
+            try:
+                health = httpx.get("http://127.0.0.1:34799/api/health", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            page = httpx.get("http://127.0.0.1:34799/", timeout=5)
+            chunk = next(iter(re.findall(r'/_next/static/[^"]+\.js', page.text)), None)
+            serves = health.status_code == 200 and chunk is not None and \
+                httpx.get(f"http://127.0.0.1:34799{chunk}", timeout=5).status_code == 200 and \
+                httpx.get("http://127.0.0.1:34799/logo.svg", timeout=5).status_code == 200
+            break
+    finally:
+        container.remove(force=True)
+    print(f"Next.js storefront: PR cold {cold_s:.1f}s, one-file PR {incremental_s:.1f}s, merge {merge_s:.1f}s vs "
+          f"plain build + push {plain_s:.1f}s, image serves: {serves}", flush=True)
+    return {"nextjs_pr_cold_s": round(cold_s, 2), "nextjs_pr_incremental_s": round(incremental_s, 2),
+            "nextjs_incremental_pr_ratio": round(incremental_s / cold_s, 3), "nextjs_merge_s": round(merge_s, 2),
+            "nextjs_plain_build_push_s": round(plain_s, 2), "nextjs_merge_ratio": round(merge_s / plain_s, 3),
+            "nextjs_serves": serves}
+
+
+def flow_call_s() -> float:
+    """What one Prefect flow call with one task costs here (no work): the fixed part of every flow figure."""
+    from prefect import flow, task
+
+    @task
+    def nothing() -> None:
+        return None
+
+    @flow
+    def one_task() -> None:
+        nothing()
+
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        one_task()
+        runs.append(time.perf_counter() - started)
+    return min(runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="measured rounds of each side (best is kept)")
+    parser.add_argument("--only", default="overhead,rerun,parallel,incremental,merge",
+                        help="comma-separated parts to run (overhead, rerun, parallel, incremental, merge)")
+    parser.add_argument("--nextjs", action="store_true", help="also run the Next.js storefront sample")
     args = parser.parse_args()
+    parts = set(args.only.split(","))
 
     # Before Prefect is imported: this process is a client of the stack's server, never an ephemeral one.
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
@@ -179,58 +371,66 @@ def main() -> None:
     if cfg.prefect_api_url != os.environ["PREFECT_API_URL"]:
         sys.exit(f"set PREFECT_API_URL={cfg.prefect_api_url} (the stack's server) and run again")
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
+    result: dict = {"rounds": args.rounds}
     with tempfile.TemporaryDirectory(prefix="opsflow-bench-") as tmp:
         from flows.gitops_pr import gitops_pr
 
         bench = Bench(Path(tmp))
         print("warm-up (npm cache, base images) ...", flush=True)
         bench.flows("bench-shop")
-        bench.plain("bench-shop")
+        if "overhead" in parts:
+            bench.plain("bench-shop")
+            flow_s, plain_s = [], []
+            for i in range(args.rounds):
+                plain_s.append(bench.plain("bench-shop"))
+                flow_s.append(bench.flows("bench-shop")[0])
+                print(f"round {i + 1}: plain {plain_s[-1]:.2f}s  flows {flow_s[-1]:.2f}s", flush=True)
+            result.update({"overhead_ratio": round(min(flow_s) / min(plain_s), 3),
+                           "overhead_s": round(min(flow_s) - min(plain_s), 2),
+                           "flows_s": [round(s, 2) for s in flow_s], "plain_s": [round(s, 2) for s in plain_s]})
+        if "rerun" in parts:
+            cold, rerun, cold_server, rerun_server = [], [], [], []
+            for _ in range(args.rounds):
+                seconds, head, server = bench.flows("bench-shop", merge=False)
+                started = time.perf_counter()
+                state = gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True)
+                rerun.append(time.perf_counter() - started)
+                cold.append(seconds)
+                cold_server.append(server)
+                rerun_server.append(server_seconds(state))
+                print(f"PR cold {cold[-1]:.2f}s  PR rerun {rerun[-1]:.2f}s  (server-recorded {cold_server[-1]:.2f}s / "
+                      f"{rerun_server[-1]:.2f}s)", flush=True)
+            result.update({"rerun_ratio": round(min(rerun) / min(cold), 3),
+                           "rerun_ratio_server": round(min(rerun_server) / min(cold_server), 3),
+                           "pr_cold_s": [round(s, 2) for s in cold], "pr_rerun_s": [round(s, 2) for s in rerun]})
+        if "parallel" in parts:
+            one, two, plain_one, plain_two = [], [], [], []
+            for _ in range(args.rounds):
+                one.append(bench.flows("bench-shop-one", merge=False)[0])
+                two.append(bench.flows("bench-shop", merge=False)[0])
+                plain_one.append(bench.plain("bench-shop-one", merge=False))
+                plain_two.append(bench.plain("bench-shop", merge=False))
+                print(f"PR one component {one[-1]:.2f}s  two components {two[-1]:.2f}s  (plain script: "
+                      f"{plain_one[-1]:.2f}s / {plain_two[-1]:.2f}s)", flush=True)
+            result.update({"parallel_ratio": round(min(two) / min(one), 3),
+                           "parallel_ratio_plain": round(min(plain_two) / min(plain_one), 3),
+                           "one_component_s": [round(s, 2) for s in one],
+                           "two_components_s": [round(s, 2) for s in two],
+                           "plain_one_component_s": [round(s, 2) for s in plain_one],
+                           "plain_two_components_s": [round(s, 2) for s in plain_two]})
+        if "incremental" in parts:
+            result.update(incremental(bench, args.rounds, Path(tmp)))
+        if "merge" in parts:
+            result.update(merge_vs_plain(bench, args.rounds))
+            result["flow_call_s"] = round(flow_call_s(), 2)
+        if args.nextjs:
+            import json as _json
 
-        flow_s, plain_s = [], []
-        for i in range(args.rounds):
-            plain_s.append(bench.plain("bench-shop"))
-            flow_s.append(bench.flows("bench-shop")[0])
-            print(f"round {i + 1}: plain {plain_s[-1]:.2f}s  flows {flow_s[-1]:.2f}s", flush=True)
-
-        cold, rerun, cold_server, rerun_server = [], [], [], []
-        for _ in range(args.rounds):
-            seconds, head, server = bench.flows("bench-shop", merge=False)
-            started = time.perf_counter()
-            state = gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True)
-            rerun.append(time.perf_counter() - started)
-            cold.append(seconds)
-            cold_server.append(server)
-            rerun_server.append(server_seconds(state))
-            print(f"PR cold {cold[-1]:.2f}s  PR rerun {rerun[-1]:.2f}s  (server-recorded {cold_server[-1]:.2f}s / "
-                  f"{rerun_server[-1]:.2f}s)", flush=True)
-
-        one, two, plain_one, plain_two = [], [], [], []
-        for _ in range(args.rounds):
-            one.append(bench.flows("bench-shop-one", merge=False)[0])
-            two.append(bench.flows("bench-shop", merge=False)[0])
-            plain_one.append(bench.plain("bench-shop-one", merge=False))
-            plain_two.append(bench.plain("bench-shop", merge=False))
-            print(f"PR one component {one[-1]:.2f}s  two components {two[-1]:.2f}s  (plain script: "
-                  f"{plain_one[-1]:.2f}s / {plain_two[-1]:.2f}s)", flush=True)
-        teardown = heartbeat_teardown_s()
-
-    result = {
-        "overhead_ratio": round(min(flow_s) / min(plain_s), 3),
-        "overhead_s": round(min(flow_s) - min(plain_s), 2),
-        "rerun_ratio": round(min(rerun) / min(cold), 3),
-        "parallel_ratio": round(min(two) / min(one), 3),
-        "rerun_ratio_server": round(min(rerun_server) / min(cold_server), 3),
-        "parallel_ratio_plain": round(min(plain_two) / min(plain_one), 3),
-        "heartbeat_teardown_s": round(teardown, 2),
-        "flows_s": [round(s, 2) for s in flow_s], "plain_s": [round(s, 2) for s in plain_s],
-        "pr_cold_s": [round(s, 2) for s in cold], "pr_rerun_s": [round(s, 2) for s in rerun],
-        "one_component_s": [round(s, 2) for s in one], "two_components_s": [round(s, 2) for s in two],
-        "plain_one_component_s": [round(s, 2) for s in plain_one],
-        "plain_two_components_s": [round(s, 2) for s in plain_two],
-        "rounds": args.rounds,
-        "targets": {"overhead_ratio": 1.15, "overhead_s": 2.0, "rerun_ratio": 0.10, "parallel_ratio": 1.3},
-    }
+            result.update(nextjs(Path(tmp), _json.loads(cfg.state_file.read_text())["services"]["docker"]["url"]))
+        if "overhead" in parts:
+            result["heartbeat_teardown_s"] = round(heartbeat_teardown_s(), 2)
+    result["targets"] = {"overhead_ratio": 1.15, "overhead_s": 2.0, "rerun_ratio": 0.10, "parallel_ratio": 1.3,
+                         "incremental_pr_ratio": 0.4, "merge_ratio": 1.3}
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -9,7 +9,21 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from blocks.fields import Argv, Branch, Cpu, ForgeRepo, HttpPath, Memory, Name, RelativePath
+from blocks.fields import (
+    Argv,
+    Branch,
+    Cpu,
+    EnvKeyPattern,
+    ForgeRepo,
+    HttpPath,
+    Memory,
+    Name,
+    RelativeGlob,
+    RelativePath,
+)
+
+#: Env file keys whose values are public (baked into builds on purpose), so never masked in logs and reports.
+DEFAULT_PUBLIC_KEYS = ("PUBLIC_*", "NEXT_PUBLIC_*", "VITE_*")
 
 
 class DeployMethod(StrEnum):
@@ -40,6 +54,39 @@ class EnvFile(BaseModel):
     secret_block: Name = Field(description="Name of the Prefect Secret block holding the file's content.")
     path: RelativePath = Field(
         description="Where the file is written in the checkout (mode 0600), e.g. 'backend/.env'.")
+    public_keys: list[EnvKeyPattern] = Field(
+        default_factory=lambda: list(DEFAULT_PUBLIC_KEYS),
+        description="Keys (globs) whose values are public, e.g. baked into a web page: they are not masked in "
+        "logs and reports. Every other value of the file is a secret.")
+
+
+class Packaging(StrEnum):
+    """What the artifact (the image build context) holds besides the Dockerfile."""
+
+    output = "output"
+    nextjs_standalone = "nextjs-standalone"
+
+
+class DependencyManager(StrEnum):
+    """The package manager that installs a component's dependencies from its lockfile."""
+
+    npm = "npm"
+    pnpm = "pnpm"
+    yarn = "yarn"
+    uv = "uv"
+    pip = "pip"
+
+
+class RuntimeDependencies(StrEnum):
+    """Dependencies opsflow installs into the artifact for the image to run (the image build installs nothing)."""
+
+    none = "none"
+    npm = "npm"
+
+
+_IMAGE_REF = r"^(opsflow:(busybox|node)|[a-z0-9][a-z0-9._/:@-]{0,254})$"
+_BUILD_ARG = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_STAGE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
 class Component(BaseModel):
@@ -57,15 +104,53 @@ class Component(BaseModel):
     junit_report: RelativePath | None = Field(
         default=None, description="JUnit XML report the test command writes, relative to the component."
     )
+    junit_reports: list[RelativeGlob] = Field(
+        default_factory=list,
+        description="More JUnit XML reports, as globs relative to the component (e.g. 'reports/*.xml', "
+        "'e2e/junit.xml'); every file matched is read. At least one must exist when the tests ran.",
+    )
+    install: DependencyManager | None = Field(
+        default=None,
+        description="Install the dependencies from the lockfile before the build: npm (npm ci), pnpm, yarn, uv "
+        "(uv sync --frozen) or pip (requirements.txt into .venv). The installed tree is cached on the build server "
+        "by the lockfile's hash, so an unchanged lockfile installs nothing.",
+    )
+    install_command: Argv | None = Field(
+        default=None, description="Replaces the install command of `install` (same cache key rules)."
+    )
+    packaging: Packaging = Field(
+        default=Packaging.output,
+        description="'output': the build output is the whole runtime; 'nextjs-standalone': opsflow assembles "
+        "Next.js's `.next/standalone` tree with `public/` and `.next/static` (next.config: output: 'standalone').",
+    )
+    runtime_dependencies: RuntimeDependencies = Field(
+        default=RuntimeDependencies.none,
+        description="'npm': install the production dependencies (package-lock.json, no devDependencies) into the "
+        "artifact beside the build output, with package.json, so `node server.js` finds them in the image.",
+    )
+    build_cache: list[RelativePath] = Field(
+        default_factory=list,
+        description="Directories (relative to the component) its build tool reuses between builds, e.g. '.next/cache' "
+        "(the default for nextjs-standalone): restored from this component's last successful build on the build "
+        "server, saved after a build, never when a secret value is found in it.",
+    )
+    build_args: dict[str, str] = Field(
+        default_factory=dict,
+        description="Build arguments for the Dockerfile (ARG); not secret: they are visible in the image history.",
+    )
+    target: str | None = Field(
+        default=None, pattern=_STAGE, description="The Dockerfile stage to build (docker build --target)."
+    )
     dockerfile: RelativePath = Field(
         default="Dockerfile",
         description="Dockerfile relative to the component; built with the build output as context."
     )
     base_image: str = Field(
         default="opsflow:busybox",
-        pattern=r"^(opsflow:(busybox|node)|[a-z0-9][a-z0-9._/:@-]{0,254})$",
-        description="Image passed to the Dockerfile as build arg BASE_IMAGE: 'opsflow:busybox' or 'opsflow:node' "
-        "(base images opsflow builds itself, no public registry needed) or any image reference.",
+        pattern=_IMAGE_REF,
+        description="Only for a Dockerfile declaring ARG BASE_IMAGE: the image passed as that build arg, "
+        "'opsflow:busybox' or 'opsflow:node' (base images opsflow builds itself) or any image reference. A Dockerfile "
+        "may as well start FROM any image the build server's engine has or can pull from the registry.",
     )
     ports: list[int] = Field(default_factory=list, description="Container ports the component listens on.")
     health_check: HealthCheck | None = Field(default=None, description="Health check of a running instance.")
@@ -77,6 +162,33 @@ class Component(BaseModel):
         if bad:
             raise ValueError(f"ports out of range 1-65535: {bad}")
         return ports
+
+    @field_validator("build_args")
+    @classmethod
+    def _build_args_valid(cls, args: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in args if not re.fullmatch(_BUILD_ARG, k)]
+        if bad:
+            raise ValueError(f"build_args: {bad} are not build argument names (letters, digits, '_')")
+        return args
+
+    @model_validator(mode="after")
+    def _packaging_fits(self) -> Component:
+        if self.runtime_dependencies != RuntimeDependencies.none and self.packaging != Packaging.output:
+            raise ValueError(f"component {self.name!r}: runtime_dependencies applies to packaging 'output'; "
+                             "a Next.js standalone tree already holds the modules it needs")
+        return self
+
+    @property
+    def build_cache_dirs(self) -> list[str]:
+        """``build_cache``, or Next.js's ``.next/cache`` for a standalone Next.js component."""
+        if self.build_cache:
+            return list(self.build_cache)
+        return [".next/cache"] if self.packaging == Packaging.nextjs_standalone else []
+
+    @property
+    def junit_globs(self) -> list[str]:
+        """Every JUnit report pattern: ``junit_report`` then ``junit_reports``."""
+        return ([self.junit_report] if self.junit_report else []) + list(self.junit_reports)
 
 
 _REPO_RE = re.compile(r"^(https?|ssh|git|file)://[^\s@]*[^\s/]$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")

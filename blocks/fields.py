@@ -70,6 +70,26 @@ Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
 RequiredSecret = Annotated[SecretStr, AfterValidator(check_secret)]
 RelativePath = Annotated[str, AfterValidator(check_relative_path)]
 
+ENV_KEY_PATTERN_RE = re.compile(r"^[A-Za-z_*?][A-Za-z0-9_.*?-]{0,127}$")
+
+
+def check_env_key_pattern(value: str) -> str:
+    """An environment variable name or a glob over names (``PUBLIC_*``)."""
+    if not ENV_KEY_PATTERN_RE.fullmatch(value or ""):
+        raise InvalidInput(f"{value!r} is not a variable name pattern: use letters, digits, '_', '.', '-' and "
+                           "the globs '*' and '?', e.g. PUBLIC_*")
+    return value
+
+
+def check_relative_glob(value: str) -> str:
+    """A glob inside a checkout (``reports/*.xml``, ``**/junit.xml``): a relative path that may hold ``*?[]``."""
+    return check_relative_path(value)
+
+
+EnvKeyPattern = Annotated[str, AfterValidator(check_env_key_pattern),
+                          Field(json_schema_extra={"pattern": ENV_KEY_PATTERN_RE.pattern})]
+RelativeGlob = Annotated[str, AfterValidator(check_relative_glob)]
+
 
 _CPU_RE = re.compile(r"^(?:[0-9]+m|[0-9]+(?:\.[0-9]{1,3})?)$")
 _MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?(?:k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")

@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 
 from blocks import Application, GitForge, MlflowServer, ObjectStore
 from opsflow.core.errors import PipelineFailed
+from opsflow.core.redact import install_log_redaction, register
 from tasks.reporting import report_status, upsert_pr_comment
 from tasks.summaries import ComponentOutcome, failure_report, pipeline_report
 from tasks.workspace import cleanup_workspace
@@ -52,17 +53,42 @@ class PipelineConfig:
         return {"token": self.forge.token, "token_user": self.forge.clone_user}
 
 
+def block_secrets(*blocks) -> list[str]:
+    """The values of every ``SecretStr`` field of these blocks (None skipped)."""
+    from pydantic import SecretStr
+
+    values = []
+    for block in blocks:
+        for name in type(block).model_fields if block is not None else ():
+            value = getattr(block, name, None)
+            if isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
+    return values
+
+
 def load_config(app: str, store_block: str | None, forge_block: str | None,
                 mlflow_block: str | None = None) -> PipelineConfig:
-    """Load the application, its object store, forge, MLflow server and env file secrets."""
+    """Load the application, its object store, forge, MLflow server and env file secrets.
+
+    Every secret value loaded is registered for redaction (``opsflow.core.redact``) and the run's log
+    handlers mask them from here on.
+    """
+    install_log_redaction()
     application = Application.load(app)
-    return PipelineConfig(
+    cfg = PipelineConfig(
         application=application,
         store=ObjectStore.load(store_block) if store_block else None,
         forge=GitForge.load(forge_block) if forge_block else None,
         secrets={e.secret_block: Secret.load(e.secret_block) for e in application.env_files},
         mlflow=MlflowServer.load(mlflow_block) if mlflow_block else None,
     )
+    register(block_secrets(cfg.store, cfg.forge, cfg.mlflow))
+    return cfg
+
+
+def public_names(application: Application) -> list[str]:
+    """Names that are never masked even when an env file value equals one: the app's and its components'."""
+    return [application.name, *(c.name for c in application.components), application.forge_repo]
 
 
 def run_url() -> str | None:
@@ -80,20 +106,53 @@ def report_key(kind: str, app: str) -> str:
 
 
 def report_pending(cfg: PipelineConfig, sha: str, context: str, description: str) -> None:
-    """The commit status ``context`` set to pending (when the run reports to a forge)."""
+    """The commit status ``context`` set to pending (when the run reports to a forge).
+
+    Best effort: a forge that does not answer does not hold the build up (the final status is retried
+    within its deadline and replaces this one).
+    """
     if cfg.reports_to_forge:
-        report_status(cfg.forge, cfg.repo, sha, "pending", context, description, run_url())
+        state = report_status.with_options(retries=0)(cfg.forge, cfg.repo, sha, "pending", context, description,
+                                                      run_url(), return_state=True)
+        if not state.is_completed():
+            from prefect import get_run_logger
+
+            get_run_logger().warning("the pending status could not be set (the build goes on): %s",
+                                     outcome_error(state))
+
+
+def run_created() -> str:
+    """When this flow run was scheduled to start (ISO 8601 UTC): orders the runs of one pull request."""
+    started = flow_run.get_scheduled_start_time()
+    return started.isoformat() if started else ""
 
 
 def publish_report(cfg: PipelineConfig, sha: str, context: str, pr: int | None, key: str, title: str, body: str,
                    ok: bool, description: str, target_url: str | None = None, comment: bool = True) -> None:
-    """The report as the run's markdown artifact, the final commit status and (for a PR) the one PR comment."""
-    create_markdown_artifact(markdown=body, key=key, description=title)
+    """The report as the run's markdown artifact, the final commit status and (for a PR) the one PR comment.
+
+    The forge calls are retried within their deadline (``tasks.reporting``); when the forge stays
+    unreachable the run keeps its own result (the build's) and says, in its log and artifact, that the
+    report was not delivered, as a CI service keeps a build whose status could not be posted.
+    """
+    undelivered = []
     if cfg.reports_to_forge:
-        report_status(cfg.forge, cfg.repo, sha, "success" if ok else "failure", context, description,
-                      target_url or run_url())
+        status = report_status(cfg.forge, cfg.repo, sha, "success" if ok else "failure", context, description,
+                               target_url or run_url(), return_state=True)
+        if not status.is_completed():
+            undelivered.append(f"commit status: {outcome_error(status)}")
         if pr and comment:
-            upsert_pr_comment(cfg.forge, cfg.repo, pr, key, body)
+            posted = upsert_pr_comment(cfg.forge, cfg.repo, pr, key, body, head=sha, created=run_created(),
+                                       return_state=True)
+            if not posted.is_completed():
+                undelivered.append(f"PR comment: {outcome_error(posted)}")
+    if undelivered:
+        from prefect import get_run_logger
+
+        get_run_logger().error("the report could not be delivered to the forge (the run's result stands): %s",
+                               "; ".join(undelivered))
+        body += "\n**Not delivered to the forge:** " + "; ".join(u.splitlines()[0][:300] for u in undelivered) + "\n"
+    create_markdown_artifact(markdown=body, key=key, description=title)
 
 
 def report_failure(cfg: PipelineConfig, sha: str, context: str, pr: int | None, key: str, title: str,
@@ -136,12 +195,15 @@ def outcome_row(outcome: ComponentOutcome) -> dict:
             "artifact_digest": outcome.artifact_digest, "artifact_size": outcome.artifact_size,
             "artifact_reused": outcome.artifact_reused, "tests_passed": tests.get("passed"),
             "tests_failed": (tests.get("failed") or 0) + (tests.get("errors") or 0) if tests else None,
-            "image_ref": outcome.image_ref, "image_tags": " ".join(outcome.image_tags), "error": outcome.error or "",
+            "image_ref": outcome.image_ref, "image_tags": " ".join(outcome.image_tags),
+            "tags_added": " ".join(outcome.tags_added), "error": outcome.error or "",
             "seconds": round(outcome.seconds, 1)}
 
 
 def outcome_error(state) -> str:
-    """The error message of a failed task state."""
+    """The error message of a failed task state (or why a task never ran)."""
+    if not state.is_final():
+        return f"{state.name}: it did not run because a step before it failed"
     exc = state.result(raise_on_failure=False)
     return str(exc) if isinstance(exc, BaseException) else f"{state.name}: {state.message or ''}"
 

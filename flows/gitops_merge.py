@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -12,15 +13,20 @@ from pydantic import Field
 from blocks import ContainerRegistry, DockerHostTarget, names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
 from flows import common
+from flows.common import block_secrets
 from opsflow.core.errors import ArtifactNotFound
+from opsflow.core.redact import register
 from tasks.artifacts.store import ArtifactPlan, load_artifact, plan_artifact, save_artifact
 from tasks.build import build_app
+from tasks.build.caches import TreeCache
+from tasks.build.deps import install_deps
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout, clone_repo
 from tasks.images.base import ensure_base_image
 from tasks.images.build import build_image
 from tasks.images.prune import prune_build_images
 from tasks.images.push import push_image
+from tasks.images.tag import tag_image
 from tasks.registry.lookup import lookup_image
 from tasks.summaries import ComponentOutcome, tests_passed
 
@@ -33,10 +39,31 @@ def branch_tag(branch: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", branch).strip(".-")[:128] or "branch"
 
 
+@dataclass(frozen=True)
+class TagPlan:
+    """What a merge does with one image's tags: the digest its commit tag has, the tags to add, conflicts."""
+
+    digest: str | None  # the image already pushed for this commit, if any
+    add: list[str]
+    conflicts: list[str]
+
+
+def plan_tags(found: dict[str, str | None], sha_tag: str, version: str | None) -> TagPlan:
+    """Which of the requested tags a merge must push or move (pure).
+
+    The commit tag is never moved once pushed; a branch tag moves to the new image; a version tag that
+    already names another image is a conflict (a release tag does not change), refused before any push.
+    """
+    digest = found.get(sha_tag)
+    add = [t for t, d in found.items() if d is None or d != digest] if digest else list(found)
+    conflicts = [version] if version and found.get(version) and found[version] != digest else []
+    return TagPlan(digest=digest, add=[t for t in add if t not in conflicts], conflicts=conflicts)
+
+
 def find_artifacts(cfg: common.PipelineConfig, checkout: Checkout, build_if_missing: bool) -> dict[str, ArtifactPlan]:
     """The stored artifact of every component's tree; refuses untested-and-failed or missing ones.
 
-    With ``build_if_missing``, a missing artifact is built (and stored) here instead.
+    With ``build_if_missing``, a missing artifact is built (and stored) here instead, in a full checkout.
     """
     logger = get_run_logger()
     application, store = cfg.application, cfg.store
@@ -55,55 +82,94 @@ def find_artifacts(cfg: common.PipelineConfig, checkout: Checkout, build_if_miss
             f"{p.component} (key {p.key}, tree {p.tree[:12]})" for p in missing)
             + "; run the pull request pipeline for this tree, or re-run with build_if_missing=true")
     if missing:
-        written = fetch_env_files(checkout, application.env_files, cfg.secrets)
-        redact = redaction_list(checkout, written)
-        for plan in missing:
-            logger.warning("no artifact for %s: building it (build_if_missing)", plan.component)
-            comp = application.component(plan.component)
-            saved = save_artifact(store, plan, build_app(checkout, comp, redact), comp, checkout)
-            plans[plan.component] = replace(plan, exists=True, metadata=saved.metadata)
+        with common.workspace() as paths:
+            full = clone_repo(application.repository, checkout.sha, **cfg.clone_auth)
+            paths.append(full.root)
+            cache = TreeCache.from_env()
+            comps = [application.component(p.component) for p in missing]
+            for comp in comps:
+                install_deps(full, comp, cache)
+            written = fetch_env_files(full, application.env_files, cfg.secrets)
+            redact = redaction_list(full, written, application.env_files, common.public_names(application))
+            for plan, comp in zip(missing, comps, strict=True):
+                logger.warning("no artifact for %s: building it (build_if_missing)", plan.component)
+                saved = save_artifact(store, plan, build_app(full, comp, redact, cache=cache), comp, full)
+                plans[plan.component] = replace(plan, exists=True, metadata=saved.metadata)
     untested = [p.component for p in plans.values() if not p.metadata.get("tests")]
     if untested:
         logger.warning("artifacts of %s were never tested", ", ".join(untested))
     return plans
 
 
+def _needs_base(comp, plan: ArtifactPlan) -> str | None:
+    """The opsflow base image kind a component's Dockerfile takes as ``BASE_IMAGE``, if it takes one."""
+    image = (plan.metadata or {}).get("image")
+    uses = image["base_image_arg"] if image else True  # artifacts stored before the metadata said
+    return comp.base_image.split(":", 1)[1] if uses and comp.base_image.startswith("opsflow:") else None
+
+
 def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict[str, ArtifactPlan], tags: list[str],
-                     registry: ContainerRegistry, engine: DockerHostTarget, cleanup: list) -> list[ComponentOutcome]:
-    """Per component in parallel: load the artifact, build the image from it, push it."""
+                     version: str | None, registry: ContainerRegistry, engine: DockerHostTarget,
+                     cleanup: list) -> list[ComponentOutcome]:
+    """Per component in parallel: the tags it lacks added to an image already pushed for this commit, or the
+    artifact loaded, built into the image and pushed with every tag."""
     logger = get_run_logger()
     application = cfg.application
-    kinds = sorted({c.base_image.split(":", 1)[1] for c in application.components
-                    if c.base_image.startswith("opsflow:")})
-    bases = {f"opsflow:{k}": ensure_base_image.submit(engine, k) for k in kinds}
+    started = datetime.now(UTC)
+    repositories = {c.name: registry.repository(f"{application.name}-{c.name}") for c in application.components}
+    lookups = {(c.name, t): lookup_image.submit(registry, repositories[c.name], t)
+               for c in application.components for t in tags}
+    bases: dict[str, object] = {}
     done, chains = [], []
     for comp in application.components:
-        plan = plans[comp.name]
+        plan, repository = plans[comp.name], repositories[comp.name]
         outcome = ComponentOutcome(comp.name, plan.key, plan.metadata["digest"], plan.metadata["size"], True,
                                    tests=plan.metadata.get("tests"))
-        repository = registry.repository(f"{application.name}-{comp.name}")
-        existing = lookup_image(registry, repository, tags[0])
-        if existing:
-            logger.info("%s:%s is already in the registry (%s); not pushed again", repository, tags[0], existing)
-            outcome.image_ref, outcome.image_tags = f"{repository}@{existing}", [tags[0]]
+        tag_plan = plan_tags({t: lookups[(comp.name, t)].result() for t in tags}, tags[0], version)
+        if tag_plan.conflicts:
+            outcome.error = (f"tag {version} of {repository} already names another image "
+                             f"({lookups[(comp.name, version)].result()}); a version tag is not moved: "
+                             "tag the release with a new version")
             done.append(outcome)
             continue
+        if tag_plan.digest:
+            outcome.image_ref, outcome.image_tags = f"{repository}@{tag_plan.digest}", list(tags)
+            if not tag_plan.add:
+                logger.info("%s has every tag already (%s): nothing to push", repository, tag_plan.digest)
+                done.append(outcome)
+                continue
+            logger.info("%s:%s is in the registry (%s): adding %s", repository, tags[0], tag_plan.digest,
+                        ", ".join(tag_plan.add))
+            chains.append((outcome, None, None, tag_image.submit(registry, repository, tag_plan.digest, tag_plan.add)))
+            continue
+        kind = _needs_base(comp, plan)
+        build_args = dict(comp.build_args)
+        if kind:
+            if kind not in bases:
+                bases[kind] = ensure_base_image.submit(engine, kind)
+            build_args["BASE_IMAGE"] = bases[kind]
+        elif (plan.metadata.get("image") or {}).get("base_image_arg", True):
+            build_args["BASE_IMAGE"] = comp.base_image
         loaded = load_artifact.submit(store=cfg.store, key=plan.key)
         built = build_image.submit(
             engine, loaded, repository, tags, revision=checkout.sha, source=application.repository,
-            build_args={"BASE_IMAGE": bases.get(comp.base_image, comp.base_image)},
+            build_args=build_args, target=comp.target, registry=registry,
             labels={"org.opencontainers.image.created": checkout.committed_at,
                     "dev.opsflow.artifact.key": plan.key, "dev.opsflow.artifact.digest": plan.metadata["digest"]})
-        chains.append((outcome, loaded, push_image.submit(engine, registry, built)))
-    for outcome, loaded, pushed in chains:
-        pushed.wait()
-        if loaded.state.is_completed():
+        chains.append((outcome, loaded, built, push_image.submit(engine, registry, built)))
+    for outcome, loaded, built, final in chains:
+        final.wait()
+        if loaded is not None and loaded.state.is_completed():
             cleanup.append(loaded.result().path)
-        if pushed.state.is_completed():
-            image = pushed.result()
-            outcome.image_ref, outcome.image_tags = image.ref, image.tags
+        outcome.seconds = max((final.state.timestamp - started).total_seconds(), 0.0)
+        if not final.state.is_completed():
+            first_failed = next(f for f in (loaded, built, final) if f is not None and not f.state.is_completed())
+            outcome.error = common.outcome_error(first_failed.state)
+        elif loaded is None:
+            outcome.tags_added = final.result()
         else:
-            outcome.error = common.outcome_error(pushed.state)
+            image = final.result()
+            outcome.image_ref, outcome.image_tags, outcome.tags_added = image.ref, image.tags, list(image.tags)
         done.append(outcome)
     return common.in_component_order(application, done)
 
@@ -123,9 +189,11 @@ def gitops_merge(
 ) -> list[dict]:
     """Merge pipeline: load the artifact the PR run stored for this tree, build the image from it, push it.
 
-    No application build runs unless ``build_if_missing`` is set and an artifact is missing.
-    Images are tagged with the commit SHA, the branch and ``version`` (if given); a SHA already
-    in the registry is not pushed again, so a re-run never changes its digest.
+    No application build runs unless ``build_if_missing`` is set and an artifact is missing; the
+    commit is fetched without its files (its trees find the artifacts). Images are tagged with the
+    commit SHA, the branch and ``version`` (if given). An image already pushed for the SHA is not
+    built again: the tags it lacks (a version tag on a released commit, tags a partial push left out,
+    the branch tag moving to it) are added in the registry, and the report says which.
 
     Args:
         app: name of the Application block.
@@ -148,13 +216,15 @@ def gitops_merge(
     tags = [sha, branch_tag(branch)] + ([version] if version else [])
     title = f"opsflow GitOps · {cfg.application.name} · merge"
     key = common.report_key("gitops-merge", cfg.application.name)
+    register(block_secrets(registry))
     with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building the images") as result:
         try:
             with common.workspace() as cleanup:
-                checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
-                cleanup.append(checkout.path)
+                # The commit's trees are all the merge needs (artifacts are found by tree id): no files.
+                checkout = clone_repo(cfg.application.repository, sha, files=False, **cfg.clone_auth)
+                cleanup.append(checkout.root)
                 plans = find_artifacts(cfg, checkout, build_if_missing)
-                result.components = package_and_push(cfg, checkout, plans, tags, registry, engine, cleanup)
+                result.components = package_and_push(cfg, checkout, plans, tags, version, registry, engine, cleanup)
         finally:
             prune_build_images(engine)
     common.raise_if_failed(result.components)

@@ -10,6 +10,8 @@ from flows import common
 from tasks.app_tests import run_tests
 from tasks.artifacts.store import plan_artifact, record_test_results, save_artifact
 from tasks.build import build_app
+from tasks.build.caches import TreeCache
+from tasks.build.deps import install_deps
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout, clone_repo
 from tasks.summaries import ComponentOutcome, tests_passed
@@ -42,22 +44,40 @@ def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
     return outcome
 
 
-def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, redact: list[str]) -> list[ComponentOutcome]:
-    """Build, store and test every component in parallel; a stored artifact that passed is reused."""
+def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, extra_secrets: list[str]) -> list[ComponentOutcome]:
+    """Build, store and test every component in parallel; a stored artifact that passed is reused.
+
+    The dependencies are installed (or restored from the build server's cache) before the env files are
+    written, so no secret can reach a cache; then each component builds, is stored and tested.
+    """
     application, store = cfg.application, cfg.store
+    cache = TreeCache.from_env()
     plans = [(c, plan_artifact.submit(store, checkout, application.name, c)) for c in application.components]
-    reused, chains = [], []
+    reused, todo = [], []
     for comp, plan_future in plans:
         plan = plan_future.result()
         if plan.exists and tests_passed(plan.metadata.get("tests")):
             reused.append(ComponentOutcome(comp.name, plan.key, plan.metadata["digest"], plan.metadata["size"],
                                            artifact_reused=True, tests=plan.metadata["tests"]))
+        else:
+            todo.append((comp, plan, install_deps.submit(checkout, comp, cache)))
+    for _comp, _plan, installed in todo:
+        installed.wait()
+    redact: list[str] = []
+    if todo:
+        written = fetch_env_files(checkout, application.env_files, cfg.secrets)
+        redact = redaction_list(checkout, written, application.env_files, common.public_names(application))
+        redact += extra_secrets
+    chains, failed = [], []
+    for comp, plan, installed in todo:
+        if not installed.state.is_completed():
+            failed.append(ComponentOutcome(comp.name, error=common.outcome_error(installed.state)))
             continue
-        build = build_app.submit(checkout, comp, redact)
+        build = build_app.submit(checkout, comp, redact, cache=cache)
         saved = save_artifact.submit(store, plan, build, comp, checkout)
-        tested = run_tests.submit(checkout, comp, redact, wait_for=[saved])
+        tested = run_tests.submit(checkout, comp, redact, cache=cache, wait_for=[saved])
         chains.append((comp, plan, build, saved, tested))
-    outcomes = reused + [_collect(*chain, store) for chain in chains]
+    outcomes = reused + failed + [_collect(*chain, store) for chain in chains]
     return common.in_component_order(application, outcomes)
 
 
@@ -69,11 +89,13 @@ def gitops_pr(
     forge_block: BlockName | None = None,
     store_block: BlockName = names.ARTIFACT_STORE,
 ) -> list[dict]:
-    """Pull request pipeline: clone the head SHA, write env files, build, store the artifact, test, report.
+    """Pull request pipeline: clone the head SHA, install dependencies (cached by lockfile), write env files,
+    build, store the artifact, test, report.
 
     Components run in parallel. Re-running for a SHA whose artifacts are stored and tested
-    builds nothing. The commit status goes pending → success/failure and one PR comment is
-    kept up to date.
+    builds nothing. Builds and tests run with a scrubbed environment (nothing of the worker's).
+    The commit status goes pending → success/failure and one PR comment is kept up to date; a run
+    for an older head never overwrites the comment of a newer one.
 
     Args:
         app: name of the Application block.
@@ -92,9 +114,7 @@ def gitops_pr(
     with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building and testing") as result, \
             common.workspace() as paths:
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
-        paths.append(checkout.path)
-        written = fetch_env_files(checkout, cfg.application.env_files, cfg.secrets)
-        redact = redaction_list(checkout, written) + ([cfg.forge.token.get_secret_value()] if cfg.forge else [])
-        result.components = build_and_test(cfg, checkout, redact)
+        paths.append(checkout.root)
+        result.components = build_and_test(cfg, checkout, common.block_secrets(cfg.forge))
     common.raise_if_failed(result.components)
     return [o.__dict__ for o in result.components]

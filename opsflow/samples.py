@@ -1,7 +1,9 @@
-"""The sample application shipped in ``samples/shop``: its git repository and its blocks.
+"""The sample applications shipped in ``samples/``: their git repositories and their blocks.
 
-The demo, the tests and the benchmarks all run the GitOps pipeline on it: a TypeScript
+The demo, the tests and the benchmarks all run the GitOps pipeline on ``samples/shop``: a TypeScript
 backend (a Node HTTP server) and a TypeScript frontend (static files served by busybox httpd).
+``samples/notes-api`` is a Node backend with a runtime dependency and its own stock Dockerfile
+(``FROM node:20-alpine``, two stages); ``samples/storefront`` a Next.js app with standalone output.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from blocks.application import Application, Component, EnvFile, HealthCheck
 from opsflow.core.paths import PROJECT_ROOT
 
 SHOP_SOURCE = PROJECT_ROOT / "samples" / "shop"
-NPM_CI = ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"]
+NOTES_SOURCE = PROJECT_ROOT / "samples" / "notes-api"
+STOREFRONT_SOURCE = PROJECT_ROOT / "samples" / "storefront"
 GIT_ENV = {"GIT_AUTHOR_NAME": "opsflow", "GIT_AUTHOR_EMAIL": "opsflow@localhost.invalid",
            "GIT_COMMITTER_NAME": "opsflow", "GIT_COMMITTER_EMAIL": "opsflow@localhost.invalid"}
-_IGNORED = shutil.ignore_patterns("node_modules", "dist", ".test-build", "junit.xml", ".env")
+_IGNORED = shutil.ignore_patterns("node_modules", "dist", ".test-build", "junit.xml", ".env", "reports", ".next")
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -80,12 +83,14 @@ def shop_components(names: tuple[str, ...] = ("backend", "frontend")) -> list[Co
     """The shop's components as the pipeline builds them."""
     known = {
         "backend": Component(
-            name="backend", path="backend", build_commands=[NPM_CI, ["npm", "run", "build"]], build_output="dist",
+            name="backend", path="backend", install="npm", build_commands=[["npm", "run", "build"]],
+            build_output="dist",
             test_command=["npm", "test"], junit_report="junit.xml", dockerfile="Dockerfile", base_image="opsflow:node",
             ports=[8080], health_check=HealthCheck(path="/healthz"),
         ),
         "frontend": Component(
-            name="frontend", path="frontend", build_commands=[NPM_CI, ["npm", "run", "build"]], build_output="dist",
+            name="frontend", path="frontend", install="npm", build_commands=[["npm", "run", "build"]],
+            build_output="dist",
             test_command=["npm", "test"], junit_report="junit.xml", dockerfile="Dockerfile",
             base_image="opsflow:busybox", ports=[8081], health_check=HealthCheck(path="/healthz"),
         ),
@@ -115,6 +120,34 @@ def save_shop_blocks(repository: str, name: str = "shop", forge_repo: str = "", 
         name=name, repository=repository, forge_repo=forge_repo, components=comps,
         env_files=[EnvFile(secret_block=env_secret_name(name, c.name), path=f"{c.path}/.env") for c in comps],
     )
+    app.save(name, overwrite=True)
+    return app
+
+
+def notes_component() -> Component:
+    """``samples/notes-api`` as a component: npm install (cached), production dependencies in the artifact,
+    two JUnit reports, its own Dockerfile's ``runtime`` stage."""
+    return Component(
+        name="api", path=".", install="npm", build_commands=[["npm", "run", "build"]], build_output="dist",
+        runtime_dependencies="npm", test_command=["npm", "test"], junit_reports=["reports/*.xml"],
+        target="runtime", build_args={"NODE_VERSION": "20"}, ports=[3000], health_check=HealthCheck(path="/healthz"),
+    )
+
+
+def storefront_component() -> Component:
+    """``samples/storefront`` (Next.js, ``output: "standalone"``) as a component."""
+    return Component(
+        name="web", path=".", install="npm", build_commands=[["npm", "run", "build"]],
+        packaging="nextjs-standalone", test_command=["npm", "test"], junit_reports=["junit.xml"],
+        ports=[3000], health_check=HealthCheck(path="/api/health"),
+    )
+
+
+def save_app_block(repository: str, name: str, components: list[Component], forge_repo: str = "",
+                   env_files: list[EnvFile] | None = None) -> Application:
+    """Save an Application block for one of the samples."""
+    app = Application(name=name, repository=repository, forge_repo=forge_repo, components=components,
+                      env_files=env_files or [])
     app.save(name, overwrite=True)
     return app
 

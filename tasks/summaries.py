@@ -23,6 +23,7 @@ class ComponentOutcome:
     tests: dict | None = None
     image_ref: str | None = None
     image_tags: list[str] = field(default_factory=list)
+    tags_added: list[str] = field(default_factory=list)  # of image_tags, those this run pushed or moved
     error: str | None = None
     seconds: float = 0.0
 
@@ -74,7 +75,10 @@ def pipeline_report(title: str, sha: str, outcomes: list[ComponentOutcome], run_
         lines += ["", "**Errors**", ""] + [f"- {c}: {e.splitlines()[0][:400]}" for c, e in problems]
     tags = sorted({t for o in outcomes for t in o.image_tags})
     if tags:
-        lines += ["", f"Tags pushed: {', '.join(f'`{t}`' for t in tags)}"]
+        lines += ["", f"Tags: {', '.join(f'`{t}`' for t in tags)}"]
+        added = [(o.component, o.tags_added) for o in outcomes if o.image_ref]
+        lines += [f"- {c}: " + (f"added {', '.join(f'`{t}`' for t in a)}" if a else "all tags were there")
+                  for c, a in added]
     lines += ["", f"Total {total_seconds:.1f}s" + (f" · [Prefect run]({run_url})" if run_url else "")]
     return "\n".join(lines) + "\n"
 

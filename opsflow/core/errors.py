@@ -8,9 +8,18 @@ until something is changed. Library errors are translated at the edge with ``rai
 
 from __future__ import annotations
 
+from opsflow.core.redact import redact
+
 
 class OpsflowError(Exception):
-    """Base class of every error opsflow raises on purpose."""
+    """Base class of every error opsflow raises on purpose.
+
+    Its message is redacted when it is made: no value registered as a secret (``opsflow.core.redact``)
+    reaches a state message, an event or a log through an opsflow exception.
+    """
+
+    def __init__(self, *args: object):
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class TransientError(OpsflowError):

@@ -31,7 +31,7 @@ from blocks.fields import (
     check_sha,
     check_url,
 )
-from opsflow.core.errors import InvalidInput, RemoteError
+from opsflow.core.errors import InvalidInput, RemoteError, RemoteUnavailable
 from opsflow.core.redact import redact
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ class _ForgeApi:
             log.warning("%s %s: %s; retry %d of %d in %.1f s", method, shown, self._redact(cause),
                         attempt, ATTEMPTS - 1, delay)
             _sleep(delay)
-        raise RemoteError(f"{self.name} API: {method} {shown} failed after {ATTEMPTS} attempts: "
+        raise RemoteUnavailable(f"{self.name} API: {method} {shown} failed after {ATTEMPTS} attempts: "
                           f"{self._redact(cause)}; check that {self.api_url} is reachable from here and retry later "
                           "(the forge may be down or rate-limiting)")
 

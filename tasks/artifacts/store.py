@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
+import shutil
 import tarfile
 import tempfile
 import uuid
@@ -29,8 +29,9 @@ from blocks.object_store import ObjectStore
 from opsflow.core.errors import ArtifactCorrupt, ArtifactNotFound, InvalidInput, RemoteError
 from tasks.build import BuildResult
 from tasks.git import Checkout
+from tasks.images.build import base_images, uses_arg
 
-FORMAT = 2
+FORMAT = 3
 # Keeps the Dockerfile itself out of the image (``COPY . /dest`` would copy it otherwise).
 DOCKERIGNORE = b"Dockerfile\n.dockerignore\n"
 
@@ -78,7 +79,9 @@ class LoadedArtifact:
 
 def build_inputs(app: str, component: Component, tree: str) -> dict[str, Any]:
     """Everything that determines a component's build output, besides the toolchain."""
-    spec = component.model_dump(mode="json", include={"name", "path", "build_commands", "build_output", "dockerfile"})
+    spec = component.model_dump(mode="json", include={"name", "path", "build_commands", "build_output", "dockerfile",
+                                                      "install", "install_command", "packaging",
+                                                      "runtime_dependencies"})
     return {"format": FORMAT, "app": app, "component": spec, "tree": tree}
 
 
@@ -116,20 +119,42 @@ def plan_artifact(store: ObjectStore, checkout: Checkout, app: str, component: C
                         metadata=metadata)
 
 
-def pack(source: Path, dockerfile: Path, dest: Path) -> tuple[str, int]:
-    """A reproducible tar.gz of ``source`` with ``dockerfile`` as ``Dockerfile`` at its root."""
+def layout_entries(layout: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Every file, directory and (inside) symlink of a layout with its archive name, sorted; no name twice."""
+    entries: dict[str, Path] = {}
+    for source, raw_prefix in layout:
+        prefix = raw_prefix.strip("/")
+        if source.is_file():
+            items = [(source, prefix)]
+        else:
+            items = [(source, prefix)] if prefix else []
+            root = source.resolve()
+            items += [(p, f"{prefix}/{p.relative_to(source).as_posix()}".lstrip("/")) for p in source.rglob("*")
+                      if not p.is_symlink() or p.resolve().is_relative_to(root)]
+        for path, name in items:
+            if name in entries and not (path.is_dir() and entries[name].is_dir()):
+                raise InvalidInput(f"the artifact would hold {name!r} twice ({entries[name]} and {path})")
+            entries.setdefault(name, path)
+    return [(entries[name], name) for name in sorted(entries)]
+
+
+def pack(source: Path | list[tuple[Path, str]], dockerfile: Path, dest: Path) -> tuple[str, int]:
+    """A reproducible tar.gz of ``source`` (a directory, or a layout of ``(path, archive path)``) with
+    ``dockerfile`` as ``Dockerfile`` at its root."""
+    layout = [(source, "")] if isinstance(source, Path) else source
     for reserved in ("Dockerfile", ".dockerignore"):
-        if (source / reserved).exists():
-            raise InvalidInput(f"the build output {source} already has a {reserved}; it would be overwritten")
+        clash = [p for p, prefix in layout if not prefix and p.is_dir() and (p / reserved).exists()]
+        if clash:
+            raise InvalidInput(f"the build output {clash[0]} already has a {reserved}; it would be overwritten")
     if not dockerfile.is_file():
         raise InvalidInput(f"Dockerfile {dockerfile} does not exist")
-    entries = sorted(p for p in source.rglob("*") if not p.is_symlink() or p.resolve().is_relative_to(source))
-    with open(dest, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
+    entries = layout_entries(layout)
+    with open(dest, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         ignore = tarfile.TarInfo(".dockerignore")
         ignore.size, ignore.mode = len(DOCKERIGNORE), 0o644
         tar.addfile(ignore, io.BytesIO(DOCKERIGNORE))
-        for path, name in [(dockerfile, "Dockerfile"), *((p, p.relative_to(source).as_posix()) for p in entries)]:
+        for path, name in [(dockerfile, "Dockerfile"), *entries]:
             info = tar.gettarinfo(str(path), arcname=name)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
@@ -170,12 +195,16 @@ def save_artifact(store: ObjectStore, plan: ArtifactPlan, build: BuildResult, co
                            metadata=existing)
     with tempfile.TemporaryDirectory(prefix="opsflow-pack-") as tmp:
         archive = Path(tmp) / "artifact.tar.gz"
-        digest, size = pack(build.output_dir, build.component_dir / component.dockerfile, archive)
+        dockerfile = build.component_dir / component.dockerfile
+        digest, size = pack(build.layout or build.output_dir, dockerfile, archive)
+        text = dockerfile.read_text()
         metadata = {
             "format": FORMAT, "key": plan.key, "app": plan.app, "component": plan.component, "tree": plan.tree,
             "commit": checkout.sha, "repository": checkout.repository, "digest": digest, "size": size,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "build_inputs": build_inputs(plan.app, component, plan.tree), "tests": None, **(extra_metadata or {}),
+            "build_inputs": build_inputs(plan.app, component, plan.tree), "tests": None,
+            "image": {"base_image_arg": uses_arg(text, "BASE_IMAGE"), "from": base_images(text)},
+            **(extra_metadata or {}),
         }
         temp_key = f"tmp/{uuid.uuid4().hex}.tar.gz"
         try:
@@ -220,10 +249,54 @@ def record_test_results(store: ObjectStore, key: str, tests: dict[str, Any]) -> 
     return metadata
 
 
+_STREAM_CLIENTS: dict[int, Any] = {}
+
+
+def _stream_client(store: ObjectStore):
+    """The store's client without botocore's response checksum check: the download is verified against the
+    artifact's own sha256 instead (botocore compares a whole-object checksum with the composite one of a
+    multipart upload copied into place, and fails archives over the multipart threshold)."""
+    from botocore.config import Config
+
+    client = store.get_client()
+    if id(client) not in _STREAM_CLIENTS:
+        import boto3
+
+        kwargs = store.client_kwargs()
+        kwargs["config"] = kwargs["config"].merge(Config(response_checksum_validation="when_required"))
+        _STREAM_CLIENTS[id(client)] = boto3.session.Session().client("s3", **kwargs)
+    return _STREAM_CLIENTS[id(client)]
+
+
+class _Hashing(io.RawIOBase):
+    """A read-only stream that hashes what passes through it (the download, read once)."""
+
+    def __init__(self, body):
+        self._body, self.digest, self.size = body, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._body.read(len(buffer))
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def _drain(stream: _Hashing) -> None:
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        del chunk
+
+
 @task(name="load-artifact", task_run_name="load-artifact-{key}", retries=3, retry_delay_seconds=[2, 5, 15],
       retry_condition_fn=lambda t, r, s: isinstance(s.result(raise_on_failure=False), RemoteError))
 def load_artifact(store: ObjectStore, key: str, dest: Path | None = None) -> LoadedArtifact:
-    """Download the artifact at ``key``, verify its checksum and unpack it into ``dest``.
+    """Download the artifact at ``key`` and unpack it into ``dest`` in one pass, verifying its checksum.
+
+    The archive is streamed from the object store through sha256 into the unpacker (no temporary
+    file, read once); a checksum that differs from the metadata's removes what was unpacked.
 
     Raises:
         ArtifactNotFound: nothing complete is stored under the key (the key is named).
@@ -237,24 +310,23 @@ def load_artifact(store: ObjectStore, key: str, dest: Path | None = None) -> Loa
                                "pipeline for this commit first, or ask the merge pipeline to build")
     dest = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="opsflow-artifact-"))
     dest.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix="opsflow-dl-", suffix=".tar.gz")
-    os.close(fd)
     try:
-        try:
-            client.download_file(store.bucket, f"{key}.tar.gz", tmp_name)
-        except (ClientError, BotoCoreError) as exc:
-            raise _remote(store, f"downloading {key}.tar.gz", exc) from exc
-        digest = hashlib.sha256()
-        with open(tmp_name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        actual = f"sha256:{digest.hexdigest()}"
-        if actual != metadata["digest"]:
-            raise ArtifactCorrupt(f"artifact {key} is corrupt: its sha256 is {actual}, the metadata says "
-                                  f"{metadata['digest']}; re-run the pull request pipeline to store it again")
-        with tarfile.open(tmp_name, "r:gz") as tar:
+        body = _stream_client(store).get_object(Bucket=store.bucket, Key=f"{key}.tar.gz")["Body"]
+        stream = _Hashing(body)
+        with tarfile.open(fileobj=io.BufferedReader(stream, 1 << 20), mode="r|gz") as tar:
             tar.extractall(dest, filter="data")
-    finally:
-        os.unlink(tmp_name)
-    logger.info("loaded artifact %s (%s) into %s", key, metadata["digest"], dest)
+        _drain(stream)
+    except (ClientError, BotoCoreError) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise _remote(store, f"downloading {key}.tar.gz", exc) from exc
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ArtifactCorrupt(f"artifact {key} is corrupt: it could not be unpacked ({type(exc).__name__}: {exc}); "
+                              "re-run the pull request pipeline to store it again") from exc
+    actual = f"sha256:{stream.digest.hexdigest()}"
+    if actual != metadata["digest"]:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ArtifactCorrupt(f"artifact {key} is corrupt: its sha256 is {actual}, the metadata says "
+                              f"{metadata['digest']}; re-run the pull request pipeline to store it again")
+    logger.info("loaded artifact %s (%s, %d bytes) into %s", key, metadata["digest"], stream.size, dest)
     return LoadedArtifact(key=key, path=dest, digest=metadata["digest"], metadata=metadata)

@@ -5,13 +5,19 @@
   on top of the busybox image.
 
 Each is tagged ``opsflow/base-<kind>:<hash>``, the hash covering the Dockerfile and every
-file's content, so a base image is built once per engine and rebuilt when node changes.
+file's content, so a base image is built once per engine and rebuilt when node changes. Hashing
+node and its libraries (~100 MB) costs about a second in every new run process, so the tag is
+remembered per stat fingerprint (path, size, mtime, inode of each file) in the build server's cache
+directory: a run whose base image exists does one ``stat`` per file and one engine lookup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
+import os
 import re
 import shutil
 import struct
@@ -121,14 +127,42 @@ def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def _fingerprint(dockerfile: str, files: dict[str, Path]) -> str:
+    parts = [dockerfile]
+    for name, source in sorted(files.items()):
+        st = source.stat()
+        parts.append(f"{name}\0{source}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}")
+    return hashlib.sha256("\0\0".join(parts).encode()).hexdigest()
+
+
+def _tags_file() -> Path:
+    from tasks.build.caches import default_root
+
+    return default_root() / "base-image-tags.json"
+
+
 def base_image_tag(kind: str) -> str:
-    """``opsflow/base-<kind>:<12 hex>``: a hash of the Dockerfile and of every file's path and content."""
+    """``opsflow/base-<kind>:<12 hex>``: a hash of the Dockerfile and of every file's path and content
+    (looked up by the files' stat fingerprint when this machine hashed them before)."""
     dockerfile, files = base_context_files(kind)
+    fingerprint = _fingerprint(dockerfile, files)
+    known: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(_tags_file().read_text())
+    if fingerprint in known:
+        return known[fingerprint]
     digest = hashlib.sha256(dockerfile.encode())
     for name, source in sorted(files.items()):
         st = source.stat()
         digest.update(f"\0{name}\0{_file_digest(source, st.st_size, st.st_mtime_ns)}".encode())
-    return f"opsflow/base-{kind}:{digest.hexdigest()[:12]}"
+    tag = f"opsflow/base-{kind}:{digest.hexdigest()[:12]}"
+    with contextlib.suppress(OSError):
+        path = _tags_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps({**dict(list(known.items())[-20:]), fingerprint: tag}))
+        os.replace(temp, path)  # atomic: concurrent runs never read half a file
+    return tag
 
 
 @task(name="ensure-base-image", task_run_name="ensure-base-image-{kind}", retries=1, retry_delay_seconds=5)

@@ -137,3 +137,58 @@ def manifest_digest(registry_url: str, repository: str, reference: str) -> str |
     resp = httpx.head(f"{registry_url}/v2/{path}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES},
                       timeout=10)
     return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
+
+
+def events_since(since, settle_s: float = 20, wait_for: str | None = None) -> list[dict]:
+    """Every event the Prefect server stored since ``since`` (a datetime), as JSON; with ``wait_for``, waits
+    (up to ``settle_s``) until an event of that name is among them (events are persisted in batches)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value().rstrip("/")
+    deadline = time.monotonic() + settle_s
+    while True:
+        events: list[dict] = []
+        page = httpx.post(f"{api}/events/filter", json={"filter": {"occurred": {"since": since.isoformat()}},
+                                                        "limit": 50}, timeout=30).json()
+        events += page["events"]
+        while page.get("next_page"):
+            page = httpx.get(page["next_page"], timeout=30).json()
+            events += page["events"]
+        if wait_for is None or any(e["event"] == wait_for for e in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
+def run_state_messages(run_id: UUID) -> list[str]:
+    """Every state message of the flow run and of its task runs (the whole history)."""
+    from prefect.client.orchestration import get_client
+
+    messages = []
+    with get_client(sync_client=True) as client:
+        messages += [s.message or "" for s in client.read_flow_run_states(run_id)]
+        for task_run in _task_runs(run_id):
+            messages.append(task_run.state.message or "" if task_run.state else "")
+    return messages
+
+
+def files_under(root: Path, pattern: str = "*") -> list[Path]:
+    """Regular files under the directories of ``root`` matching ``pattern`` (symlinks not followed)."""
+    found = []
+    for base in root.glob(pattern):
+        if base.is_file() and not base.is_symlink():
+            found.append(base)
+        elif base.is_dir() and not base.is_symlink():
+            found += [p for p in base.rglob("*") if p.is_file() and not p.is_symlink()]
+    return found
+
+
+def leaks(texts: dict[str, str | bytes], secrets: list[str]) -> list[str]:
+    """``"<where>: <secret>"`` for every planted secret found in any text (bytes are searched as bytes)."""
+    hits = []
+    for where, text in texts.items():
+        for secret in secrets:
+            needle = secret.encode() if isinstance(text, bytes) else secret
+            if needle in text:
+                hits.append(f"{where}: {secret[:6]}…")
+    return hits

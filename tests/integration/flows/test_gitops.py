@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 
 import httpx
 import pytest
@@ -35,6 +36,8 @@ APP = "shop-it"
 FORGE_REPO = "acme/shop"
 PR = 7
 BUILD_TOKEN = "bt-5e1f0c9a7d2b4e38a6f1"
+# Release tags do not move once pushed, and the session registry's storage outlives a session: one version per run.
+VERSION, RELEASE = f"1.0.{int(time.time())}", f"1.1.{int(time.time())}"
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,9 @@ def pipeline(stack, forge_emulator, tmp_path_factory):
         runs = {
             "pr": run_flow(gitops_pr, pr=PR, sha=head, **common),
             "pr_again": run_flow(gitops_pr, pr=PR, sha=head, **common),
-            "merge": run_flow(gitops_merge, sha=merge_sha, branch="main", pr=PR, version="1.0.0", **common),
+            "merge": run_flow(gitops_merge, sha=merge_sha, branch="main", pr=PR, version=VERSION, **common),
             "merge_again": run_flow(gitops_merge, sha=merge_sha, branch="main", pr=PR, **common),
+            "release": run_flow(gitops_merge, sha=merge_sha, branch="main", pr=PR, version=RELEASE, **common),
         }
     for name, run in runs.items():
         assert run.ok, f"{name}: {run.state.message} {run.result()!r}"
@@ -149,8 +153,8 @@ def test_images_are_in_the_registry_under_the_reported_digests_with_all_tags(sta
     pr_rows = {r["component"]: r for r in pipeline["runs"]["pr"].result()}
     for row in pipeline["runs"]["merge"].result():
         repository, digest = row["image_ref"].split("@")
-        assert set(row["image_tags"]) == {merge_sha, "main", "1.0.0"}
-        for ref in (digest, merge_sha, "main", "1.0.0"):
+        assert set(row["image_tags"]) == {merge_sha, "main", VERSION}
+        for ref in (digest, merge_sha, "main", VERSION):
             assert manifest_digest(stack.url(stack.registry_port), repository, ref) == digest
         assert pr_rows[row["component"]]["artifact_digest"]
 
@@ -160,6 +164,24 @@ def test_a_merge_rerun_pushes_nothing_new(pipeline):
     again = {r["component"]: r["image_ref"] for r in pipeline["runs"]["merge_again"].result()}
     assert first == again
     assert not [n for n in task_run_names(pipeline["runs"]["merge_again"].id) if n.startswith("push-image")]
+
+
+def test_a_release_tag_on_an_already_pushed_commit_is_added_without_a_build(stack, pipeline):
+    """Regression: gitops-merge(sha, version=...) skipped everything once the SHA tag existed."""
+    first = {r["component"]: r for r in pipeline["runs"]["merge"].result()}
+    for row in pipeline["runs"]["release"].result():
+        assert row["image_ref"] == first[row["component"]]["image_ref"] and row["tags_added"] == [RELEASE]
+        repository, digest = row["image_ref"].split("@")
+        assert manifest_digest(stack.url(stack.registry_port), repository, RELEASE) == digest
+    names = task_run_names(pipeline["runs"]["release"].id)
+    assert not [n for n in names if n.startswith(("push-image", "build-image", "load-artifact"))], names
+    comment = [c for c in pipeline["forge"].comments("github", FORGE_REPO, PR) if "gitops-merge-shop-it" in c["body"]]
+    assert f"added `{RELEASE}`" in comment[0]["body"]
+
+
+def test_the_merge_reports_each_components_time(pipeline):
+    """Regression: the merge comment's time column showed 0.0 s."""
+    assert all(row["seconds"] > 0 for row in pipeline["runs"]["merge"].result())
 
 
 def test_the_pushed_images_run_and_serve(stack, pipeline, docker_client):

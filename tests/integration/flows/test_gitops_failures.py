@@ -9,7 +9,7 @@ from flows.gitops_pr import gitops_pr
 from opsflow.core.errors import ArtifactNotFound
 from opsflow.samples import SHOP_SOURCE, SampleRepo, env_file_text, save_shop_blocks, shop_components
 from tasks.artifacts.store import artifact_key
-from tests.support.gitops_harness import run_flow, task_run_names, task_run_states
+from tests.support.gitops_harness import run_artifacts, run_flow, run_logs, task_run_names, task_run_states
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.forge]
 
@@ -113,3 +113,38 @@ def test_bad_input_is_rejected_before_any_side_effect(stack, shop, fresh_forge, 
     assert "validation" in (run.state.message or "").lower() or "invalid" in str(run.result()).lower()
     assert fresh_forge.requests == []  # not even a pending status
     assert task_run_names(run.id) == []
+
+
+def test_a_forge_outage_at_the_final_report_keeps_the_good_build(stack, shop, fresh_forge, monkeypatch):
+    """Regression: a forge outage at the final report failed an otherwise good build. As a CI service does,
+    the build's result stands and the report is delivered once the forge answers again."""
+    from opsflow.forge import api as forge_api
+    from opsflow.samples import git
+
+    monkeypatch.setattr(forge_api, "BACKOFF_S", 0.05)
+    first = git("rev-list", "--max-parents=0", "HEAD", cwd=shop.work)
+    git("checkout", "-q", "-B", "outage", first, cwd=shop.work)
+    git("checkout", "-q", first, "--", ".", cwd=shop.work)
+    sha = shop.commit("a good change while the forge is down", branch="outage")
+    # The PR comment is written at the very end: its first attempt meets 503s on every client retry.
+    fresh_forge.fail_next(4, 503, "/comments", method="GET")
+    run = run_flow(gitops_pr, app=APP, pr=13, sha=sha, forge_block="gitops-fail-forge")
+    assert run.ok, run.state.message
+    statuses = fresh_forge.statuses("gitea", FORGE_REPO, sha)
+    assert statuses[-1]["state"] == "success"
+    assert len(fresh_forge.comments("gitea", FORGE_REPO, 13)) == 1
+    assert task_run_states(run.id)["upsert-pr-comment-gitops-pr-shop-fail"] == "Completed"
+    assert sum(r.method == "GET" and "/comments" in r.target for r in fresh_forge.requests) >= 5  # it was retried
+
+    # The forge stays down past the reporting deadline (shortened here): the run keeps the build's result,
+    # says in its log and its report artifact that the report was not delivered, and nothing else fails.
+    from tasks.reporting import upsert_pr_comment
+
+    monkeypatch.setattr(upsert_pr_comment, "retry_delay_seconds", [0.1] * len(upsert_pr_comment.retry_delay_seconds))
+    fresh_forge.fail_next(1000, 503, "/comments", method="GET")
+    again = run_flow(gitops_pr, app=APP, pr=13, sha=sha, forge_block="gitops-fail-forge")
+    fresh_forge.reset()
+    assert again.ok, again.state.message
+    report = {a.key: a for a in run_artifacts(again.id)}["gitops-pr-shop-fail"].data
+    assert "Not delivered to the forge" in report and "PR comment" in report
+    assert "could not be delivered to the forge (the run's result stands)" in run_logs(again.id)

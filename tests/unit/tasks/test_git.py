@@ -143,3 +143,52 @@ def test_a_wrong_token_fails_without_showing_it(http_git, tmp_path):
     with pytest.raises(RemoteError) as info:
         clone_repo.fn(url, sha, token=SecretStr("wrong-token-value-123"), workdir=tmp_path / "co")
     assert "wrong-token-value-123" not in str(info.value)
+
+
+def test_failed_clone_attempts_leave_no_directory(tmp_path, monkeypatch):
+    """Regression: every failed clone attempt left its directory (45 from 15 failed runs)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for _ in range(3):
+        with pytest.raises(RemoteError):
+            clone_repo.fn(f"file://{tmp_path}/no-such-repo.git", "b" * 40)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_workspace_holds_the_checkout_and_a_home_and_a_trees_only_fetch_has_no_files(repo, tmp_path, monkeypatch):
+    import tempfile
+
+    src, first, _second = repo
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    checkout = clone_repo.fn(src.url, first)
+    assert checkout.path == checkout.root / "src" and checkout.home == checkout.root / "home"
+    assert (checkout.path / "app/hello.txt").is_file()
+    trees = clone_repo.fn(src.url, first, files=False)
+    assert not (trees.path / "app").exists() and trees.tree_id("app") == checkout.tree_id("app")
+
+
+def test_workspaces_of_dead_runs_are_swept_and_env_files_go_first(tmp_path):
+    import os
+    import subprocess
+
+    from tasks.workspace import OWNER, discard, new_workspace, sweep_orphans
+
+    mine = new_workspace(tmp_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / "opsflow-run-dead"
+    (dead / "src" / "backend").mkdir(parents=True)
+    (dead / OWNER).write_text(f"{gone.pid} 1\n")
+    (dead / "src" / "backend" / ".env").write_text("TOKEN=x\n")
+    reused = tmp_path / "opsflow-run-reused"  # our pid, but not our start time: a pid reused since
+    reused.mkdir()
+    (reused / OWNER).write_text(f"{os.getpid()} 1\n")
+    foreign = tmp_path / "opsflow-run-foreign"  # no owner record: another program's (or an older opsflow's)
+    (foreign / "src").mkdir(parents=True)
+    assert sorted(sweep_orphans(tmp_path)) == sorted([str(dead), str(reused)])
+    assert foreign.exists()
+    assert not dead.exists() and not reused.exists() and mine.exists()  # the live run's workspace stays
+    discard(mine)
+    assert not mine.exists()

@@ -345,3 +345,48 @@ def test_emulator_rejects_what_the_real_apis_reject(forge):
         resp = http.post(base["gitlab"] + f"/projects/acme/shop/statuses/{SHA}", json={"state": "pending"},
                          headers=auth["gitlab"])
         assert resp.status_code == 404  # the project path must be URL-encoded
+
+
+# -- two runs of one pull request (issue 21) ---------------------------------------------------
+
+OLD_HEAD, NEW_HEAD = "01d0" * 10, "7e57" * 10
+
+
+def test_a_run_for_an_older_head_never_overwrites_the_newer_heads_report(forge):
+    block = forge.block("github")
+    newer = upsert_pr_comment.fn(block, REPO, 9, "gitops-pr-shop", "new head: passed", head=NEW_HEAD,
+                                 created="2026-05-01T10:00:05+00:00")
+    late = upsert_pr_comment.fn(block, REPO, 9, "gitops-pr-shop", "old head: failed", head=OLD_HEAD,
+                                created="2026-05-01T10:00:00+00:00")
+    assert newer.created and late is None
+    [comment] = forge.comments("github", REPO, 9)
+    assert "new head: passed" in comment["body"] and f"<!-- opsflow-head: {NEW_HEAD} " in comment["body"]
+    # A run of the same head, or of a head pushed later, updates it.
+    again = upsert_pr_comment.fn(block, REPO, 9, "gitops-pr-shop", "newest: passed", head="9" * 40,
+                                 created="2026-05-01T10:01:00+00:00")
+    assert again is not None and "newest" in forge.comments("github", REPO, 9)[0]["body"]
+
+
+def test_superseded_reads_only_the_recorded_head():
+    from tasks.reporting import head_marker, superseded
+
+    body = f"{marker('k')}\n{head_marker(NEW_HEAD, '2026-05-01T10:00:05+00:00')}\nreport"
+    assert superseded(body, OLD_HEAD, "2026-05-01T10:00:00+00:00") == NEW_HEAD
+    assert superseded(body, NEW_HEAD, "2026-05-01T09:00:00+00:00") is None
+    assert superseded(body, OLD_HEAD, "2026-05-01T11:00:00+00:00") is None
+    assert superseded("no marker", OLD_HEAD, "2026-05-01T11:00:00+00:00") is None
+
+
+def test_an_unreachable_forge_is_retried_by_the_task_a_refusal_is_not():
+    from opsflow.core.errors import RemoteUnavailable
+    from tasks.reporting import _forge_unreachable
+
+    class State:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def result(self, raise_on_failure=False):
+            return self.exc
+
+    assert _forge_unreachable(None, None, State(RemoteUnavailable("down")))
+    assert not _forge_unreachable(None, None, State(RemoteError("401 bad credentials")))

@@ -28,11 +28,12 @@ def test_a_pull_request_report_has_no_image_column():
 def test_a_merge_report_names_each_pushed_image_by_digest():
     report = pipeline_report("opsflow GitOps · shop · merge", SHA, [
         ComponentOutcome("backend", "shop/backend/ab12", image_ref=f"127.0.0.1:5000/shop-backend@{DIGEST}",
-                         image_tags=[SHA, "main"]),
+                         image_tags=[SHA, "main"], tags_added=["main"], seconds=7.25),
         ComponentOutcome("frontend", error="push of shop-frontend failed: denied"),
     ], None, 1.0)
     header, _, backend, frontend = _table(report)
     assert header == ["component", "artifact", "size", "tests", "image", "time"]
     assert backend[4] == f"`127.0.0.1:5000/shop-backend@{DIGEST}`" and frontend[4] == "—"
     assert report.startswith("### ❌") and "- frontend: push of shop-frontend failed: denied" in report
-    assert f"Tags pushed: `{SHA}`, `main`" in report
+    assert f"Tags: `{SHA}`, `main`" in report and "- backend: added `main`" in report
+    assert backend[5] == "7.2s"  # a merge's time column shows each component's time (was always 0.0s)
