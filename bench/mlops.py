@@ -55,9 +55,9 @@ def make_dataset(root: Path, store, files: int, mb: int) -> tuple[Path, str]:
             conf["core"]["remote"] = "storage"
             conf["remote"]["storage"] = {"url": f"s3://{store.bucket}/{prefix}", "endpointurl": store.endpoint_url}
         dvc.add(str(work / "data"))
-    from tasks.mlops.data import _remote_config
+    from tasks.mlops.data import remote_config
 
-    with Repo(str(work), remote_config=_remote_config(store)) as dvc:
+    with Repo(str(work), remote_config=remote_config(store)) as dvc:
         dvc.push(jobs=16)
     return work, prefix
 

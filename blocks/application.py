@@ -96,7 +96,10 @@ class Application(Block):
         description="owner/name of the repository on the forge, for statuses, comments and webhooks.",
     )
     default_branch: Branch = Field(default="main", description="Branch merges land on.")
-    components: list[Component] = Field(min_length=1, description="Parts built, tested and pushed in parallel.")
+    components: list[Component] = Field(
+        default_factory=list,
+        description="Parts built, tested and pushed in parallel (at least one; none for an ml_project application, "
+        "whose experiment is declared in the repository's opsflow-ml.yaml).")
     env_files: list[EnvFile] = Field(default_factory=list, description="Env/secret files written into the checkout.")
     ml_project: bool = Field(default=False, description="Run the MLOps pipeline instead of GitOps for this repository.")
     deploy: DeployDefaults = Field(default_factory=DeployDefaults, description="Defaults for manual deploys.")
@@ -113,6 +116,9 @@ class Application(Block):
 
     @model_validator(mode="after")
     def _unique_components(self) -> Application:
+        if not self.components and not self.ml_project:
+            raise ValueError("components: declare at least one component (or set ml_project for an ML repository, "
+                             "which needs none)")
         names = [c.name for c in self.components]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

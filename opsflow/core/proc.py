@@ -28,16 +28,18 @@ def run(
     on_line: Callable[[str], None] | None = None,
     hint: str = "",
     stdin_text: str | None = None,
+    inherit_env: bool = True,
 ) -> str:
     """Run ``argv`` (never through a shell) and return its combined, redacted output.
 
     Output is streamed line by line to ``logger`` (redacted) while the command runs.
-    ``env`` is added to the current environment. On timeout the whole process group is
+    ``env`` is added to the current environment (with ``inherit_env=False`` it is the whole environment:
+    nothing of this process's reaches the command). On timeout the whole process group is
     killed. Raises :class:`CommandFailed` with the redacted output tail on failure.
     """
     if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
         raise InvalidInput("a command must be a non-empty list of strings, not a shell string")
-    full_env = dict(os.environ)
+    full_env = dict(os.environ) if inherit_env else {}
     if env:
         full_env.update(env)
     argv = list(argv)
