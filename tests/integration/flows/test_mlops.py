@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -18,6 +19,19 @@ from tests.support.gitops_harness import run_flow
 pytestmark = [pytest.mark.stack, pytest.mark.forge]
 
 FORGE_REPO = "acme/ml-iris"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ml_env_cache(stack_config):
+    """The ML repositories' environments of the flows run here are cached in the session's stack home
+    (not the machine's ~/.cache/opsflow), so every session builds them once from uv's cache."""
+    old = os.environ.get("OPSFLOW_CACHE_DIR")
+    os.environ["OPSFLOW_CACHE_DIR"] = str(stack_config.home / "cache")
+    yield stack_config.home / "cache"
+    if old is None:
+        os.environ.pop("OPSFLOW_CACHE_DIR", None)
+    else:
+        os.environ["OPSFLOW_CACHE_DIR"] = old
 
 
 def _ml_app(prefix: str, forge_emulator, tmp_path_factory):
@@ -67,7 +81,7 @@ def test_pr_comment_is_one_and_updated_in_place(ml):
     assert "accuracy (↑)" in body and "log_loss (↓)" in body
     assert "Data version (DVC):** `data`" in body and "[MLflow run](http" in body and "[Prefect run](" in body
     run_link = runs["pr1_push"].result()["url"]
-    assert f"**Plots:** [scores.png]({run_link}/artifacts/plots/scores.png)" in body  # linked, on MLflow
+    assert f"**Plots:** [plots/scores.png]({run_link}/artifacts/plots/scores.png)" in body  # linked, on MLflow
     head = ml["shas"][1]
     assert forge.statuses("github", FORGE_REPO, head)[-1]["state"] == "success"
     assert forge.statuses("github", FORGE_REPO, head)[-1]["context"] == "mlops/eval"
