@@ -25,7 +25,7 @@ from tasks.mlops.experiment import run_experiment
 from tasks.mlops.model import package_model
 from tasks.mlops.report import render_report
 from tasks.mlops.results import read_results
-from tasks.mlops.tracking import experiment_id, find_champion, log_to_mlflow, mlflow_run_url
+from tasks.mlops.tracking import check_mlflow, experiment_id, find_champion, log_to_mlflow, mlflow_run_url
 
 CONTEXT = "mlops/eval"
 TITLE = "MLOps"
@@ -58,6 +58,7 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = 
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
         paths.append(checkout.path)
         ml = load_ml_config(checkout.path)
+        check_mlflow(server)  # a tracking server that does not answer fails now, not after the experiment
         environment = prepare_environment.submit(checkout.path, ml.environment)  # while the data is pulled
         try:
             pulled = dvc_pull(checkout.path, cfg.store)

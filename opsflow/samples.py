@@ -7,6 +7,7 @@ backend (a Node HTTP server) and a TypeScript frontend (static files served by b
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -140,9 +141,10 @@ def ml_sample_data(dest: Path, seed: int = 7, n_samples: int = 600) -> None:
                    fmt="%.6f")
 
 
-def ml_sample_repo(root: Path, store, prefix: str, source: Path = ML_SOURCE) -> SampleRepo:
+def ml_sample_repo(root: Path, store, prefix: str, source: Path = ML_SOURCE, model_name: str | None = None
+                   ) -> SampleRepo:
     """An ML sample (``source``: ``ML_SOURCE`` or ``ML_DVCLIVE_SOURCE``) as a git repository whose ``data/``
-    is tracked by DVC and pushed to ``store``.
+    is tracked by DVC and pushed to ``store``; ``model_name`` replaces the one its opsflow-ml.yaml registers.
 
     The remote in ``.dvc/config`` names only the bucket, prefix and endpoint; the credentials go
     to DVC in-process (``remote_config``) and are never written to the repository.
@@ -150,6 +152,9 @@ def ml_sample_repo(root: Path, store, prefix: str, source: Path = ML_SOURCE) -> 
     from dvc.repo import Repo
 
     repo = SampleRepo(root, source)
+    if model_name:
+        config = repo.read("opsflow-ml.yaml")
+        repo.write("opsflow-ml.yaml", re.sub(r"(?m)^model_name: .*$", f"model_name: {model_name}", config))
     ml_sample_data(repo.work / "data")
     with Repo.init(str(repo.work)) as dvc:
         with dvc.config.edit() as conf:

@@ -24,6 +24,23 @@ def _mlflow_down(server: MlflowServer, exc: Exception) -> MlopsError:
                       f"start the tracking server (opsflow stack up) or fix the block, then re-run")
 
 
+@task(name="check-mlflow", task_run_name="check-mlflow")
+def check_mlflow(server: MlflowServer) -> None:
+    """One cheap request to the tracking server before the experiment, so a server that does not answer fails
+    the run at once instead of after an experiment that may take an hour.
+
+    Raises:
+        MlopsError: MLflow did not answer (after the block's retries).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with server.get_client() as client:
+            client.search_experiments(max_results=1)
+    except (MlflowException, OSError) as exc:
+        raise _mlflow_down(server, exc) from None
+
+
 @task(name="log-to-mlflow", task_run_name="log-to-mlflow-{experiment}")
 def log_to_mlflow(server: MlflowServer, experiment: str, workdir: Path, candidate: Candidate,
                   tags: dict[str, str], model: ModelPackage | None = None) -> str:

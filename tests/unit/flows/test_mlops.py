@@ -53,8 +53,8 @@ def test_plot_links_are_labelled_by_their_path():
 
     body = render_report(Comparison("no champion yet", True, [_row("lower", 0.0)]), "m", {}, "http://mlflow/r",
                          None, None, ["eval/plots/sklearn/roc/test.json", "eval/plots/sklearn/roc/train.json"])
-    assert ("**Plots:** [eval/plots/sklearn/roc/test.json](http://mlflow/r/artifacts/eval/plots/sklearn/roc/test.json), "
-            "[eval/plots/sklearn/roc/train.json](http://mlflow/r/artifacts/eval/plots/sklearn/roc/train.json)") in body
+    link = "[eval/plots/sklearn/roc/{0}.json](http://mlflow/r/artifacts/eval/plots/sklearn/roc/{0}.json)"
+    assert f"**Plots:** {link.format('test')}, {link.format('train')}" in body
     assert "thresholds: m ≤ champion" in body and "-0" not in body
 
 
@@ -80,7 +80,7 @@ def test_opsflow_ml_yaml_declarations_and_errors_naming_the_field():
         "model_name: [\n": "not valid YAML",
     }
     for text, says in bad.items():
-        with pytest.raises(InvalidInput, match="opsflow-ml.yaml") as info:
+        with pytest.raises(InvalidInput, match=r"^opsflow-ml\.yaml") as info:
             parse_ml_config(text)
         assert says in str(info.value), (text, str(info.value))
 
@@ -139,7 +139,7 @@ def test_without_declared_metrics_the_top_level_metrics_json_is_read(tmp_path, r
     from tasks.mlops.results import read_results
 
     _dvc_repo(tmp_path)
-    with pytest.raises(MlopsError, match="declare them in dvc.yaml"):
+    with pytest.raises(MlopsError, match=r"declare them in dvc\.yaml"):
         read_results.fn(tmp_path)
     (tmp_path / "metrics.json").write_text('{"accuracy": 0.8, "per_class": {"a": 0.7}}')
     (tmp_path / "plots").mkdir()
@@ -174,7 +174,8 @@ def test_a_failed_experiment_keeps_its_last_lines_through_pickling_and_into_the_
     from flows.common import output_block
     from opsflow.core.errors import ExperimentFailed
 
-    exc = pickle.loads(pickle.dumps(ExperimentFailed("experiment failed: `dvc repro` exited with 255: E", ["a", "E"])))
+    failed = ExperimentFailed("experiment failed: `dvc repro` exited with 255: E", ["a", "E"])
+    exc = pickle.loads(pickle.dumps(failed))  # noqa: S301 - our own bytes: results and states are pickled
     assert exc.last_lines == ["a", "E"] and str(exc).endswith("--- last output ---\na\nE")
     block = output_block(["print(```)", "E"])
     assert block.endswith("\n\n````text\nprint(```)\nE\n````\n")  # the fence outlasts the output's backticks
@@ -241,7 +242,7 @@ def test_the_environment_is_found_from_the_repository_files_and_keyed_by_their_c
     assert find_environment(tmp_path, "none").kind == "none"
     with pytest.raises(InvalidInput, match=r"environment.requirements names \['nope.txt'\]"):
         find_environment(tmp_path, EnvironmentDecl(requirements=["nope.txt"]))
-    with pytest.raises(InvalidInput, match="environment.project 'sub' has no pyproject.toml"):
+    with pytest.raises(InvalidInput, match=r"environment\.project 'sub' has no pyproject\.toml"):
         find_environment(tmp_path, EnvironmentDecl(project="sub"))
 
 
