@@ -7,7 +7,8 @@ from enum import StrEnum
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from blocks.fields import Argv, Branch, Cpu, ForgeRepo, HttpPath, Memory, Name, RelativePath
 
@@ -116,9 +117,11 @@ class Application(Block):
 
     @model_validator(mode="after")
     def _unique_components(self) -> Application:
-        if not self.components and not self.ml_project:
-            raise ValueError("components: declare at least one component (or set ml_project for an ML repository, "
-                             "which needs none)")
+        if not self.components and not self.ml_project:  # an error on the field itself, as min_length gave
+            raise ValidationError.from_exception_data(type(self).__name__, [{
+                "type": PydanticCustomError("too_short", "declare at least one component (an ml_project application "
+                                                         "needs none: its opsflow-ml.yaml declares the experiment)"),
+                "loc": ("components",), "input": self.components}])
         names = [c.name for c in self.components]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

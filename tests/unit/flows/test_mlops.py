@@ -277,5 +277,5 @@ def test_an_ml_application_needs_no_component_and_a_gitops_one_does():
 
     app = Application(name="ml", repository="file:///tmp/ml.git", ml_project=True)
     assert app.components == []
-    with pytest.raises(ValidationError, match="components: declare at least one component"):
+    with pytest.raises(ValidationError, match=r"components\n  declare at least one component \(an ml_project"):
         Application(name="shop", repository="file:///tmp/shop.git")
