@@ -117,7 +117,8 @@ def plain_pr(app_name: str, sha: str) -> None:
 
 
 def plain_commands(url: str, sha: str, env, store, dest: Path) -> None:
-    """What a person runs by hand in the repository's environment: clone, check out, ``dvc pull``, ``dvc repro``
+    """What a person runs by hand in the repository's environment: clone, check out, ``dvc pull`` (its data: the
+    stage outputs are what ``dvc repro`` makes), ``dvc repro``
     (the remote's keys in the AWS variables its S3 client reads; the same scrubbed environment as the flow's)."""
     from opsflow.core.proc import run
     from tasks.mlops.environment import SYSTEM_PATH
@@ -130,7 +131,8 @@ def plain_commands(url: str, sha: str, env, store, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     run(["git", "clone", "-q", url, str(dest)], env=environ, inherit_env=False)
     run(["git", "checkout", "-q", sha], cwd=dest, env=environ, inherit_env=False)
-    run([f"{bindir}/dvc", "pull", "-q"], cwd=dest, env=environ, inherit_env=False)
+    tracked = sorted(p.name for p in dest.glob("*.dvc") if p.is_file())  # the data, as the flow pulls it
+    run([f"{bindir}/dvc", "pull", "-q", *tracked], cwd=dest, env=environ, inherit_env=False)
     run([f"{bindir}/dvc", "repro", "-q"], cwd=dest, env=environ, inherit_env=False)
 
 
