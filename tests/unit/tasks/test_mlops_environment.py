@@ -66,3 +66,28 @@ def test_a_requirements_file_uv_cannot_satisfy_fails_with_uv_own_words(checkout,
         prepare_environment.fn(checkout, None)
     assert any("pyyaml" in line for line in info.value.last_lines)
     assert env_cache().entries() == []  # nothing half-built is left to be used
+
+
+def test_dvc_repro_gets_the_remote_keys_through_config_local_while_it_runs_and_redacted(checkout):
+    from dvc.repo import Repo
+
+    from blocks import ObjectStore
+    from opsflow.samples import git
+
+    git("init", "-q", cwd=checkout)
+    with Repo.init(str(checkout)) as repo, repo.config.edit() as conf:
+        conf["core"]["remote"] = "storage"
+        conf["remote"]["storage"] = {"url": "s3://bucket/prefix"}
+    show = "import sys; print(open('.dvc/config.local').read(), sys.prefix); sys.exit(3)"
+    (checkout / "dvc.yaml").write_text(f'stages:\n  show:\n    cmd: python -c "{show}"\n')
+    store = ObjectStore(endpoint_url="http://127.0.0.1:9", bucket="bucket", access_key_id="AKIAEXAMPLE0000",
+                        secret_access_key="secret-key-value-0000")
+    env = prepare_environment.fn(checkout, None)
+    ml = parse_ml_config("model_name: m\nmetrics: {a: {}}\nrepro_remote: true\n")
+    with pytest.raises(ExperimentFailed) as info:
+        run_experiment.fn(checkout, env, ml, store)
+    seen = "\n".join(info.value.last_lines)
+    assert "access_key_id = ***" in seen and "secret_access_key = ***" in seen and "secret-key-value" not in seen
+    assert f"{env.venv}\n" in seen + "\n"  # the worker's dvc ran the stage with the venv's python
+    assert info.value.summary.startswith("experiment failed: `dvc repro` exited with")
+    assert not (checkout / ".dvc" / "config.local").exists()
