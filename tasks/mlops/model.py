@@ -11,7 +11,8 @@
 Undeclared, a directory holding ``MLmodel`` is ``mlflow`` and a file is ``pickle``. The model is never loaded in
 opsflow's process (it was trained in the repository's own environment, with its versions): the MLmodel file is
 written with MLflow's own ``Model``/``pyfunc.add_to_model`` from what the environment holds, and the model's
-``requirements.txt`` pins the packages the repository declares at the versions it was trained with.
+``requirements.txt`` pins the packages the repository declares at the versions it was trained with. Only
+``mlflow.models`` is used (it works with mlflow-skinny, the build server's MLflow client).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from tasks.mlops.config import ModelDecl
 from tasks.mlops.environment import ExperimentEnv
 
 LOADER = Path(__file__).with_name("opsflow_pickle_model.py")
+#: The pyfunc flavor's keys as ``mlflow.pyfunc.add_to_model`` writes them; written through ``mlflow.models.Model``
+#: because ``mlflow.pyfunc`` imports numpy, which the build server's MLflow client (mlflow-skinny) does not bring.
+PYFUNC = "python_function"
 PACKAGE_DIR = ".opsflow-mlflow-model"
 
 
@@ -75,7 +79,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def write_mlflow_model(source: Path, flavor: str, env: ExperimentEnv, dest: Path) -> list[str]:
     """Write the MLflow model directory ``dest`` around the file ``source`` (``sklearn`` or ``pickle``)."""
-    from mlflow import pyfunc
     from mlflow.models import Model
 
     if flavor == "sklearn":
@@ -90,18 +93,18 @@ def write_mlflow_model(source: Path, flavor: str, env: ExperimentEnv, dest: Path
     env_files(dest, env.python_version, requirements)
     data = "model" + (source.suffix or ".pkl")
     _link_or_copy(source, dest / data)
+    env_conf = {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}
     model = Model()
     if flavor == "sklearn":
-        pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path=data, conda_env="conda.yaml",
-                            python_env="python_env.yaml")
+        model.add_flavor(PYFUNC, loader_module="mlflow.sklearn", model_path=data, env=env_conf,
+                         python_version=env.python_version)
         model.add_flavor("sklearn", pickled_model=data, sklearn_version=env.packages["scikit-learn"],
                          serialization_format="pickle", code=None)
     else:
         (dest / "code").mkdir()
         shutil.copy2(LOADER, dest / "code" / LOADER.name)
-        pyfunc.add_to_model(model, loader_module=LOADER.stem, data=data, code="code", conda_env="conda.yaml",
-                            python_env="python_env.yaml")
-    model.flavors["python_function"]["python_version"] = env.python_version
+        model.add_flavor(PYFUNC, loader_module=LOADER.stem, data=data, code="code", env=env_conf,
+                         python_version=env.python_version)
     model.save(str(dest / "MLmodel"))
     return requirements
 

@@ -91,3 +91,33 @@ def test_dvc_repro_gets_the_remote_keys_through_config_local_while_it_runs_and_r
     assert f"{env.venv}\n" in seen + "\n"  # the worker's dvc ran the stage with the venv's python
     assert info.value.summary.startswith("experiment failed: `dvc repro` exited with")
     assert not (checkout / ".dvc" / "config.local").exists()
+
+
+@pytest.mark.parametrize("flavor, file", [("sklearn", "model.pkl"), ("pickle", "model.pkl"), ("pickle", "m.joblib")])
+def test_the_packaged_model_loads_with_mlflow_pyfunc_and_predicts(tmp_path, flavor, file):
+    import pickle
+
+    import joblib
+    import mlflow.pyfunc
+    import numpy as np
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from tasks.mlops.config import ModelDecl
+    from tasks.mlops.environment import EnvSpec, ExperimentEnv
+    from tasks.mlops.model import package_model
+
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    fitted = LogisticRegression().fit(x, [0, 0, 1, 1])
+    if file.endswith(".joblib"):
+        joblib.dump(fitted, tmp_path / file)
+    else:
+        (tmp_path / file).write_bytes(pickle.dumps(fitted))
+    env = ExperimentEnv(EnvSpec("requirements"), "k", "/b", "3.11.7", {"scikit-learn": sklearn.__version__},
+                        ["scikit-learn"])
+    package = package_model.fn(tmp_path, ModelDecl(path=file, flavor=flavor), env)
+    assert package.requirements == [f"mlflow=={mlflow.__version__}", f"scikit-learn=={sklearn.__version__}"]
+    loaded = mlflow.pyfunc.load_model(package.path)
+    assert list(loaded.predict(np.array([[0.0], [3.0]]))) == [0, 1]
+    assert loaded.metadata.flavors["python_function"]["python_version"] == "3.11.7"
+    assert ("sklearn" in loaded.metadata.flavors) == (flavor == "sklearn")
