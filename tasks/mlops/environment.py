@@ -197,9 +197,11 @@ def find_uv() -> str:
 
 
 def cache_root() -> Path:
-    """Where opsflow's build-server caches live: ``$OPSFLOW_CACHE_DIR``, else ``~/.cache/opsflow``."""
-    base = os.environ.get("OPSFLOW_CACHE_DIR") or str(Path.home() / ".cache" / "opsflow")
-    return Path(base)
+    """Where opsflow's build-server caches live: ``$OPSFLOW_CACHE_DIR``, else ``opsflow`` in the user's cache
+    (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    if os.environ.get("OPSFLOW_CACHE_DIR"):
+        return Path(os.environ["OPSFLOW_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "opsflow"
 
 
 def env_cache() -> DirCache:
