@@ -7,7 +7,8 @@ from enum import StrEnum
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from blocks.fields import (
     Argv,
@@ -208,7 +209,10 @@ class Application(Block):
         description="owner/name of the repository on the forge, for statuses, comments and webhooks.",
     )
     default_branch: Branch = Field(default="main", description="Branch merges land on.")
-    components: list[Component] = Field(min_length=1, description="Parts built, tested and pushed in parallel.")
+    components: list[Component] = Field(
+        default_factory=list,
+        description="Parts built, tested and pushed in parallel (at least one; none for an ml_project application, "
+        "whose experiment is declared in the repository's opsflow-ml.yaml).")
     env_files: list[EnvFile] = Field(default_factory=list, description="Env/secret files written into the checkout.")
     ml_project: bool = Field(default=False, description="Run the MLOps pipeline instead of GitOps for this repository.")
     deploy: DeployDefaults = Field(default_factory=DeployDefaults, description="Defaults for manual deploys.")
@@ -225,6 +229,11 @@ class Application(Block):
 
     @model_validator(mode="after")
     def _unique_components(self) -> Application:
+        if not self.components and not self.ml_project:  # an error on the field itself, as min_length gave
+            raise ValidationError.from_exception_data(type(self).__name__, [{
+                "type": PydanticCustomError("too_short", "declare at least one component (an ml_project application "
+                                                         "needs none: its opsflow-ml.yaml declares the experiment)"),
+                "loc": ("components",), "input": self.components}])
         names = [c.name for c in self.components]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

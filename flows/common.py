@@ -159,8 +159,17 @@ def report_failure(cfg: PipelineConfig, sha: str, context: str, pr: int | None, 
                    exc: Exception, verdict: str = "failed") -> None:
     """What failed and what to do, as the run's report, a failed status and (for a PR) the PR comment."""
     text = str(exc).split("\n--- last output ---")[0]
-    publish_report(cfg, sha, context, pr, key, title, failure_report(title, text, run_url(), verdict), ok=False,
-                   description=text)
+    body = failure_report(title, text, run_url(), verdict) + output_block(getattr(exc, "last_lines", None) or [])
+    publish_report(cfg, sha, context, pr, key, title, body, ok=False, description=text)
+
+
+def output_block(lines: list[str]) -> str:
+    """The last lines of a failed command's output (already redacted) as a fenced markdown block, or ``""``."""
+    if not lines:
+        return ""
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    fence = "`" * max(3, longest + 1)  # longer than any backtick run in the output, so nothing breaks out
+    return "\n\n**Last lines of the output:**\n\n" + "\n".join([f"{fence}text", *lines, fence]) + "\n"
 
 
 def report_outcome(cfg: PipelineConfig, sha: str, context: str, pr: int | None, title: str,

@@ -1,4 +1,5 @@
-"""MLOps, pull request side: clone, pull DVC data, run the experiment, log to MLflow, compare with the champion."""
+"""MLOps, pull request side: clone, pull DVC data (while the repository's environment is made ready), run the
+experiment in that environment, read what DVC declares, log to MLflow, compare with the champion."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from tasks.git import clone_repo
 from tasks.mlops.champion import compare_to_champion
 from tasks.mlops.config import load_ml_config, run_tags
 from tasks.mlops.data import dvc_pull
+from tasks.mlops.environment import prepare_environment
 from tasks.mlops.experiment import run_experiment
+from tasks.mlops.model import package_model
 from tasks.mlops.report import render_report
-from tasks.mlops.tracking import experiment_id, find_champion, log_to_mlflow, mlflow_run_url
+from tasks.mlops.results import read_results
+from tasks.mlops.tracking import check_mlflow, experiment_id, find_champion, log_to_mlflow, mlflow_run_url
 
 CONTEXT = "mlops/eval"
 TITLE = "MLOps"
@@ -31,7 +35,8 @@ TITLE = "MLOps"
 def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = None,
              store_block: BlockName = names.DATA_STORE, mlflow_block: BlockName = names.MLFLOW,
              branch: Branch | None = None) -> dict:
-    """Evaluate a PR's model: DVC data → experiment → MLflow run → verdict against the champion → PR comment.
+    """Evaluate a PR's model: DVC data and the repository's own environment → experiment → metrics, params and
+    plots as DVC declares them, the model as an MLflow model → MLflow run → verdict against the champion → PR comment.
 
     Args:
         app: name of the Application block (``ml_project`` on).
@@ -40,7 +45,7 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = 
         forge_block: GitForge block to report to (the ``mlops/eval`` status and one PR comment).
         store_block: ObjectStore block of the DVC remote.
         mlflow_block: MlflowServer block the run is logged to.
-        branch: the PR's branch, tagged on the MLflow run.
+        branch: the PR's head branch, tagged on the MLflow run (``opsflow.branch``; the webhook passes it).
     Returns:
         The verdict, the MLflow run id and URL, and the metric rows.
     Raises:
@@ -53,10 +58,18 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = 
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
         paths.append(checkout.path)
         ml = load_ml_config(checkout.path)
-        pulled = dvc_pull(checkout.path, cfg.store)
-        candidate = run_experiment(checkout.path, ml.command)
+        check_mlflow(server)  # a tracking server that does not answer fails now, not after the experiment
+        environment = prepare_environment.submit(checkout.path, ml.environment)  # while the data is pulled
+        try:
+            pulled = dvc_pull(checkout.path, cfg.store)
+        finally:
+            environment.wait()  # never leave it reading a checkout that is being removed
+        env = environment.result()
+        run_experiment(checkout.path, env, ml, cfg.store)
+        candidate = read_results(checkout.path)
+        model = package_model(checkout.path, ml.model, env)
         tags = run_tags(checkout, branch, pr, cfg.repo, pulled.data_hashes)
-        run_id = log_to_mlflow(server, ml.model_name, checkout.path, candidate, tags)
+        run_id = log_to_mlflow(server, ml.model_name, checkout.path, candidate, tags, model)
         champion = find_champion(server, ml.model_name, ml.champion_alias)
         comparison = compare_to_champion(candidate, champion, ml.metrics)
         link = mlflow_run_url(server, experiment_id(server, ml.model_name), run_id)

@@ -164,17 +164,32 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
             print(f"\nmerge {merge_sha[:12]}: model {ML_APP} version {merge['version']} registered from MLflow run "
                   f"{merge['run_id']}; champion moved: {'yes' if merge['champion'] else 'no'}")
             print("  aliases: " + ", ".join(f"{a} -> v{v}" for a, v in aliases.items()))
+            predicted = _predict_with_champion(ML_APP, repo.work / "data" / "valid.csv")
+            print(f"  mlflow.pyfunc.load_model('models:/{ML_APP}@champion').predict(first 5 rows of data/valid.csv)"
+                  f" = {predicted}")
             repo.write("params.yaml", "train:\n  C: 0.0005\n  max_iter: 200\n")
             worse = repo.commit("PR #2: tiny C", branch="pr-2")
             pr2 = mlops_pr(pr=2, sha=worse, **common)
             _print_pr(forge, 2, worse, pr2)
             print(f"\nMLflow UI: {cfg.url(cfg.mlflow_port)}  (model {ML_APP}: Models tab)\n"
                   f"Prefect UI: {cfg.url(cfg.prefect_port)}  (flows mlops-pr, mlops-merge)")
-            return {"pr1": pr1, "merge": merge, "pr2": pr2, "aliases": aliases,
+            return {"pr1": pr1, "merge": merge, "pr2": pr2, "aliases": aliases, "predicted": predicted,
                     "comments": {n: forge.comments("github", ML_FORGE_REPO, n) for n in (1, 2)},
                     "statuses": {n: forge.statuses("github", ML_FORGE_REPO, s) for n, s in ((1, head), (2, worse))}}
     finally:
         forge.stop()
+
+
+def _predict_with_champion(model: str, rows_csv) -> list:
+    """The champion, loaded as anyone would (``mlflow.pyfunc.load_model``), predicting the first rows of a CSV."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    from blocks import MlflowServer
+
+    rows = np.loadtxt(rows_csv, delimiter=",", skiprows=1, max_rows=5)[:, :-1]
+    with MlflowServer.load(names.MLFLOW).get_client():  # the block's tracking URI for MLflow's module API
+        return np.asarray(mlflow.pyfunc.load_model(f"models:/{model}@champion").predict(rows)).tolist()
 
 
 def _print_pr(forge, number: int, sha: str, result: dict) -> None:

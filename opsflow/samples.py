@@ -9,6 +9,7 @@ backend (a Node HTTP server) and a TypeScript frontend (static files served by b
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -152,8 +153,11 @@ def save_app_block(repository: str, name: str, components: list[Component], forg
     return app
 
 
-# --- MLOps sample (issue 7) -------------------------------------------------------------------
+# --- MLOps samples (issues 7, 19) ---------------------------------------------------------------
 ML_SOURCE = PROJECT_ROOT / "samples" / "ml-iris"
+#: A DVC project written the way they are in the wild: its own requirements.txt (dvclive), two stages,
+#: dvclive's nested eval/metrics.json and eval/plots/ declared in dvc.yaml.
+ML_DVCLIVE_SOURCE = PROJECT_ROOT / "samples" / "ml-dvclive"
 
 
 def ml_sample_data(dest: Path, seed: int = 7, n_samples: int = 600) -> None:
@@ -170,15 +174,20 @@ def ml_sample_data(dest: Path, seed: int = 7, n_samples: int = 600) -> None:
                    fmt="%.6f")
 
 
-def ml_sample_repo(root: Path, store, prefix: str) -> SampleRepo:
-    """The ML sample as a git repository whose ``data/`` is tracked by DVC and pushed to ``store``.
+def ml_sample_repo(root: Path, store, prefix: str, source: Path = ML_SOURCE, model_name: str | None = None
+                   ) -> SampleRepo:
+    """An ML sample (``source``: ``ML_SOURCE`` or ``ML_DVCLIVE_SOURCE``) as a git repository whose ``data/``
+    is tracked by DVC and pushed to ``store``; ``model_name`` replaces the one its opsflow-ml.yaml registers.
 
     The remote in ``.dvc/config`` names only the bucket, prefix and endpoint; the credentials go
     to DVC in-process (``remote_config``) and are never written to the repository.
     """
     from dvc.repo import Repo
 
-    repo = SampleRepo(root, ML_SOURCE)
+    repo = SampleRepo(root, source)
+    if model_name:
+        config = repo.read("opsflow-ml.yaml")
+        repo.write("opsflow-ml.yaml", re.sub(r"(?m)^model_name: .*$", f"model_name: {model_name}", config))
     ml_sample_data(repo.work / "data")
     with Repo.init(str(repo.work)) as dvc:
         with dvc.config.edit() as conf:
@@ -195,8 +204,8 @@ def ml_sample_repo(root: Path, store, prefix: str) -> SampleRepo:
 
 
 def save_ml_blocks(repository: str, name: str = "ml-iris", forge_repo: str = "") -> Application:
-    """The ML sample's Application block (``ml_project=True``: webhooks route it to the MLOps flows)."""
-    app = Application(name=name, repository=repository, forge_repo=forge_repo, ml_project=True,
-                      components=[Component(name="model", build_commands=[["dvc", "repro"]])])
+    """An ML sample's Application block (``ml_project=True``: webhooks route it to the MLOps flows; no
+    components: the repository's opsflow-ml.yaml declares its experiment)."""
+    app = Application(name=name, repository=repository, forge_repo=forge_repo, ml_project=True)
     app.save(name, overwrite=True)
     return app

@@ -79,6 +79,20 @@ class MlopsError(OpsflowError):
     """An MLOps step failed; the message says what happened and what to do."""
 
 
+class ExperimentFailed(MlopsError):
+    """An ML repository's experiment (or the build of its environment) failed; ``last_lines`` is the end of its
+    output, already redacted, shown in the PR comment and the run's state message."""
+
+    def __init__(self, message: str, last_lines: list[str]):
+        self.summary = message
+        self.last_lines = list(last_lines)
+        tail = "\n".join(self.last_lines)
+        super().__init__(f"{message}\n--- last output ---\n{tail}" if tail else message)
+
+    def __reduce__(self):  # results and states are pickled: rebuild from both parts, not from str(self)
+        return type(self), (self.summary, self.last_lines)
+
+
 class ApprovalNotGiven(MlopsError):
     """Nobody resumed the paused run in time; the champion alias did not move."""
 

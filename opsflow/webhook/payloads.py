@@ -1,8 +1,8 @@
 """Reading a delivery: headers and JSON body → what should run, or why nothing should (pure functions).
 
-Documented payloads used: GitHub ``pull_request`` (action, number, pull_request.head.sha, .merged,
+Documented payloads used: GitHub ``pull_request`` (action, number, pull_request.head.sha, .head.ref, .merged,
 .merge_commit_sha, .base.ref) and ``push`` (ref, after, deleted); Gitea sends the same shapes;
-GitLab ``merge_request`` (object_attributes.action/iid/last_commit.id/merge_commit_sha/target_branch)
+GitLab ``merge_request`` (object_attributes.action/iid/last_commit.id/merge_commit_sha/target_branch/source_branch)
 and ``push``/``tag_push`` (ref, after/checkout_sha). The repository is ``repository.full_name``
 (GitLab: ``project.path_with_namespace``).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from blocks.fields import check_branch, check_forge_repo, check_pr_number, check_sha, check_tag
@@ -45,6 +45,8 @@ class Trigger:
     pr: int | None = None
     branch: str | None = None
     version: str | None = None
+    #: a pull request's source branch (the MLOps runs are tagged with it); not part of what a delivery means
+    head_branch: str | None = field(default=None, compare=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -100,6 +102,14 @@ def _branch(data: dict, path: str) -> str:
         raise InvalidDelivery(f"field {path}: {exc}") from None
 
 
+def _head_branch(data: dict, path: str) -> str | None:
+    """A PR's source branch when the payload has a valid one (it only labels the run: never a reason to refuse)."""
+    try:
+        return _branch(data, path)
+    except InvalidDelivery:
+        return None
+
+
 def parse(kind: str, headers: dict[str, str], body: bytes) -> Trigger | Ignored:
     """What a (signature-checked) delivery asks for. Headers are keyed in lower case.
 
@@ -129,7 +139,8 @@ def _parse_github_like(kind: str, delivery: str, event: str, data: dict) -> Trig
         number = _number(data, "pull_request.number")
         if action in PR_ACTIONS:
             return Trigger(kind, delivery, event, repo, "pr", _sha(data, "pull_request.head.sha"), pr=number,
-                           branch=_branch(data, "pull_request.base.ref"))
+                           branch=_branch(data, "pull_request.base.ref"),
+                           head_branch=_head_branch(data, "pull_request.head.ref"))
         if action == "closed" and _get(data, "pull_request.merged") is True:
             return Trigger(kind, delivery, event, repo, "merge", _sha(data, "pull_request.merge_commit_sha"),
                            pr=number, branch=_branch(data, "pull_request.base.ref"))
@@ -148,7 +159,8 @@ def _parse_gitlab(kind: str, delivery: str, event: str, data: dict) -> Trigger |
         branch = _branch(data, "object_attributes.target_branch")
         if action in PR_ACTIONS:
             return Trigger(kind, delivery, event, repo, "pr", _sha(data, "object_attributes.last_commit.id"),
-                           pr=number, branch=branch)
+                           pr=number, branch=branch,
+                           head_branch=_head_branch(data, "object_attributes.source_branch"))
         if action == "merge":
             return Trigger(kind, delivery, event, repo, "merge", _sha(data, "object_attributes.merge_commit_sha"),
                            pr=number, branch=branch)

@@ -49,7 +49,10 @@ def route(trigger: Trigger, app: AppInfo | None, forge_block: str,
     pr_deployment, merge_deployment = f"{pr_flow}/{deployment}", f"{merge_flow}/{deployment}"
     params = {"app": app.name, "sha": trigger.sha, "forge_block": forge_block}
     if trigger.stage == "pr":
-        return Route(pr_deployment, {**params, "pr": trigger.pr}, trigger.idempotency_key, app.name)
+        params["pr"] = trigger.pr
+        if app.ml_project and trigger.head_branch:
+            params["branch"] = trigger.head_branch  # mlops-pr tags its MLflow run with it (opsflow.branch)
+        return Route(pr_deployment, params, trigger.idempotency_key, app.name)
     if trigger.stage == "push" and trigger.branch != app.default_branch:
         return Ignored(f"push to {trigger.branch}, not the default branch {app.default_branch}")
     if trigger.stage == "tag":

@@ -11,7 +11,8 @@ from opsflow.core.errors import InvalidInput, MlopsError
 class Candidate:
     metrics: dict[str, float]
     params: dict[str, str]
-    plots: list[str] = field(default_factory=list)  # files under plots/, logged as MLflow artifacts there
+    plots: list[str] = field(default_factory=list)  # plot files (paths in the checkout), logged at those paths
+    metric_files: list[str] = field(default_factory=list)  # where the metrics were read (for messages)
 
 
 @dataclass
@@ -56,8 +57,10 @@ def compare_to_champion(candidate: Candidate, champion: Champion | None, spec: d
             raise InvalidInput(f"metric {name}: direction must be 'higher' or 'lower', not {direction!r}")
         threshold = float(rule.get("threshold", 0.0))
         if name not in candidate.metrics:
-            raise MlopsError(f"metric {name!r} is missing from the candidate's metrics.json: "
-                             f"make the experiment write it or remove it from opsflow-ml.yaml")
+            where = ", ".join(candidate.metric_files) or "its metrics"
+            known = ", ".join(sorted(candidate.metrics)) or "none"
+            raise MlopsError(f"metric {name!r} is missing from the candidate's metrics ({where} has {known}): "
+                             f"make the experiment write it or name one of those in opsflow-ml.yaml")
         cand = candidate.metrics[name]
         if champion is None:
             rows.append(MetricRow(name, direction, threshold, cand, None, None, None, True))

@@ -50,7 +50,8 @@ def directory_mb(root: Path) -> float:
     return directory_bytes(root) / 1e6
 
 
-def _remote_config(store: ObjectStore) -> dict[str, str]:
+def remote_config(store: ObjectStore) -> dict[str, str]:
+    """The object store's endpoint and keys as DVC's S3 remote options (for ``remote_config`` or config.local)."""
     return {"access_key_id": store.access_key_id.get_secret_value(),
             "secret_access_key": store.secret_access_key.get_secret_value(),
             "endpointurl": store.endpoint_url, "region": store.region}
@@ -95,7 +96,7 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
     logger = get_run_logger()
     total_mb = tracked_bytes(workdir) / 1e6
     try:
-        with Repo(str(workdir), config=CHECKOUT_CONFIG, remote_config=_remote_config(store)) as repo:
+        with Repo(str(workdir), config=CHECKOUT_CONFIG, remote_config=remote_config(store)) as repo:
             check_remote_access(repo)
             cache = Path(repo.cache.local_cache_dir)
             # DVC's API has no progress callback: what has arrived is what is in its cache.

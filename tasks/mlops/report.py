@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from tasks.mlops.champion import Champion, Comparison, MetricRow
 
-from tasks.mlops.champion import Champion, Comparison
+
+def threshold_text(row: MetricRow) -> str:
+    """What a metric must reach to pass, e.g. ``accuracy ≥ champion``, ``log_loss ≤ champion - 0.01``
+    (the candidate passes when its gain in the metric's direction is at least the threshold)."""
+    higher = row.direction == "higher"
+    bound = row.threshold if higher else -row.threshold  # candidate >= champion + t, or <= champion - t
+    offset = "" if bound == 0 else f" {'+' if bound > 0 else '-'} {abs(bound):g}"
+    return f"{row.name} {'≥' if higher else '≤'} champion{offset}"
 
 
 def render_report(comparison: Comparison, model: str, data_hashes: dict[str, str], mlflow_url: str,
                   prefect_url: str | None, champion: Champion | None, plots: list[str] = ()) -> str:
     """The PR comment / markdown artifact; ``plots`` (artifact paths of the MLflow run) are linked
     to their page in the MLflow UI, never uploaded elsewhere."""
-    thresholds = ", ".join(f"{r.name} {'≥' if r.direction == 'higher' else '≤'} champion "
-                           f"{'+' if r.direction == 'higher' else '-'}{r.threshold:g}" for r in comparison.rows)
+    thresholds = ", ".join(threshold_text(r) for r in comparison.rows)
     icon = "✅" if comparison.passed else "❌"
     lines = [f"### MLOps: {model}",
              f"**{icon} {comparison.verdict}**"
@@ -34,6 +40,6 @@ def render_report(comparison: Comparison, model: str, data_hashes: dict[str, str
     lines += ["", "**Data version (DVC):** " + (", ".join(f"`{k}` {v}" for k, v in data_hashes.items()) or "none"),
               ""]
     if plots:
-        lines += ["**Plots:** " + ", ".join(f"[{Path(p).name}]({mlflow_url}/artifacts/{p})" for p in plots), ""]
+        lines += ["**Plots:** " + ", ".join(f"[{p}]({mlflow_url}/artifacts/{p})" for p in plots), ""]
     lines.append(f"[MLflow run]({mlflow_url})" + (f" · [Prefect run]({prefect_url})" if prefect_url else ""))
     return "\n".join(lines)

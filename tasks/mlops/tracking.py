@@ -14,6 +14,9 @@ from prefect import get_run_logger, task
 from blocks import MlflowServer
 from opsflow.core.errors import MlopsError
 from tasks.mlops.champion import Candidate, Champion
+from tasks.mlops.model import ModelPackage
+
+BATCH = 100
 
 
 def _mlflow_down(server: MlflowServer, exc: Exception) -> MlopsError:
@@ -21,10 +24,33 @@ def _mlflow_down(server: MlflowServer, exc: Exception) -> MlopsError:
                       f"start the tracking server (opsflow stack up) or fix the block, then re-run")
 
 
+@task(name="check-mlflow", task_run_name="check-mlflow")
+def check_mlflow(server: MlflowServer) -> None:
+    """One cheap request to the tracking server before the experiment, so a server that does not answer fails
+    the run at once instead of after an experiment that may take an hour.
+
+    Raises:
+        MlopsError: MLflow did not answer (after the block's retries).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with server.get_client() as client:
+            client.search_experiments(max_results=1)
+    except (MlflowException, OSError) as exc:
+        raise _mlflow_down(server, exc) from None
+
+
 @task(name="log-to-mlflow", task_run_name="log-to-mlflow-{experiment}")
 def log_to_mlflow(server: MlflowServer, experiment: str, workdir: Path, candidate: Candidate,
-                  tags: dict[str, str], artifacts: list[str] = ("model.pkl", "plots")) -> str:
-    """Log params, metrics, tags and artifacts (model, plots) as one MLflow run; return its run id."""
+                  tags: dict[str, str], model: ModelPackage | None = None) -> str:
+    """Log params, metrics, tags, the plots (at their paths in the repository) and the MLflow model (``model/``)
+    as one MLflow run; return its run id.
+
+    Raises:
+        MlopsError: MLflow did not answer.
+    """
+    from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
     try:
@@ -33,16 +59,15 @@ def log_to_mlflow(server: MlflowServer, experiment: str, workdir: Path, candidat
             exp_id = found.experiment_id if found else client.create_experiment(experiment)
             mrun = client.create_run(exp_id, tags=tags, run_name=tags.get("opsflow.run_name"))
             rid = mrun.info.run_id
-            from mlflow.entities import Metric, Param
-
-            client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in candidate.metrics.items()],
-                             params=[Param(k, v) for k, v in candidate.params.items()])
-            for rel in artifacts:
-                path = workdir / rel
-                if path.is_dir():
-                    client.log_artifacts(rid, str(path), rel)
-                elif path.exists():
-                    client.log_artifact(rid, str(path), "model" if rel == "model.pkl" else None)
+            metrics = [Metric(k, v, 0, 0) for k, v in candidate.metrics.items()]
+            params = [Param(k, v) for k, v in candidate.params.items()]
+            for i in range(0, max(len(metrics), len(params)), BATCH):  # MLflow takes 100 params per batch
+                client.log_batch(rid, metrics=metrics[i:i + BATCH], params=params[i:i + BATCH])
+            for rel in candidate.plots:
+                parent = Path(rel).parent.as_posix()
+                client.log_artifact(rid, str(workdir / rel), None if parent == "." else parent)
+            if model is not None:
+                client.log_artifacts(rid, model.path, "model")
             client.set_terminated(rid)
     except (MlflowException, OSError) as exc:
         raise _mlflow_down(server, exc) from None

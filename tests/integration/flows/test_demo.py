@@ -47,6 +47,8 @@ def test_the_demo_goes_on_with_the_mlops_pipeline(stack, both):
     assert ml["pr1"]["verdict"] == "no champion yet" and ml["merge"]["champion"] is True
     assert f"champion -> v{version}, staging -> v{version}" in printed
     assert ml["aliases"] == {"champion": version, "staging": version}
+    assert len(ml["predicted"]) == 5 and set(ml["predicted"]) <= {0, 1}  # the champion loads with pyfunc
+    assert f"@champion').predict(first 5 rows of data/valid.csv) = {ml['predicted']}" in printed
 
 
 def test_the_demo_prints_artifact_keys_image_refs_and_run_urls(stack, demo):

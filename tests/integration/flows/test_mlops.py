@@ -26,9 +26,8 @@ def _ml_app(prefix: str, forge_emulator, tmp_path_factory):
     from blocks import ObjectStore
 
     app = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    repo = ml_sample_repo(tmp_path_factory.mktemp(prefix), ObjectStore.load("opsflow-data"), f"dvc/{app}")
-    repo.write("opsflow-ml.yaml", repo.read("opsflow-ml.yaml").replace("model_name: ml-iris", f"model_name: {app}"))
-    repo.commit("model name")
+    repo = ml_sample_repo(tmp_path_factory.mktemp(prefix), ObjectStore.load("opsflow-data"), f"dvc/{app}",
+                          model_name=app)
     forge_emulator.block("github").save("mlops-forge", overwrite=True)
     save_ml_blocks(repo.url, name=app, forge_repo=FORGE_REPO)
     return app, repo
@@ -67,7 +66,7 @@ def test_pr_comment_is_one_and_updated_in_place(ml):
     assert "accuracy (↑)" in body and "log_loss (↓)" in body
     assert "Data version (DVC):** `data`" in body and "[MLflow run](http" in body and "[Prefect run](" in body
     run_link = runs["pr1_push"].result()["url"]
-    assert f"**Plots:** [scores.png]({run_link}/artifacts/plots/scores.png)" in body  # linked, on MLflow
+    assert f"**Plots:** [plots/scores.png]({run_link}/artifacts/plots/scores.png)" in body  # linked, on MLflow
     head = ml["shas"][1]
     assert forge.statuses("github", FORGE_REPO, head)[-1]["state"] == "success"
     assert forge.statuses("github", FORGE_REPO, head)[-1]["context"] == "mlops/eval"
@@ -255,12 +254,14 @@ def faults(stack, forge_emulator, tmp_path_factory):
     not_pushed = repo.commit("data not pushed", branch="pr-10")
     git("checkout", "-q", "main", cwd=repo.work)
     git("checkout", "-q", "--", ".", cwd=repo.work)
-    repo.write("params.yaml", "train:\n  C: -1\n  max_iter: 200\n")
-    bad_params = repo.commit("negative C", branch="pr-11")
+    train = repo.read("train.py")
+    repo.write("train.py", train.replace("import yaml\n", "import yaml\nfrom dvclive import Live\n"))
+    bad_import = repo.commit("log with dvclive (not in requirements.txt)", branch="pr-11")
+    repo.write("train.py", train)
     repo.write("params.yaml", "train:\n  C: 1.0\n  max_iter: 200\n")
     good = repo.commit("fine", branch="pr-12")
     runs = {"missing_cache": (10, not_pushed, run_flow(mlops_pr, pr=10, sha=not_pushed, **common)),
-            "bad_experiment": (11, bad_params, run_flow(mlops_pr, pr=11, sha=bad_params, **common)),
+            "bad_experiment": (11, bad_import, run_flow(mlops_pr, pr=11, sha=bad_import, **common)),
             "mlflow_down": (12, good, run_flow(mlops_pr, pr=12, sha=good, mlflow_block="mlflow-down", **common))}
     champion = _champion_without(app, "log_loss")
     repo.write("params.yaml", "train:\n  C: 2.0\n  max_iter: 200\n")
@@ -271,7 +272,7 @@ def faults(stack, forge_emulator, tmp_path_factory):
 
 @pytest.mark.parametrize("case, says", [
     ("missing_cache", "not in the remote cache"),
-    ("bad_experiment", "experiment failed"),
+    ("bad_experiment", "`dvc repro` exited with 255: ModuleNotFoundError: No module named 'dvclive'"),
     ("mlflow_down", "did not answer"),
     ("champion_lacks_metric", "'log_loss' is missing from the champion"),
 ])
@@ -283,6 +284,22 @@ def test_faults_end_with_what_to_do_and_a_failed_status(faults, case, says):
     assert status["state"] == "failure" and status["context"] == "mlops/eval" and says in status["description"]
     comment = faults["forge"].comments("github", FORGE_REPO, pr)[0]["body"]
     assert "evaluation failed" in comment and says in comment
+
+
+def test_mlflow_down_fails_the_run_before_data_and_experiment(faults):
+    from tests.support.gitops_harness import task_run_names
+
+    names = task_run_names(faults["runs"]["mlflow_down"][2].id)
+    assert "check-mlflow" in names and not any(n.startswith(("dvc-pull", "run-experiment")) for n in names)
+
+
+def test_a_failed_experiment_shows_its_last_lines_in_the_comment_and_the_state_message(faults):
+    _, _, run = faults["runs"]["bad_experiment"]
+    comment = faults["forge"].comments("github", FORGE_REPO, 11)[0]["body"]
+    tail = comment.split("**Last lines of the output:**", 1)[1]
+    assert "Traceback (most recent call last):" in tail and "    from dvclive import Live" in tail
+    assert "ModuleNotFoundError: No module named 'dvclive'" in tail and "ERROR: failed to reproduce 'train'" in tail
+    assert "from dvclive import Live\nModuleNotFoundError: No module named 'dvclive'" in run.state.message
 
 
 def test_a_champion_without_a_metric_is_named_and_left_alone(faults):
