@@ -15,6 +15,10 @@ import time
 from collections import deque
 from pathlib import Path
 
+from opsflow.core.pids import alive, start_ticks
+
+__all__ = ["alive", "exited", "log_tail", "marked_pids", "port_free", "spawn", "start_ticks", "stop", "sweep"]
+
 MARKER = "OPSFLOW_STACK_HOME"
 
 
@@ -28,23 +32,6 @@ def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, home: Path, c
             stderr=subprocess.STDOUT, start_new_session=True,
         )
     return proc.pid
-
-
-def start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks (guards against pid reuse), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int, ticks: int | None = None) -> bool:
-    current = start_ticks(pid)
-    return current is not None and (ticks is None or current == ticks)
 
 
 def exited(pid: int) -> bool:

@@ -1,0 +1,59 @@
+"""Every private Prefect name the ``opsflow`` worker touches, in this one module (Prefect 3.8).
+
+The worker is a ``prefect.workers.base.BaseWorker`` subclass and otherwise uses Prefect's public API.
+These have no public equivalent:
+
+- ``prefect.engine._drive_run_flow_result``: what ``python -m prefect.engine`` does after
+  ``run_flow`` (drives generator and async flows to the end). The forked run process does the same.
+- ``BaseWorker._emit_worker_started_event`` / ``_started_event``: ``BaseWorker.start`` emits
+  ``prefect.worker.started`` and keeps the event so ``teardown`` emits ``prefect.worker.stopped``
+  following it; the opsflow worker has its own ``start`` (event-driven polling) and does the same.
+- ``BaseWorker._submitting_flow_run_ids``: the runs being claimed right now. The worker polls again
+  only when none is, so a poll never overtakes an in-flight ``Pending`` proposal (the server's
+  query skips rows locked by it and would hand out a second run under a pool limit of 1).
+- ``BaseJobConfiguration._related_objects``: the deployment ``resolve_for_flow_run`` read, handed
+  to the run process so it does not read it again.
+
+``tests/unit/worker/test_prefect_adapter.py`` checks each of them against the installed Prefect and
+fails naming the one that moved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: (module, attribute) pairs this module relies on; the unit test imports each.
+PRIVATE_NAMES = (
+    ("prefect.engine", "_drive_run_flow_result"),
+    ("prefect.workers.base", "BaseWorker._emit_worker_started_event"),
+    ("prefect.workers.base", "BaseJobConfiguration.__private_attributes__._related_objects"),
+)
+#: Instance attributes ``BaseWorker.__init__`` sets; the unit test builds a worker and checks them.
+WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids")
+
+
+def drive_run_flow_result(flow: Any, result: object) -> None:
+    """Run what ``run_flow`` returned to its end (generator and async flows), as ``prefect.engine`` does."""
+    from prefect.engine import _drive_run_flow_result
+
+    _drive_run_flow_result(flow, result)
+
+
+async def emit_worker_started(worker: Any) -> None:
+    """Emit ``prefect.worker.started`` and remember it, so teardown emits ``prefect.worker.stopped`` after it."""
+    worker._started_event = await worker._emit_worker_started_event()
+
+
+def submitting_ids(worker: Any) -> set:
+    """The flow run ids the worker is claiming right now (``Pending`` proposed, process not started yet)."""
+    return set(worker._submitting_flow_run_ids)
+
+
+def submissions_in_flight(worker: Any) -> int:
+    """How many runs the worker is claiming right now."""
+    return len(worker._submitting_flow_run_ids)
+
+
+def related_deployment(configuration: Any) -> Any:
+    """The deployment Prefect read while resolving ``configuration`` for a run (``None`` if it had none)."""
+    return (getattr(configuration, "_related_objects", None) or {}).get("deployment")
