@@ -83,11 +83,12 @@ def retry_sync(operation: Callable[[], T], *, what: str, deadline_s: float,
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            if clock() + pause > deadline:
+            remaining = deadline - clock()
+            if remaining <= 0:
                 raise _gave_up(what, deadline_s, attempts, exc) from exc
             if on_retry is not None:
                 on_retry(exc, pause)
-            sleep(pause)
+            sleep(min(pause, remaining))  # the last attempt is made at the deadline
     raise AssertionError("unreachable")  # pragma: no cover - pauses() never ends
 
 
@@ -114,8 +115,10 @@ async def retry_async(operation: Callable[[], Awaitable[T]], *, what: str, deadl
             if stop is not None and stop.is_set():
                 raise RemoteUnavailable(f"gave up {what}: stopping while the Prefect API failed "
                                         f"({attempts} attempt(s), the last one: {describe(exc)})") from exc
-            if deadline is not None and deadline_s is not None and loop.time() + pause > deadline:
-                raise _gave_up(what, deadline_s, attempts, exc) from exc
+            if deadline is not None and deadline_s is not None:
+                if loop.time() >= deadline:
+                    raise _gave_up(what, deadline_s, attempts, exc) from exc
+                pause = min(pause, deadline - loop.time())
             if on_retry is not None:
                 on_retry(exc, pause)
             if stop is None:
