@@ -105,8 +105,9 @@ async def retry_async(operation: Callable[[], Awaitable[T]], *, what: str, deadl
     loop = asyncio.get_running_loop()
     deadline = None if deadline_s is None else loop.time() + deadline_s
     attempts = 0
-    for pause in pauses():
+    for step in pauses():
         attempts += 1
+        pause = step
         try:
             return await operation()
         except Exception as exc:

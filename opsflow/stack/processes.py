@@ -22,14 +22,19 @@ __all__ = ["alive", "exited", "log_tail", "marked_pids", "port_free", "spawn", "
 MARKER = "OPSFLOW_STACK_HOME"
 
 
-def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, home: Path, cwd: Path | None = None) -> int:
-    """Start ``argv`` in its own session with output to ``log_path``; return its pid."""
+def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, home: Path, cwd: Path | None = None,
+          clean_env: bool = False, user: str | None = None) -> int:
+    """Start ``argv`` in its own session with output to ``log_path``; return its pid.
+
+    The process gets this process's environment plus ``env``, or with ``clean_env`` only ``env``;
+    with ``user``, it runs as that system user (and in the home's root, which it may not read).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **env, MARKER: str(home)}
+    full_env = {**({} if clean_env else os.environ), **env, MARKER: str(home)}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            argv, env=full_env, cwd=cwd or home, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            argv, env=full_env, cwd=cwd or ("/" if user else home), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, user=user, group=user,
         )
     return proc.pid
 
