@@ -9,7 +9,14 @@ lock; and patience with the API: a timeout, a refused connection or a 5xx while 
 tried again until that deadline, as is giving it back. A deploy waits for a slow API, it does not
 fail on it.
 
-Why Prefect's ``concurrency()`` and no longer raw lease POSTs: MEASURED-FIGURES
+Why Prefect's ``concurrency()`` and no longer raw lease POSTs: those were written for a SQLite-backed
+server, which answered the increment with 503 (Prefect's client then sleeps 2 s, then 4 s). On the
+stack's PostgreSQL (``opsflow stack up``'s default) no 503 comes, and the figure that remains is small
+against a deploy of seconds to minutes: taking and giving back a free lock took 117 ms median (p95
+162 ms) through ``concurrency()`` (it also emits the acquisition/release events the UI shows and
+renews the lease in the background), 142 ms (p95 218 ms) through ``hold_deploy_lock``, against 30 ms
+(p95 55 ms) for the two raw POSTs (20 rounds each, interleaved, local stack on PostgreSQL, shared
+2-CPU machine at load ~8). On a SQLite-backed server a 503 now makes the deploy wait, never fail.
 """
 
 from __future__ import annotations
