@@ -13,6 +13,10 @@ These have no public equivalent:
   query skips rows locked by it and would hand out a second run under a pool limit of 1).
 - ``BaseJobConfiguration._related_objects``: the deployment ``resolve_for_flow_run`` read, handed
   to the run process so it does not read it again.
+- ``BaseWorker._give_worker_labels_to_flow_run``: ``BaseWorker`` writes the run's worker labels
+  (``prefect.worker.name``/``type``, the pool) and waits for the answer before it starts the run;
+  :class:`LabelsBesideTheStart` writes them while the run starts (one round trip less on the way,
+  and labels decide nothing about the run).
 
 ``tests/unit/worker/test_prefect_adapter.py`` checks each of them against the installed Prefect and
 fails naming the one that moved.
@@ -20,13 +24,18 @@ fails naming the one that moved.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
+
+log = logging.getLogger("opsflow.worker")
 
 #: (module, attribute) pairs this module relies on; the unit test imports each.
 PRIVATE_NAMES = (
     ("prefect.engine", "_drive_run_flow_result"),
     ("prefect.workers.base", "BaseWorker._emit_worker_started_event"),
     ("prefect.workers.base", "BaseJobConfiguration.__private_attributes__._related_objects"),
+    ("prefect.workers.base", "BaseWorker._give_worker_labels_to_flow_run"),
 )
 #: Instance attributes ``BaseWorker.__init__`` sets; the unit test builds a worker and checks them.
 WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids")
@@ -57,3 +66,28 @@ def submissions_in_flight(worker: Any) -> int:
 def related_deployment(configuration: Any) -> Any:
     """The deployment Prefect read while resolving ``configuration`` for a run (``None`` if it had none)."""
     return (getattr(configuration, "_related_objects", None) or {}).get("deployment")
+
+
+class LabelsBesideTheStart:
+    """Mixed in before ``BaseWorker``: the run's worker labels are written beside its start, not before it.
+
+    ``settle_labels()`` waits for the writes still under way (before the worker's client closes).
+    """
+
+    _label_writes: set
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id):
+        if not hasattr(self, "_label_writes"):
+            self._label_writes = set()
+        task = asyncio.get_running_loop().create_task(self._write_labels(flow_run_id))
+        self._label_writes.add(task)
+        task.add_done_callback(self._label_writes.discard)
+
+    async def _write_labels(self, flow_run_id) -> None:
+        try:
+            await super()._give_worker_labels_to_flow_run(flow_run_id)
+        except Exception as exc:  # noqa: BLE001 - labels inform the UI; the run goes on without them
+            log.debug("could not label flow run %s: %s", flow_run_id, exc)
+
+    async def settle_labels(self) -> None:
+        await asyncio.gather(*getattr(self, "_label_writes", ()), return_exceptions=True)

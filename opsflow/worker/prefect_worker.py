@@ -59,6 +59,7 @@ from opsflow.core.waits import describe, is_transient
 from opsflow.worker import prefect_adapter
 from opsflow.worker.config import WorkerSettings, default_worker_name
 from opsflow.worker.job import OpsflowJobConfiguration, OpsflowVariables, OpsflowWorkerResult
+from opsflow.worker.reads import RecentReads
 from opsflow.worker.records import (
     RECONCILE_SECONDS,
     RunRecord,
@@ -96,7 +97,8 @@ class RunProcess:
         return RunRecord(str(self.flow_run_id), self.pid, self.ticks, str(self.workdir), self.label)
 
 
-class OpsflowWorker(BaseWorker[OpsflowJobConfiguration, OpsflowVariables, OpsflowWorkerResult]):
+class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
+                    BaseWorker[OpsflowJobConfiguration, OpsflowVariables, OpsflowWorkerResult]):
     """Runs a work pool's flow runs forked from a pre-imported zygote; see the module docstring."""
 
     type = "opsflow"
@@ -125,9 +127,18 @@ class OpsflowWorker(BaseWorker[OpsflowJobConfiguration, OpsflowVariables, Opsflo
         self.zygote: Zygote | None = None
         self.events: PoolEvents | None = None
         self._runs: dict[UUID, RunProcess] = {}
+        self._reads: RecentReads | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._zygote_ready = asyncio.Event()
+
+    @property
+    def client(self):
+        """``BaseWorker``'s client, with the deployment and flow reads of a claim answered once (reads.py)."""
+        client = super().client
+        if self._reads is None or self._reads.wrapped is not client:
+            self._reads = RecentReads(client)
+        return self._reads
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -189,6 +200,7 @@ class OpsflowWorker(BaseWorker[OpsflowJobConfiguration, OpsflowVariables, Opsflo
         await asyncio.gather(*services, return_exceptions=True)
         stop.cancel()
         await self._drain()
+        await self.settle_labels()
         if self.zygote is not None:
             await self.zygote.stop()
 

@@ -183,6 +183,22 @@ def fetch_code(deployment, flow_run, run_logger, workdir: Path) -> Path:
     return workdir
 
 
+def preloaded_flow(entrypoint: str, code_dir: Path):
+    """The flow object of a ``path.py:name`` entrypoint when that file is already imported (the zygote preloaded
+    it and it is current), else None. Prefect's loader would execute the file again as a new module."""
+    from prefect.flows import Flow
+
+    path, _, name = entrypoint.rpartition(":")
+    if not path.endswith(".py") or not name.isidentifier():
+        return None
+    target = str((code_dir / path).resolve())
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == target:
+            found = getattr(module, name, None)
+            return found if isinstance(found, Flow) else None
+    return None
+
+
 def import_flow(entrypoint: str, code_dir: Path):
     """Import the entrypoint's flow from ``code_dir`` with Prefect's loaders (a plain function becomes a flow)."""
     from prefect.exceptions import MissingFlowError
@@ -192,6 +208,9 @@ def import_flow(entrypoint: str, code_dir: Path):
     os.chdir(code_dir)
     if str(code_dir) not in sys.path:
         sys.path.insert(0, str(code_dir))
+    preloaded = preloaded_flow(entrypoint, code_dir)
+    if preloaded is not None:
+        return preloaded
     target = str(relative_path_to_current_platform(entrypoint)) if ":" in entrypoint else entrypoint
     try:
         return load_flow_from_entrypoint(target, use_placeholder_flow=False)

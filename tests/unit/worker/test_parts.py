@@ -270,3 +270,61 @@ def test_settings_defaults_environment_and_validation():
             WorkerSettings(**bad)
     with pytest.raises(InvalidInput, match="OPSFLOW_WORKER_SHUTDOWN_TIMEOUT"):
         WorkerSettings.from_env({"OPSFLOW_WORKER_SHUTDOWN_TIMEOUT": "soon"})
+
+
+def test_a_preloaded_flow_is_used_as_it_is_and_anything_else_is_left_to_prefects_loader(tmp_path, monkeypatch):
+    from prefect import flow
+
+    from opsflow.worker.runner import preloaded_flow
+
+    @flow
+    def probe_flow():
+        return 1
+
+    module = types.ModuleType("pkg.flows_probe")
+    module.__file__ = str(tmp_path / "flows_probe.py")
+    module.probe = probe_flow
+    module.helper = len
+    monkeypatch.setitem(sys.modules, "pkg.flows_probe", module)
+    assert preloaded_flow("flows_probe.py:probe", tmp_path) is probe_flow
+    assert preloaded_flow("flows_probe.py:helper", tmp_path) is None  # not a flow: Prefect converts it
+    assert preloaded_flow("other.py:probe", tmp_path) is None
+    assert preloaded_flow("pkg.flows_probe:probe", tmp_path) is None  # a module path: Prefect's loader
+
+
+def test_a_claims_deployment_is_read_once_and_a_flow_once_for_good():
+    import asyncio
+
+    from opsflow.worker import reads
+
+    class Client:
+        def __init__(self):
+            self.calls: list[str] = []
+
+        async def read_deployment(self, deployment_id):
+            self.calls.append(f"deployment {deployment_id}")
+            return {"id": deployment_id, "read": len(self.calls)}
+
+        async def read_flow(self, flow_id):
+            self.calls.append(f"flow {flow_id}")
+            return {"id": flow_id}
+
+        async def read_flow_run(self, run_id):
+            return run_id
+
+    now = [0.0]
+    client = Client()
+    cached = reads.RecentReads(client, clock=lambda: now[0])
+
+    async def scenario():
+        first = await cached.read_deployment("d")
+        assert await cached.read_deployment("d") is first  # BaseWorker's second read of the same claim
+        now[0] += reads.DEPLOYMENT_TTL_S
+        assert (await cached.read_deployment("d"))["read"] == 2  # a later claim reads it afresh
+        await cached.read_flow("f")
+        now[0] += 3600
+        await cached.read_flow("f")
+        assert await cached.read_flow_run("r") == "r"  # everything else goes to the client
+
+    asyncio.run(scenario())
+    assert client.calls == ["deployment d", "deployment d", "flow f"]
