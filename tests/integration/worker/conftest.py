@@ -79,13 +79,18 @@ def start_worker(pool, prefect_client, tmp_path_factory):
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
-    def _start(*args: str, name: str) -> WorkerProcess:
+    def _start(*args: str, name: str, prefect_cli: bool = False, env: dict | None = None) -> WorkerProcess:
+        """``opsflow worker start ...``, or with ``prefect_cli`` ``prefect worker start --type opsflow``."""
         tag = uuid.uuid4().hex
         log = logs / f"{name}-{len(started)}.log"
-        argv = [sys.executable, "-m", "opsflow.worker", "start", "--pool", pool, "--name", name, *args]
+        if prefect_cli:
+            prefect = Path(sys.executable).with_name("prefect")
+            argv = [str(prefect), "worker", "start", "--pool", pool, "--type", "opsflow", "--name", name, *args]
+        else:
+            argv = [sys.executable, "-m", "opsflow.worker", "start", "--pool", pool, "--name", name, *args]
         with open(log, "wb") as out:
             proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**os.environ, TAG: tag})
+                                    env={**os.environ, **(env or {}), TAG: tag})
         worker = WorkerProcess(proc, log, name, tag, argv)
         started.append(worker)
         wait_online(prefect_client, pool, worker)
@@ -110,13 +115,15 @@ def worker(start_worker):
 @pytest.fixture(scope="module")
 def second_worker(start_worker):
     """``second_worker()`` -> the worker ``warm-b`` (queues ``default`` and ``q2``), started again if a test stopped
-    or killed it: the tests that need a second worker share one start."""
+    or killed it: the tests that need a second worker share one start. It is started by Prefect's own CLI,
+    ``prefect worker start --type opsflow`` (opsflow's settings from the environment)."""
     current: list[WorkerProcess] = []
 
     def _get() -> WorkerProcess:
         if not current or current[-1].proc.poll() is not None:
-            current.append(start_worker("--queue", "default", "--queue", "q2", "--limit", "4", "--preload", "prefect",
-                                        "--shutdown-timeout", "4", name="warm-b"))
+            current.append(start_worker(
+                "--work-queue", "default", "--work-queue", "q2", "--limit", "4", name="warm-b", prefect_cli=True,
+                env={"OPSFLOW_WORKER_PRELOAD": "prefect", "OPSFLOW_WORKER_SHUTDOWN_TIMEOUT": "4"}))
         return current[-1]
 
     return _get
