@@ -33,8 +33,10 @@ def heartbeat_env() -> dict[str, str]:
     return {HEARTBEAT_ENV: str(HEARTBEAT_SECONDS)}
 
 
-def zombie_automation():
-    """The automation (``prefect.automations.AutomationCore``) that crashes runs whose heartbeats stopped."""
+def zombie_automation(within_s: float = ZOMBIE_AFTER_SECONDS, name: str = AUTOMATION_NAME,
+                      runs: str = "prefect.flow-run.*"):
+    """The automation (``prefect.automations.AutomationCore``) that crashes runs whose heartbeats stopped
+    (``within_s``, ``name`` and ``runs``, the resource ids it watches, are for the tests)."""
     from datetime import timedelta
 
     from prefect.automations import AutomationCore
@@ -44,18 +46,18 @@ def zombie_automation():
     from prefect.events.schemas.events import ResourceSpecification
 
     return AutomationCore(
-        name=AUTOMATION_NAME,
+        name=name,
         description=(f"A flow run that sent a heartbeat and then neither another one nor an end within "
-                     f"{ZOMBIE_AFTER_SECONDS} s lost its process (its machine or its worker died): marked Crashed."),
+                     f"{within_s:.0f} s lost its process (its machine or its worker died): marked Crashed."),
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"}, expect=set(EXPECTED_EVENTS),
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match=ResourceSpecification({"prefect.resource.id": [runs]}),
             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
-            within=timedelta(seconds=ZOMBIE_AFTER_SECONDS)),
+            within=timedelta(seconds=within_s)),
         actions=[ChangeFlowRunState(
             state=StateType.CRASHED,
-            message=f"No heartbeat for {ZOMBIE_AFTER_SECONDS} s: the run's process is gone (its machine or its "
-                    "worker died). Marked Crashed by the automation '" + AUTOMATION_NAME + "'.")],
+            message=f"No heartbeat for {within_s:.0f} s: the run's process is gone (its machine or its "
+                    f"worker died). Marked Crashed by the automation '{name}'.")],
     )
 
 

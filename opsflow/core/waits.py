@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -59,19 +60,25 @@ def _gave_up(what: str, deadline_s: float, attempts: int, exc: BaseException) ->
                              f"({attempts} attempt(s), the last one: {describe(exc)}); check that the server is up")
 
 
+def _stopped(what: str, attempts: int, exc: BaseException) -> RemoteUnavailable:
+    return RemoteUnavailable(f"gave up {what}: stopping while the Prefect API failed ({attempts} attempt(s), "
+                             f"the last one: {describe(exc)})")
+
+
 def retry_sync(operation: Callable[[], T], *, what: str, deadline_s: float,
-               on_retry: Callable[[BaseException, float], None] | None = None,
+               on_retry: Callable[[BaseException, float], None] | None = None, stop: threading.Event | None = None,
                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> T:
-    """``operation()``, called again after transient failures until ``deadline_s`` has passed.
+    """``operation()``, called again after transient failures until ``deadline_s`` has passed (or ``stop`` is set).
 
     Args:
         operation: the call; must be safe to repeat.
         what: what is waited for, for the error ("creating the run of delivery X").
         deadline_s: how long to keep trying, in seconds.
         on_retry: called with the failure and the pause before each new attempt (to log it once).
+        stop: set when the caller is shutting down: no more attempts.
 
     Raises:
-        RemoteUnavailable: the deadline passed with the API still failing transiently.
+        RemoteUnavailable: the deadline passed (or ``stop`` was set) with the API still failing transiently.
         Exception: whatever non-transient error ``operation`` raised.
     """
     deadline = clock() + deadline_s
@@ -86,9 +93,14 @@ def retry_sync(operation: Callable[[], T], *, what: str, deadline_s: float,
             remaining = deadline - clock()
             if remaining <= 0:
                 raise _gave_up(what, deadline_s, attempts, exc) from exc
+            if stop is not None and stop.is_set():
+                raise _stopped(what, attempts, exc) from exc
             if on_retry is not None:
                 on_retry(exc, pause)
-            sleep(min(pause, remaining))  # the last attempt is made at the deadline
+            if stop is not None:
+                stop.wait(min(pause, remaining))
+            else:
+                sleep(min(pause, remaining))  # the last attempt is made at the deadline
     raise AssertionError("unreachable")  # pragma: no cover - pauses() never ends
 
 
@@ -114,8 +126,7 @@ async def retry_async(operation: Callable[[], Awaitable[T]], *, what: str, deadl
             if not is_transient(exc):
                 raise
             if stop is not None and stop.is_set():
-                raise RemoteUnavailable(f"gave up {what}: stopping while the Prefect API failed "
-                                        f"({attempts} attempt(s), the last one: {describe(exc)})") from exc
+                raise _stopped(what, attempts, exc) from exc
             if deadline is not None and deadline_s is not None:
                 if loop.time() >= deadline:
                     raise _gave_up(what, deadline_s, attempts, exc) from exc

@@ -61,7 +61,7 @@ class Dispatcher:
                 return UUID(resp.json()["id"])
 
             self._ids[name] = retry_sync(read, what=f"reading deployment {name}", deadline_s=CREATE_DEADLINE_S,
-                                         on_retry=self._log_retry(f"reading deployment {name}"))
+                                         on_retry=self._log_retry(f"reading deployment {name}"), stop=self._stop)
         return self._ids[name]
 
     @staticmethod
@@ -132,7 +132,8 @@ class Dispatcher:
 
     def _create(self, entry: Entry, tags: list[str]) -> UUID:
         """Create the run (POST /deployments/{id}/create_flow_run, as Prefect's client does), sending it again
-        after a timeout or a 5xx until ``CREATE_DEADLINE_S``: the idempotency key makes that safe.
+        after a timeout or a 5xx until ``CREATE_DEADLINE_S`` (or the receiver stops): the idempotency key makes
+        that safe.
 
         Raises:
             RemoteUnavailable: the API did not answer within the deadline (the message says what was waited for).
@@ -151,7 +152,8 @@ class Dispatcher:
             return UUID(resp.json()["id"])
 
         what = f"creating the run of delivery {entry.delivery} ({entry.deployment})"
-        return retry_sync(post, what=what, deadline_s=CREATE_DEADLINE_S, on_retry=self._log_retry(what))
+        return retry_sync(post, what=what, deadline_s=CREATE_DEADLINE_S, on_retry=self._log_retry(what),
+                          stop=self._stop)
 
     def _emit(self, entry: Entry, run_id: str) -> None:
         from prefect.events import emit_event

@@ -13,6 +13,10 @@ These have no public equivalent:
   query skips rows locked by it and would hand out a second run under a pool limit of 1).
 - ``BaseJobConfiguration._related_objects``: the deployment ``resolve_for_flow_run`` read, handed
   to the run process so it does not read it again.
+- ``BaseWorker._get_scheduled_flow_runs`` / ``_submit_scheduled_flow_runs`` / ``_has_successfully_synced`` /
+  ``_last_polled_time``: :func:`get_and_submit_flow_runs` is ``BaseWorker.get_and_submit_flow_runs`` that leaves
+  out the runs whose previous process is still ending (a run retried right after it failed): BaseWorker holds a
+  ``--limit`` slot per run id until then, and taking a second one for the same id raises.
 - ``BaseWorker._give_worker_labels_to_flow_run``: ``BaseWorker`` writes the run's worker labels
   (``prefect.worker.name``/``type``, the pool) and waits for the answer before it starts the run;
   :class:`LabelsBesideTheStart` writes them while the run starts (one round trip less on the way,
@@ -36,9 +40,11 @@ PRIVATE_NAMES = (
     ("prefect.workers.base", "BaseWorker._emit_worker_started_event"),
     ("prefect.workers.base", "BaseJobConfiguration.__private_attributes__._related_objects"),
     ("prefect.workers.base", "BaseWorker._give_worker_labels_to_flow_run"),
+    ("prefect.workers.base", "BaseWorker._get_scheduled_flow_runs"),
+    ("prefect.workers.base", "BaseWorker._submit_scheduled_flow_runs"),
 )
 #: Instance attributes ``BaseWorker.__init__`` sets; the unit test builds a worker and checks them.
-WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids")
+WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids", "_has_successfully_synced", "_last_polled_time")
 
 
 def drive_run_flow_result(flow: Any, result: object) -> None:
@@ -61,6 +67,19 @@ def submitting_ids(worker: Any) -> set:
 def submissions_in_flight(worker: Any) -> int:
     """How many runs the worker is claiming right now."""
     return len(worker._submitting_flow_run_ids)
+
+
+async def get_and_submit_flow_runs(worker: Any, leave_out: set) -> list:
+    """``BaseWorker.get_and_submit_flow_runs``, without the runs whose ids are in ``leave_out``."""
+    import prefect.types._datetime
+
+    if not worker._has_successfully_synced:
+        worker._last_polled_time = prefect.types._datetime.now("UTC")
+        return []
+    responses = await worker._get_scheduled_flow_runs()
+    worker._last_polled_time = prefect.types._datetime.now("UTC")
+    return await worker._submit_scheduled_flow_runs(
+        flow_run_response=[r for r in responses if r.flow_run.id not in leave_out])
 
 
 def related_deployment(configuration: Any) -> Any:

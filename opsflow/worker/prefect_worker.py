@@ -132,6 +132,11 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         self._stopping = asyncio.Event()
         self._zygote_ready = asyncio.Event()
 
+    async def get_and_submit_flow_runs(self) -> list:
+        """Claim what the server lets this worker start, but not a run whose previous process (of this worker) is
+        still ending: it is taken by the poll that run's end triggers."""
+        return await prefect_adapter.get_and_submit_flow_runs(self, leave_out=set(self._runs))
+
     @property
     def client(self):
         """``BaseWorker``'s client, with the deployment and flow reads of a claim answered once (reads.py)."""
@@ -290,11 +295,12 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
             await self._claims_settled()
             try:
                 await self.get_and_submit_flow_runs()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
+            except Exception as exc:  # a poll that failed is tried again; the worker goes on
                 if not failing:
-                    log.warning("polling work pool %s failed (%s); retrying", self.pool_name, describe(exc))
+                    if is_transient(exc):
+                        log.warning("polling work pool %s failed (%s); retrying", self.pool_name, describe(exc))
+                    else:
+                        log.exception("polling work pool %s failed; retrying", self.pool_name)
                 failing = True
                 continue
             if failing:
@@ -314,12 +320,12 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
             await asyncio.sleep(self.heartbeat_interval_seconds)
             try:
                 await self.sync_with_backend()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
+            except Exception as exc:  # the next heartbeat tries again; the worker goes on
                 if not failing:
-                    log.warning("heartbeat to work pool %s failed (%s); retrying", self.pool_name,
-                                describe(exc))
+                    if is_transient(exc):
+                        log.warning("heartbeat to work pool %s failed (%s); retrying", self.pool_name, describe(exc))
+                    else:
+                        log.exception("heartbeat to work pool %s failed; retrying", self.pool_name)
                 failing = True
                 continue
             if failing:
@@ -382,13 +388,16 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
                  deployment.name if deployment is not None else "?", child.pid,
                  f"{(time.time() - created) * 1000:.0f} ms" if created else "?")
         try:
-            code = await self._wait(run, child.exited, configuration.run_timeout)
+            try:
+                code = await self._wait(run, child.exited, configuration.run_timeout)
+            finally:
+                self._kill(run, run.stop_reason or "ended")  # whatever the run started and left behind
+                shutil.rmtree(workdir, ignore_errors=True)
+            final = await self._report_end(run, code)
         finally:
-            self._kill(run, run.stop_reason or "ended")  # whatever the run started and left behind
-            shutil.rmtree(workdir, ignore_errors=True)
             self._runs.pop(run_id, None)
-            asyncio.get_running_loop().call_soon(self._wake.set)  # a slot is free (once BaseWorker releases it)
-        final = await self._report_end(run, code)
+            # A slot is free once BaseWorker releases it, right after this returns; the poll then runs.
+            asyncio.get_running_loop().call_soon(self._wake.set)
         return OpsflowWorkerResult(identifier=identifier, status_code=code if code is not None else (0 if final else 1))
 
     async def _wait(self, run: RunProcess, exited: asyncio.Future, timeout: int | None) -> int | None:

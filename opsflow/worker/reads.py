@@ -35,10 +35,10 @@ class RecentReads:
         now = self._clock()
         hit = self._deployments.get(deployment_id)
         if hit is not None and now - hit[0] < DEPLOYMENT_TTL_S:
-            return hit[1]
+            return hit[1].model_copy(deep=True)  # a copy: Prefect merges a run's job variables into what it gets
         deployment = await self._client.read_deployment(deployment_id)
         self._deployments = {k: v for k, v in self._deployments.items() if now - v[0] < DEPLOYMENT_TTL_S}
-        self._deployments[deployment_id] = (now, deployment)
+        self._deployments[deployment_id] = (now, deployment.model_copy(deep=True))
         return deployment
 
     async def read_flow(self, flow_id: UUID) -> Any:

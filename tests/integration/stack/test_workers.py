@@ -95,3 +95,41 @@ def test_stack_up_while_the_prefect_api_does_not_answer_leaves_the_worker_runnin
         time.sleep(0.5)
     assert worker_online(stack, "edge")
     assert _records(stack)["worker-edge"]["pid"] == worker
+
+
+def test_a_running_run_whose_heartbeats_stop_is_crashed_by_the_zombie_automation(stack):
+    """The stack's automation with a 5 s window instead of 90 s, watching one run: one heartbeat, then silence."""
+    import asyncio
+    import uuid
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+    from prefect.states import Running
+
+    from opsflow.core.heartbeats import zombie_automation
+
+    @flow(name="heartbeat-probe")
+    def silent():
+        return None
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(silent, state=Running())
+        automation = client.create_automation(zombie_automation(
+            within_s=5, name=f"zombie-test-{uuid.uuid4().hex[:6]}", runs=f"prefect.flow-run.{run.id}"))
+        try:
+            async def beat() -> None:
+                async with get_events_client() as events:
+                    await events.emit(Event(event="prefect.flow-run.heartbeat",
+                                            resource={"prefect.resource.id": f"prefect.flow-run.{run.id}"}))
+
+            asyncio.run(beat())
+            deadline = time.monotonic() + 60  # the window, then the server's next proactive evaluation (every 5 s)
+            while not client.read_flow_run(run.id).state.is_crashed() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            state = client.read_flow_run(run.id).state
+            assert state.is_crashed() and "No heartbeat for 5 s" in state.message, state
+        finally:
+            client.delete_automation(automation)
+            client.delete_flow_run(run.id)

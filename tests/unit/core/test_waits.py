@@ -91,3 +91,19 @@ def test_the_async_wait_stops_when_told():
         return attempts
 
     assert len(asyncio.run(scenario())) == 2
+
+
+def test_a_stopping_caller_stops_waiting():
+    import threading
+
+    stop = threading.Event()
+    calls = []
+
+    def down():
+        calls.append(1)
+        stop.set()  # the receiver is shutting down while the API is down
+        raise httpx.ConnectError("down")
+
+    with pytest.raises(RemoteUnavailable, match="gave up creating the run: stopping"):
+        retry_sync(down, what="creating the run", deadline_s=600, stop=stop)
+    assert calls == [1]

@@ -295,7 +295,14 @@ def test_a_preloaded_flow_is_used_as_it_is_and_anything_else_is_left_to_prefects
 def test_a_claims_deployment_is_read_once_and_a_flow_once_for_good():
     import asyncio
 
+    from pydantic import BaseModel
+
     from opsflow.worker import reads
+
+    class Deployment(BaseModel):
+        id: str
+        read: int
+        job_variables: dict
 
     class Client:
         def __init__(self):
@@ -303,7 +310,7 @@ def test_a_claims_deployment_is_read_once_and_a_flow_once_for_good():
 
         async def read_deployment(self, deployment_id):
             self.calls.append(f"deployment {deployment_id}")
-            return {"id": deployment_id, "read": len(self.calls)}
+            return Deployment(id=deployment_id, read=len(self.calls), job_variables={"env": {"A": "1"}})
 
         async def read_flow(self, flow_id):
             self.calls.append(f"flow {flow_id}")
@@ -318,9 +325,11 @@ def test_a_claims_deployment_is_read_once_and_a_flow_once_for_good():
 
     async def scenario():
         first = await cached.read_deployment("d")
-        assert await cached.read_deployment("d") is first  # BaseWorker's second read of the same claim
+        first.job_variables["env"]["RUN"] = "merged in by Prefect"  # what resolve_for_flow_run does to it
+        second = await cached.read_deployment("d")  # BaseWorker's second read of the same claim
+        assert second.read == first.read and second.job_variables == {"env": {"A": "1"}}
         now[0] += reads.DEPLOYMENT_TTL_S
-        assert (await cached.read_deployment("d"))["read"] == 2  # a later claim reads it afresh
+        assert (await cached.read_deployment("d")).read == 2  # a later claim reads it afresh
         await cached.read_flow("f")
         now[0] += 3600
         await cached.read_flow("f")
