@@ -10,6 +10,7 @@ from pathlib import Path
 
 from blocks import names
 from opsflow.core.errors import InvalidInput
+from opsflow.core.files import read_or_create_private
 
 #: Every service of the stack, in start order (a service waits for those it ``needs``). Add one here and in
 #: ``services.build_specs``.
@@ -101,12 +102,8 @@ class StackConfig:
 
 def load_credentials(home: Path) -> dict[str, str]:
     """The stack's generated S3 credentials, created (mode 0600) on first use."""
-    path = home / "credentials.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    home.mkdir(parents=True, exist_ok=True)
-    creds = {"s3_access_key": "opsflow" + secrets.token_hex(6), "s3_secret_key": secrets.token_urlsafe(30)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(creds, fh)
-    return creds
+    def make() -> str:
+        return json.dumps({"s3_access_key": "opsflow" + secrets.token_hex(6),
+                           "s3_secret_key": secrets.token_urlsafe(30)})
+
+    return json.loads(read_or_create_private(home / "credentials.json", make))

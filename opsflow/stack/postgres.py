@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opsflow.core.errors import CommandFailed, ServiceError
+from opsflow.core.files import read_or_create_private
 from opsflow.core.proc import run
 
 DATABASE = "prefect"
@@ -70,16 +71,10 @@ class Cluster:
 
     def password(self) -> str:
         """The role's password, generated (mode 0600) on first use."""
-        try:
-            return self.password_file.read_text().strip()
-        except FileNotFoundError:
-            pass
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        value = secrets.token_hex(24)
-        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(value + "\n")
-        self._own(self.password_file)
+        existed = self.password_file.exists()
+        value = read_or_create_private(self.password_file, lambda: secrets.token_hex(24) + "\n").strip()
+        if not existed:
+            self._own(self.password_file)
         return value
 
     def url(self) -> str:

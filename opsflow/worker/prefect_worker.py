@@ -293,19 +293,25 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
                 return
             await self._zygote_ready.wait()
             await self._claims_settled()
-            try:
-                await self.get_and_submit_flow_runs()
-            except Exception as exc:  # a poll that failed is tried again; the worker goes on
-                if not failing:
-                    if is_transient(exc):
-                        log.warning("polling work pool %s failed (%s); retrying", self.pool_name, describe(exc))
-                    else:
-                        log.exception("polling work pool %s failed; retrying", self.pool_name)
-                failing = True
-                continue
-            if failing:
-                log.info("polling work pool %s works again", self.pool_name)
-            failing = False
+            failing = await self._attempt(self.get_and_submit_flow_runs, f"polling work pool {self.pool_name}",
+                                          failing)
+
+    @staticmethod
+    async def _attempt(operation, what: str, failing: bool) -> bool:
+        """One round of a loop that must go on whatever happens; says once when it starts and stops failing.
+        Returns whether it failed."""
+        try:
+            await operation()
+        except Exception as exc:  # the loop tries again; the worker goes on
+            if not failing:
+                if is_transient(exc):
+                    log.warning("%s failed (%s); retrying", what, describe(exc))
+                else:
+                    log.exception("%s failed; retrying", what)
+            return True
+        if failing:
+            log.info("%s works again", what)
+        return False
 
     async def _claims_settled(self, limit_s: float = 10.0) -> None:
         """Wait until no ``Pending`` proposal of this worker is in flight (see prefect_adapter), at most ``limit_s``."""
@@ -318,19 +324,8 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         failing = False
         while True:
             await asyncio.sleep(self.heartbeat_interval_seconds)
-            try:
-                await self.sync_with_backend()
-            except Exception as exc:  # the next heartbeat tries again; the worker goes on
-                if not failing:
-                    if is_transient(exc):
-                        log.warning("heartbeat to work pool %s failed (%s); retrying", self.pool_name, describe(exc))
-                    else:
-                        log.exception("heartbeat to work pool %s failed; retrying", self.pool_name)
-                failing = True
-                continue
-            if failing:
-                log.info("heartbeats to work pool %s work again", self.pool_name)
-            failing = False
+            failing = await self._attempt(self.sync_with_backend, f"the heartbeat to work pool {self.pool_name}",
+                                          failing)
 
     async def _reconcile_loop(self) -> None:
         while True:
