@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     start.add_argument("--name", help="worker name shown under the pool (default <pool>-<hostname>)")
     start.add_argument("--limit", type=int, default=4, help="flow runs at a time (default 4)")
     start.add_argument("--state-dir", help="where the worker keeps its run records "
-                       "(default: $TMPDIR/opsflow-worker-<name>/records)")
+                       "(default: $TMPDIR/opsflow-worker-<name>/records-<hash of the API URL>)")
     start.add_argument("--preload", action="append", default=[],
                        help="module the zygote imports before forking runs; repeatable "
                        "(default: every module under flows/)")

@@ -123,7 +123,10 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         self.pool_name = work_pool_name
         self.queue_names = tuple(sorted(work_queues or ()))
         self.host = socket.gethostname()
-        self.records = RunRecords(self.settings.state_dir or default_state_dir(self.name))
+        from prefect.settings import PREFECT_API_URL
+
+        state_dir = self.settings.state_dir or default_state_dir(self.name, PREFECT_API_URL.value() or "")
+        self.records = RunRecords(state_dir)
         self.zygote: Zygote | None = None
         self.events: PoolEvents | None = None
         self._runs: dict[UUID, RunProcess] = {}

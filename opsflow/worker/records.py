@@ -9,12 +9,13 @@ the next worker with the same name (the same pool on the same host) finds them w
 and every ``RECONCILE_SECONDS`` after: it removes the workspaces (a build's ``.env`` files with
 them) and reports the runs ``Crashed``, or the state that was not reported.
 
-The state directory is per worker name: ``$TMPDIR/opsflow-worker-<name>`` by default. Runs'
-working directories are ``<working_dir_root>/opsflow-worker-<name>/<flow run id>``.
+The state directory is per worker name and Prefect server: ``$TMPDIR/opsflow-worker-<name>/records-<hash>``
+by default. Runs' working directories are ``<working_dir_root>/opsflow-worker-<name>/<flow run id>``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,8 +36,11 @@ def worker_dir_name(worker_name: str) -> str:
     return "opsflow-worker-" + re.sub(r"[^A-Za-z0-9._-]", "_", worker_name)
 
 
-def default_state_dir(worker_name: str) -> Path:
-    return Path(tempfile.gettempdir()) / worker_dir_name(worker_name) / "records"
+def default_state_dir(worker_name: str, api_url: str = "") -> Path:
+    """``$TMPDIR/opsflow-worker-<name>/records-<hash of the API URL>``: workers of one name serving different
+    servers from one host (two local stacks) keep apart."""
+    digest = hashlib.sha256(api_url.encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / worker_dir_name(worker_name) / f"records-{digest}"
 
 
 def run_workdir(root: Path | None, worker_name: str, flow_run_id: UUID) -> Path:
