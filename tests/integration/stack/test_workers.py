@@ -7,13 +7,14 @@ import json
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from opsflow.stack import Stack
 from opsflow.stack.config import WORK_POOLS, load_credentials
-from opsflow.stack.services import WORKER_PASS_THROUGH, client_env, worker_online
+from opsflow.stack.services import WORKER_PASS_THROUGH, client_env, worker_name, worker_online
 
 pytestmark = [pytest.mark.stack]
 
@@ -78,6 +79,8 @@ def test_the_workers_get_only_the_variables_they_need(stack, stack_database):
 
 
 def test_stack_up_while_the_prefect_api_does_not_answer_leaves_the_worker_running(stack):
+    from prefect.client.orchestration import get_client
+
     records = _records(stack)
     prefect, worker = records["prefect"]["pid"], records["worker-edge"]["pid"]
     lines: list[str] = []
@@ -86,14 +89,21 @@ def test_stack_up_while_the_prefect_api_does_not_answer_leaves_the_worker_runnin
         started = Stack(stack.with_services(("worker-edge",)), say=lines.append).up()
     finally:
         os.killpg(prefect, signal.SIGCONT)
+    back = datetime.now(UTC)
     assert started == []
     assert _records(stack)["worker-edge"]["pid"] == worker and Path(f"/proc/{worker}").exists()
     said = "\n".join(lines)
     assert f"the Prefect API at {stack.prefect_api_url} does not answer" in said and "not restarting it" in said
-    deadline = time.monotonic() + 60  # the worker reconnects by itself once the API answers again
-    while not worker_online(stack, "edge") and time.monotonic() < deadline:
+
+    def heartbeat_since_back() -> bool:  # the same worker reconnects by itself once the API answers again
+        with get_client(sync_client=True) as client:
+            listed = [w for w in client.read_workers_for_work_pool("edge") if w.name == worker_name("edge")]
+        return bool(listed) and listed[0].last_heartbeat_time > back
+
+    deadline = time.monotonic() + 60
+    while not heartbeat_since_back() and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert worker_online(stack, "edge")
+    assert heartbeat_since_back() and worker_online(stack, "edge")
     assert _records(stack)["worker-edge"]["pid"] == worker
 
 
