@@ -185,8 +185,8 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         await self.reconcile()  # first: runs a killed predecessor left RUNNING are reported at once
         await self._start_zygote()
         await prefect_adapter.emit_worker_started(self)
-        self.events = PoolEvents(pool.id, self.queue_names, wake=self._wake.set,
-                                 on_cancelling=self.cancel, pool_name=pool.name)
+        self.events = PoolEvents(pool.id, self.queue_names, wake=self._wake.set, on_cancelling=self.cancel,
+                                 pool_name=pool.name, on_scheduled=self.client.prefetch_deployment)
         printer(f"Worker {self.name!r} started!")
         log.info("worker %s (type opsflow) serving work pool %s (%s), up to %d runs at a time", self.name, pool.name,
                  ", ".join(self.queue_names) or "all queues", self.settings.limit)

@@ -55,6 +55,19 @@ def event_filter(pool_id: UUID):
                        any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{pool_id}"]))
 
 
+def scheduled_deployment(event) -> UUID | None:
+    """The deployment a run was just scheduled (or rescheduled) for, from the event's related resources."""
+    if event.event not in SCHEDULED_TYPE_EVENTS:
+        return None
+    for related in event.related:
+        if related.role == "deployment" and related.id.startswith("prefect.deployment."):
+            try:
+                return UUID(related.id.removeprefix("prefect.deployment."))
+            except ValueError:
+                return None
+    return None
+
+
 def classify(event, queues: tuple[str, ...]) -> tuple[str, UUID | None]:
     """What an event means to a worker of ``queues`` (empty: all): ``("cancel", run id)``, ``("wake", None)``
     or ``("ignore", None)``."""
@@ -79,11 +92,13 @@ class PoolEvents:
     """Subscribes to a pool's events (reconnecting with back-off); calls ``wake()`` or ``on_cancelling(run id)``."""
 
     def __init__(self, pool_id: UUID, queues: tuple[str, ...], wake: Callable[[], None],
-                 on_cancelling: Callable[[UUID], None], pool_name: str = ""):
+                 on_cancelling: Callable[[UUID], None], pool_name: str = "",
+                 on_scheduled: Callable[[UUID], None] | None = None):
         self.pool_id = pool_id
         self.queues = queues
         self.wake = wake
         self.on_cancelling = on_cancelling
+        self.on_scheduled = on_scheduled  # called with the deployment of a run just scheduled, before the wake
         self.pool_name = pool_name or str(pool_id)
         self.connected = False
 
@@ -105,6 +120,9 @@ class PoolEvents:
                         if action == "cancel":
                             self.on_cancelling(run_id)
                         elif action == "wake":
+                            deployment = scheduled_deployment(event)
+                            if deployment is not None and self.on_scheduled is not None:
+                                self.on_scheduled(deployment)
                             self.wake()
             except asyncio.CancelledError:
                 raise

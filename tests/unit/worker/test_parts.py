@@ -180,6 +180,19 @@ def event(name: str, resource: str, queue: str | None = None):
     return Event(event=name, resource={"prefect.resource.id": resource}, related=related)
 
 
+def test_the_deployment_of_a_scheduled_run_is_read_from_its_event():
+    from prefect.events import Event
+
+    from opsflow.worker.watch import scheduled_deployment
+
+    deployment, run = uuid.uuid4(), uuid.uuid4()
+    related = [{"prefect.resource.id": f"prefect.deployment.{deployment}", "prefect.resource.role": "deployment"}]
+    scheduled = Event(event="prefect.flow-run.Scheduled", resource={"prefect.resource.id": f"prefect.flow-run.{run}"},
+                      related=related)
+    assert scheduled_deployment(scheduled) == deployment
+    assert scheduled_deployment(scheduled.model_copy(update={"event": "prefect.flow-run.Completed"})) is None
+
+
 def test_events_wake_the_poll_or_cancel_and_other_queues_are_ignored():
     run = uuid.uuid4()
     assert classify(event("prefect.flow-run.Cancelling", f"prefect.flow-run.{run}"), ()) == ("cancel", run)
@@ -324,7 +337,8 @@ def test_a_claims_deployment_is_read_once_and_a_flow_once_for_good():
     cached = reads.RecentReads(client, clock=lambda: now[0])
 
     async def scenario():
-        first = await cached.read_deployment("d")
+        cached.prefetch_deployment("d")  # the event that scheduled the run started the read ...
+        first = await cached.read_deployment("d")  # ... which the claim's first read shares
         first.job_variables["env"]["RUN"] = "merged in by Prefect"  # what resolve_for_flow_run does to it
         second = await cached.read_deployment("d")  # BaseWorker's second read of the same claim
         assert second.read == first.read and second.job_variables == {"env": {"A": "1"}}
