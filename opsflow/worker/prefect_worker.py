@@ -377,7 +377,11 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
             raise
         run = RunProcess(run_id, f"{flow_run.name} ({run_id})", workdir, child.pid, pids.start_ticks(child.pid))
         self._runs[run_id] = run
-        self.records.write(run.record())
+        try:
+            self.records.write(run.record())
+        except OSError as exc:  # the run goes on; only a crash of this worker would leave it unreported
+            log.error("could not record flow run %s in %s (%s): if this worker dies, the next one cannot report "
+                      "it", run.label, self.records.directory, exc)
         identifier = f"{self.host}:{child.pid}"
         if task_status is not None:
             task_status.started(identifier)
@@ -430,7 +434,8 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
             if run.stop_reason == "shutdown":
                 message += " The worker was stopping and killed it."
             spec = state_spec("crashed", message)
-        self.records.write(RunRecord(**{**run.record().__dict__, "pending_state": spec}))
+        with contextlib.suppress(OSError):  # logged when the run started
+            self.records.write(RunRecord(**{**run.record().__dict__, "pending_state": spec}))
         try:
             taken = await propose_final(self.client, run.flow_run_id, spec, stop=self._stopping)
         except RemoteUnavailable as exc:
