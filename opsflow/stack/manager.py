@@ -67,7 +67,7 @@ class Stack:
             kept = {k: v for k, v in state["ports"].items() if k in self.cfg.ports()}
             if kept != {k: v for k, v in self.cfg.ports().items() if k in kept}:
                 self.say(f"note: this stack already runs with ports {kept}; keeping them")
-            database = state.get("database", self.cfg.database)
+            database = state.get("database", "sqlite")  # a stack started before PostgreSQL became the default
             if database != self.cfg.database:
                 self.say(f"note: this stack already runs on {database}; keeping it")
             return StackConfig(**{**self.cfg.__dict__, **kept, "database": database})
@@ -94,6 +94,9 @@ class Stack:
         wanted = [s for s in SERVICES if s in cfg.services and s in specs]
         if "prefect" in wanted and (why := database_choice(cfg)[1]):
             self.say(f"warning: {why}")
+        elif "prefect" in wanted and (cfg.home / "prefect" / "prefect.db").exists() and "prefect" not in records:
+            self.say("note: the Prefect server runs on PostgreSQL; this home's SQLite database (prefect/prefect.db, "
+                     "from an earlier opsflow) is not used (`--database sqlite` uses it)")
         to_start, recheck = self._plan(wanted, specs, records, docker_url)
         self._preflight(cfg, to_start)
         self._save(state)
