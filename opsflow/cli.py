@@ -34,7 +34,8 @@ def _stack_config(args: argparse.Namespace):
     services = tuple(s.strip() for s in args.services.split(",")) if args.services else SERVICES
     return StackConfig.from_env(
         home=args.home, prefect_port=args.prefect_port, s3_port=args.s3_port,
-        registry_port=args.registry_port, mlflow_port=args.mlflow_port, services=services,
+        registry_port=args.registry_port, mlflow_port=args.mlflow_port, postgres_port=args.postgres_port,
+        services=services, database=args.database,
     )
 
 
@@ -96,6 +97,10 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-port", type=int, help="S3 object storage port (default 9000)")
     p.add_argument("--registry-port", type=int, help="container registry port (default 5000)")
     p.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5001)")
+    p.add_argument("--postgres-port", type=int, help="the stack's PostgreSQL port (default 5433)")
+    p.add_argument("--database", choices=["postgres", "sqlite"],
+                   help="the Prefect server's database: a private PostgreSQL cluster under the home (default; "
+                   "$OPSFLOW_DATABASE) or SQLite, which does not hold concurrent load")
     p.add_argument("--services", help="comma-separated subset to manage (default: all)")
 
 
@@ -128,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     stack = sub.add_parser("stack", help="start, inspect or stop the local platform on 127.0.0.1",
-                           description="The local platform (Prefect, S3, registry, MLflow, Docker, workers) on "
-                           "127.0.0.1. The PostgreSQL URL for the Prefect server is read from "
-                           "$OPSFLOW_DATABASE_URL only, so its password never shows in a process list.")
+                           description="The Prefect server runs on a private PostgreSQL cluster under the "
+                           "stack's home (Debian's binaries; SQLite with a warning when they are missing or with "
+                           "--database sqlite). An external PostgreSQL URL is read from $OPSFLOW_DATABASE_URL only, "
+                           "so its password never shows in a process list.")
     stack.add_argument("action", choices=["up", "status", "down", "registry-gc"],
                        help="up | status (exit 3 when unhealthy) | down | registry-gc: stop the registry, "
                        "garbage-collect its storage, start it again")

@@ -19,7 +19,8 @@ from opsflow.core.errors import CommandFailed, InvalidInput, OpsflowError, Remot
 from opsflow.core.paths import INSTALLED, PREFECT_FILE, PROJECT_ROOT
 from opsflow.core.proc import run
 
-PROCESS_POOLS = {names.BUILD_POOL: "GitOps and MLOps runs on the build server",
+#: The pools served by opsflow's worker type (``opsflow``), with their descriptions.
+OPSFLOW_POOLS = {names.BUILD_POOL: "GitOps and MLOps runs on the build server",
                  names.EDGE_POOL: "deploys; one queue per edge node"}
 
 
@@ -39,28 +40,24 @@ def edge_nodes() -> list[str]:
 
 
 def ensure_work_pools(with_kubernetes: bool = True) -> list[str]:
-    """Create the work pools and one ``edge`` queue per edge node when missing; says what it did."""
+    """Create the work pools (type ``opsflow``, with its job template), one ``edge`` queue per edge node and
+    the automation that crashes runs whose heartbeats stopped, when missing; says what it did."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.workers.process import ProcessWorker
+    from prefect.exceptions import ObjectNotFound
+
+    from opsflow.core.heartbeats import ensure_zombie_automation, heartbeat_env
+    from opsflow.core.pools import ensure_work_pool, job_template, with_env_defaults
 
     done = []
-    pools = {name: ("process", ProcessWorker.get_default_base_job_template(), text)
-             for name, text in PROCESS_POOLS.items()}
-    if with_kubernetes:
-        from prefect_kubernetes.worker import KubernetesWorker
-
-        pools[names.KUBERNETES_POOL] = ("kubernetes", KubernetesWorker.get_default_base_job_template(),
-                                  "runs as Kubernetes jobs on the cluster of a KubernetesTarget")
     with get_client(sync_client=True) as client:
-        for name, (kind, template, text) in pools.items():
-            try:
-                client.create_work_pool(WorkPoolCreate(name=name, type=kind, base_job_template=template,
-                                                       description=f"opsflow: {text}"))
-                done.append(f"work pool {name} ({kind}): created")
-            except ObjectAlreadyExists:
-                done.append(f"work pool {name} ({kind}): exists")
+        for name, text in OPSFLOW_POOLS.items():
+            done.append(ensure_work_pool(client, name, description=f"opsflow: {text}"))
+        if with_kubernetes:
+            # Prefect's Kubernetes worker runs these; its runs send heartbeats as often as opsflow's do.
+            template = with_env_defaults(job_template("kubernetes"), heartbeat_env())
+            done.append(ensure_work_pool(client, names.KUBERNETES_POOL, worker_type="kubernetes", template=template,
+                                         description="opsflow: runs as Kubernetes jobs on the cluster of a "
+                                                     "KubernetesTarget"))
         for node in edge_nodes():
             try:
                 client.read_work_queue_by_name(node, work_pool_name=names.EDGE_POOL)
@@ -69,6 +66,7 @@ def ensure_work_pools(with_kubernetes: bool = True) -> list[str]:
                 client.create_work_queue(name=node, work_pool_name=names.EDGE_POOL,
                                          description=f"runs on the worker of edge node {node}")
                 done.append(f"edge queue {node}: created")
+        done.append(ensure_zombie_automation(client))
     return done
 
 

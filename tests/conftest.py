@@ -7,6 +7,7 @@ Prefect, so every test talks to the session's server and never to a developer's.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 _BASE = int(os.environ.get("OPSFLOW_TEST_PORT_BASE", "24000"))
 TEST_PORTS = {"prefect_port": _BASE + 200, "s3_port": _BASE + 900, "registry_port": _BASE + 500,
-              "mlflow_port": _BASE + 501}
+              "mlflow_port": _BASE + 501, "postgres_port": _BASE + 250}
 
 # Each port base gets its own state directory, so two sessions (other ports) can run side by side.
 _SUFFIX = "" if _BASE == 24000 else f"-{_BASE}"
@@ -24,7 +25,7 @@ os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{TEST_PORTS['prefect_port']}/
 os.environ["PREFECT_HOME"] = str(OUTPUT / f"prefect-client{_SUFFIX}")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-for var in ("OPSFLOW_HOME", "OPSFLOW_DATABASE_URL", *(f"OPSFLOW_{k.upper()}" for k in TEST_PORTS)):
+for var in ("OPSFLOW_HOME", "OPSFLOW_DATABASE_URL", "OPSFLOW_DATABASE", *(f"OPSFLOW_{k.upper()}" for k in TEST_PORTS)):
     os.environ.pop(var, None)
 
 from opsflow.stack import (  # noqa: E402 - after the Prefect settings above are in the environment
@@ -39,11 +40,11 @@ pytest_plugins = [
     "tests.support.run_logger",
 ]
 
-# The session's Prefect server runs on PostgreSQL, as a real platform's should: on SQLite, Prefect 3.8's
-# server now and then holds its write lock for a whole busy timeout (60 s; every other write waits,
-# then fails), and answers lost write races with 503s its client sleeps 2 s on. That made the suite
-# slow and flaky. tests/integration/stack/test_databases.py runs a pipeline on a SQLite-backed server too
-# (`opsflow stack up`'s default). OPSFLOW_TEST_DATABASE=sqlite runs the whole suite on SQLite.
+# The session's Prefect server runs on PostgreSQL, `opsflow stack up`'s default (a private cluster under the
+# stack's home): on SQLite, Prefect 3.8's server now and then holds its write lock for a whole busy timeout (60 s;
+# every other write waits, then fails), and answers lost write races with 503s its client sleeps 2 s on. That
+# made the suite slow and flaky. tests/integration/stack/test_databases.py runs a pipeline on a SQLite-backed
+# server too (`--database sqlite`). OPSFLOW_TEST_DATABASE=sqlite runs the whole suite on SQLite.
 TEST_DATABASE = os.environ.get("OPSFLOW_TEST_DATABASE", "postgres")
 if TEST_DATABASE not in ("postgres", "sqlite"):
     raise SystemExit(f"OPSFLOW_TEST_DATABASE must be postgres or sqlite, not {TEST_DATABASE!r}")
@@ -54,36 +55,21 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session")
-def stack_database():
-    """The session stack's PostgreSQL (its URL, port, password...), or None on SQLite."""
-    if TEST_DATABASE == "sqlite":
-        yield None
-        return
-    from tests.support.postgres import private_postgres
-
-    with private_postgres() as pg:
-        yield pg
-
-
-@pytest.fixture(scope="session")
-def stack_config(stack_database) -> StackConfig:
-    return StackConfig(home=OUTPUT / f"stack{_SUFFIX}", **TEST_PORTS,
-                       database_url=stack_database["url"] if stack_database else None)
+def stack_config() -> StackConfig:
+    return StackConfig(home=OUTPUT / f"stack{_SUFFIX}", **TEST_PORTS, database=TEST_DATABASE)
 
 
 @pytest.fixture(scope="session")
 def stack(stack_config: StackConfig):
     """The whole local platform, brought up once for the session and stopped after it."""
     OUTPUT.mkdir(exist_ok=True)
-    if stack_config.database_url and processes.marked_pids(stack_config.home):
-        # A stack left by an interrupted session runs on that session's (deleted) PostgreSQL.
-        Stack(stack_config, say=lambda line: print(f"[stack] {line}")).down()
     if not processes.marked_pids(stack_config.home):
         # Nothing of an earlier session runs: start from an empty Prefect database and fresh logs,
         # as CI does, so runs left by earlier sessions neither slow the server nor leak into results.
         home = stack_config.home
         for stale in [*(home / "prefect").glob("prefect.db*"), *(home / "logs").glob("*.log")]:
             stale.unlink()
+        shutil.rmtree(home / "postgres", ignore_errors=True)
     platform = Stack(stack_config, say=lambda line: print(f"[stack] {line}"))
     try:
         platform.up()
@@ -92,6 +78,17 @@ def stack(stack_config: StackConfig):
         platform.down()
         left = processes.marked_pids(stack_config.home)
         assert not left, f"stack down left processes behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def stack_database(stack: StackConfig):
+    """The session stack's PostgreSQL cluster (``opsflow.stack.postgres.Cluster``: ``psql``, ``password()``), or
+    None on SQLite."""
+    if TEST_DATABASE == "sqlite":
+        return None
+    from opsflow.stack.services import cluster
+
+    return cluster(stack)
 
 
 @pytest.fixture(scope="session")

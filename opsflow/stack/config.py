@@ -10,11 +10,15 @@ from pathlib import Path
 
 from blocks import names
 from opsflow.core.errors import InvalidInput
+from opsflow.core.files import read_or_create_private
 
-SERVICES = ("docker", "s3", "registry", "prefect", "mlflow", "worker-vault-build", "worker-edge")
+#: Every service of the stack, in start order (a service waits for those it ``needs``). Add one here and in
+#: ``services.build_specs``.
+SERVICES = ("docker", "s3", "registry", "postgres", "prefect", "mlflow", "worker-vault-build", "worker-edge")
+DATABASES = ("postgres", "sqlite")
 BUCKETS = (names.ARTIFACT_STORE, names.DATA_STORE, "opsflow-mlflow")  # object store blocks are named as their buckets
 WORK_POOLS = (names.BUILD_POOL, names.EDGE_POOL)
-_PORT_FIELDS = ("prefect_port", "s3_port", "registry_port", "mlflow_port")
+_PORT_FIELDS = ("prefect_port", "s3_port", "registry_port", "mlflow_port", "postgres_port")
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,14 @@ class StackConfig:
     s3_port: int = 9000
     registry_port: int = 5000
     mlflow_port: int = 5001
+    postgres_port: int = 5433
     services: tuple[str, ...] = SERVICES
-    # A PostgreSQL URL for the Prefect server. It holds a password, so it only ever
-    # comes from the environment (OPSFLOW_DATABASE_URL) and is passed on in the environment.
+    #: The Prefect server's database: ``postgres`` (a private cluster under ``home``; SQLite when the
+    #: binaries are missing) or ``sqlite``.
+    database: str = "postgres"
+    # An external PostgreSQL URL for the Prefect server, instead of the private cluster. It holds a
+    # password, so it only ever comes from the environment (OPSFLOW_DATABASE_URL) and is passed on in
+    # the environment.
     database_url: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -41,6 +50,8 @@ class StackConfig:
         unknown = [s for s in self.services if s not in SERVICES]
         if unknown:
             raise InvalidInput(f"unknown service(s) {unknown}; known: {', '.join(SERVICES)}")
+        if self.database not in DATABASES:
+            raise InvalidInput(f"--database must be one of {', '.join(DATABASES)}, not {self.database!r}")
         if self.database_url and not self.database_url.startswith(("postgresql", "sqlite")):
             raise InvalidInput("OPSFLOW_DATABASE_URL must be a postgresql+asyncpg:// (or sqlite+aiosqlite://) URL")
 
@@ -60,6 +71,8 @@ class StackConfig:
                     raise InvalidInput(f"{var}={env[var]!r} is not a port number") from exc
         if env.get("OPSFLOW_DATABASE_URL"):
             values["database_url"] = env["OPSFLOW_DATABASE_URL"]
+        if env.get("OPSFLOW_DATABASE"):
+            values["database"] = env["OPSFLOW_DATABASE"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -89,12 +102,8 @@ class StackConfig:
 
 def load_credentials(home: Path) -> dict[str, str]:
     """The stack's generated S3 credentials, created (mode 0600) on first use."""
-    path = home / "credentials.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    home.mkdir(parents=True, exist_ok=True)
-    creds = {"s3_access_key": "opsflow" + secrets.token_hex(6), "s3_secret_key": secrets.token_urlsafe(30)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(creds, fh)
-    return creds
+    def make() -> str:
+        return json.dumps({"s3_access_key": "opsflow" + secrets.token_hex(6),
+                           "s3_secret_key": secrets.token_urlsafe(30)})
+
+    return json.loads(read_or_create_private(home / "credentials.json", make))

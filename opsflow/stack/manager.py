@@ -14,7 +14,14 @@ from opsflow.core.errors import ServiceError
 from opsflow.stack import processes
 from opsflow.stack.config import SERVICES, StackConfig, load_credentials
 from opsflow.stack.provision import create_buckets, provision_prefect
-from opsflow.stack.services import ServiceSpec, build_specs, ensure_dirs, external_docker, own_docker_socket
+from opsflow.stack.services import (
+    ServiceSpec,
+    build_specs,
+    database_choice,
+    ensure_dirs,
+    external_docker,
+    own_docker_socket,
+)
 
 WORKERS = ("worker-vault-build", "worker-edge")
 
@@ -55,11 +62,15 @@ class Stack:
         os.replace(tmp, self.cfg.state_file)
 
     def _effective_config(self, state: dict) -> StackConfig:
-        """A running stack keeps the ports it was started with."""
+        """A running stack keeps the ports (and the database) it was started with."""
         if state.get("services") and state.get("ports"):
-            if state["ports"] != self.cfg.ports():
-                self.say(f"note: this stack already runs with ports {state['ports']}; keeping them")
-            return StackConfig(**{**self.cfg.__dict__, **state["ports"]})
+            kept = {k: v for k, v in state["ports"].items() if k in self.cfg.ports()}
+            if kept != {k: v for k, v in self.cfg.ports().items() if k in kept}:
+                self.say(f"note: this stack already runs with ports {kept}; keeping them")
+            database = state.get("database", "sqlite")  # a stack started before PostgreSQL became the default
+            if database != self.cfg.database:
+                self.say(f"note: this stack already runs on {database}; keeping it")
+            return StackConfig(**{**self.cfg.__dict__, **kept, "database": database})
         return self.cfg
 
     @staticmethod
@@ -76,26 +87,17 @@ class Stack:
         creds = load_credentials(cfg.home)
         records: dict = state.setdefault("services", {})
         state["ports"] = cfg.ports()
+        state["database"] = cfg.database
 
         docker_url = self._docker_url(cfg, records)
         specs = build_specs(cfg, creds, docker_url or own_docker_socket(cfg))
-        wanted = [s for s in SERVICES if s in cfg.services]
-
-        to_start: list[ServiceSpec] = []
-        for name in wanted:
-            rec, spec = records.get(name), specs[name]
-            if self._running(rec):
-                if spec.healthy() or self._wait_healthy(spec, 15):
-                    self.say(f"{name}: already running ({'pid ' + str(rec['pid']) if rec['owned'] else 'external'})")
-                    continue
-                self.say(f"{name}: running but not healthy; restarting it")
-                processes.stop(rec["pid"])
-            records.pop(name, None)
-            if name == "docker" and docker_url:
-                records[name] = {"owned": False, "url": docker_url}
-                self.say(f"docker: using the engine at {docker_url}")
-                continue
-            to_start.append(spec)
+        wanted = [s for s in SERVICES if s in cfg.services and s in specs]
+        if "prefect" in wanted and (why := database_choice(cfg)[1]):
+            self.say(f"warning: {why}")
+        elif "prefect" in wanted and (cfg.home / "prefect" / "prefect.db").exists() and "prefect" not in records:
+            self.say("note: the Prefect server runs on PostgreSQL; this home's SQLite database (prefect/prefect.db, "
+                     "from an earlier opsflow) is not used (`--database sqlite` uses it)")
+        to_start, recheck = self._plan(wanted, specs, records, docker_url)
         self._preflight(cfg, to_start)
         self._save(state)
 
@@ -111,7 +113,8 @@ class Stack:
                 effective_docker = records.get("docker", {}).get("url")
                 for line in provision_prefect(cfg, creds, effective_docker):
                     self.say(f"prefect: {line}")
-            self._start_all(cfg, [s for s in to_start if s.name in WORKERS], records, state, started)
+            workers = [s for s in to_start if s.name in WORKERS] + self._still_unhealthy(recheck, records)
+            self._start_all(cfg, workers, records, state, started)
         except BaseException:
             for name in reversed(started):
                 processes.stop(records[name]["pid"])
@@ -122,6 +125,54 @@ class Stack:
             self.say("nothing to start: every service is already running")
         self.say(f"Prefect UI: {cfg.url(cfg.prefect_port)}")
         return started
+
+    def _plan(self, wanted: list[str], specs: dict[str, ServiceSpec], records: dict,
+              docker_url: str | None) -> tuple[list[ServiceSpec], list[ServiceSpec]]:
+        """What to start, and the running services whose health cannot be read now (to check once the rest is up).
+
+        A service that runs but whose health cannot be read (a worker while the Prefect API is down) is
+        never restarted for that: it is checked again after this ``up`` has started the rest.
+        """
+        to_start: list[ServiceSpec] = []
+        recheck: list[ServiceSpec] = []
+        for name in wanted:
+            rec, spec = records.get(name), specs[name]
+            if self._running(rec):
+                healthy = spec.healthy()
+                unknown = None if healthy or not spec.health_unknown else spec.health_unknown()
+                if unknown:
+                    self.say(f"{name}: running (pid {rec['pid']}); {unknown}, so its health cannot be read: not "
+                             "restarting it")
+                    recheck.append(spec)
+                    continue
+                if healthy or self._wait_healthy(spec, 15):
+                    self.say(f"{name}: already running ({'pid ' + str(rec['pid']) if rec['owned'] else 'external'})")
+                    continue
+                self.say(f"{name}: running but not healthy; restarting it")
+                processes.stop(rec["pid"])
+            records.pop(name, None)
+            if name == "docker" and docker_url:
+                records[name] = {"owned": False, "url": docker_url}
+                self.say(f"docker: using the engine at {docker_url}")
+                continue
+            to_start.append(spec)
+        return to_start, recheck
+
+    def _still_unhealthy(self, recheck: list[ServiceSpec], records: dict, grace_s: float = 45) -> list[ServiceSpec]:
+        """Of the services whose health could not be read, those that are unhealthy now that it can be, after
+        ``grace_s`` (a worker reconnects by itself); they are stopped, to be started again."""
+        restart = []
+        for spec in recheck:
+            if spec.health_unknown and (unknown := spec.health_unknown()):
+                self.say(f"{spec.name}: left running; {unknown} (it reconnects when the API is back)")
+                continue
+            if spec.healthy() or self._wait_healthy(spec, grace_s):
+                self.say(f"{spec.name}: healthy again now that the Prefect API answers")
+                continue
+            self.say(f"{spec.name}: not healthy although the Prefect API answers; restarting it")
+            processes.stop(records.pop(spec.name)["pid"])
+            restart.append(spec)
+        return restart
 
     def _docker_url(self, cfg: StackConfig, records: dict) -> str | None:
         """An engine to use as is, or None when the stack must start its own."""
@@ -147,11 +198,24 @@ class Stack:
 
     def _start_all(self, cfg: StackConfig, specs: list[ServiceSpec], records: dict, state: dict,
                    started: list[str]) -> None:
-        """Start ``specs`` together and wait until each is healthy, or fail with its log tail."""
+        """Start ``specs`` and wait until each is healthy, or fail with its log tail. A service that needs
+        another one of ``specs`` starts once that one is healthy."""
+        waiting = list(specs)
+        while waiting:
+            names = {s.name for s in waiting}
+            wave = [s for s in waiting if not names & set(s.needs)]
+            self._start_wave(cfg, wave, records, state, started)
+            waiting = [s for s in waiting if s not in wave]
+
+    def _start_wave(self, cfg: StackConfig, specs: list[ServiceSpec], records: dict, state: dict,
+                    started: list[str]) -> None:
         begun: dict[str, float] = {}
         for spec in specs:
             log = cfg.logs / f"{spec.name}.log"
-            pid = processes.spawn(spec.argv, env=spec.env, log_path=log, home=cfg.home)
+            if spec.prepare is not None:
+                spec.prepare()
+            pid = processes.spawn(spec.argv, env=spec.env, log_path=log, home=cfg.home, clean_env=spec.clean_env,
+                                  user=spec.user)
             records[spec.name] = {"pid": pid, "ticks": processes.start_ticks(pid), "url": spec.url, "owned": True,
                                   "log": str(log)}
             started.append(spec.name)

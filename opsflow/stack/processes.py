@@ -15,36 +15,28 @@ import time
 from collections import deque
 from pathlib import Path
 
+from opsflow.core.pids import alive, start_ticks
+
+__all__ = ["alive", "exited", "log_tail", "marked_pids", "port_free", "spawn", "start_ticks", "stop", "sweep"]
+
 MARKER = "OPSFLOW_STACK_HOME"
 
 
-def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, home: Path, cwd: Path | None = None) -> int:
-    """Start ``argv`` in its own session with output to ``log_path``; return its pid."""
+def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, home: Path, cwd: Path | None = None,
+          clean_env: bool = False, user: str | None = None) -> int:
+    """Start ``argv`` in its own session with output to ``log_path``; return its pid.
+
+    The process gets this process's environment plus ``env``, or with ``clean_env`` only ``env``;
+    with ``user``, it runs as that system user (and in the home's root, which it may not read).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **env, MARKER: str(home)}
+    full_env = {**({} if clean_env else os.environ), **env, MARKER: str(home)}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            argv, env=full_env, cwd=cwd or home, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            argv, env=full_env, cwd=cwd or ("/" if user else home), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, user=user, group=user,
         )
     return proc.pid
-
-
-def start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks (guards against pid reuse), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int, ticks: int | None = None) -> bool:
-    current = start_ticks(pid)
-    return current is not None and (ticks is None or current == ticks)
 
 
 def exited(pid: int) -> bool:

@@ -40,12 +40,13 @@ def create_buckets(cfg: StackConfig, creds: dict[str, str]) -> list[str]:
 
 
 def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str | None) -> list[str]:
-    """Register opsflow's block types, create the local blocks and the work pools. Idempotent."""
+    """Register opsflow's block types, create the local blocks, the work pools (type ``opsflow``) and the
+    automation that crashes runs whose heartbeats stopped. Idempotent."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.workers.process import ProcessWorker
+
+    from opsflow.core.heartbeats import ensure_zombie_automation
+    from opsflow.core.pools import ensure_work_pool
 
     done: list[str] = []
     with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
@@ -75,17 +76,10 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
                 DockerHostTarget(name=node, base_url=docker_url, network_mode="host").save(node, overwrite=True)
         done.append(f"blocks: {len(BLOCK_CLASSES)} types registered, local blocks saved")
 
-        template = ProcessWorker.get_default_base_job_template()
         with get_client(sync_client=True) as client:
             for pool in WORK_POOLS:
-                try:
-                    client.create_work_pool(
-                        WorkPoolCreate(name=pool, type="process", base_job_template=template,
-                                       description=f"opsflow {pool} workers")
-                    )
-                    done.append(f"work pool {pool}: created")
-                except ObjectAlreadyExists:
-                    done.append(f"work pool {pool}: exists")
+                done.append(ensure_work_pool(client, pool, description=f"opsflow {pool} workers"))
+            done.append(ensure_zombie_automation(client))
     return done
 
 

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import httpx
 
+from opsflow.core.heartbeats import heartbeat_env
 from opsflow.core.retention import server_retention_env
 from opsflow.stack.config import WORK_POOLS, StackConfig
+from opsflow.stack.postgres import Cluster, find_bindir
+
+#: What a worker keeps of the environment of whoever ran ``opsflow stack up`` (nothing else: not the
+#: database URL, not cloud credentials, not tokens; a build inherits its worker's environment).
+WORKER_PASS_THROUGH = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "KUBECONFIG"})
+#: A run waiting for a deployment's concurrency slot is offered again after this long (Prefect's default is 30 s).
+DEPLOYMENT_SLOT_WAIT_S = 5
 
 
 @dataclass
@@ -30,6 +38,15 @@ class ServiceSpec:
     start_timeout: float = 120.0
     needs: tuple[str, ...] = ()
     binary_hint: str = ""
+    #: Called before the process starts (creating a database cluster).
+    prepare: Callable[[], None] | None = None
+    #: The process gets only ``env`` (and the stack's marker), not the environment of ``stack up``'s caller.
+    clean_env: bool = False
+    #: The system user the process runs as (None: ours).
+    user: str | None = None
+    #: Why the health cannot be judged right now (None: it can). A service whose health is unknown is not
+    #: restarted: a worker is not unhealthy because the Prefect API is down.
+    health_unknown: Callable[[], str | None] | None = None
 
 
 def _http_ok(url: str, *, ok_below: int = 300, timeout: float = 2.0) -> Callable[[], bool]:
@@ -116,8 +133,46 @@ def _short_exec_root(cfg: StackConfig) -> str:
     return f"/tmp/opsflow-docker-{digest}"  # noqa: S108 - dockerd creates it 0700; a short path is the point
 
 
+def database_choice(cfg: StackConfig) -> tuple[str, str]:
+    """Where the Prefect server keeps its data: ``("external" | "postgres" | "sqlite", why, when not postgres)``."""
+    if cfg.database_url:
+        return "external", ""
+    if cfg.database == "sqlite":
+        return "sqlite", ("the Prefect server runs on SQLite (--database sqlite), which does not hold concurrent load "
+                          "(bursts of webhook deliveries, parallel builds): drop --database sqlite for PostgreSQL")
+    if find_bindir() is None:
+        return "sqlite", ("PostgreSQL is not installed (apt-get install postgresql): the Prefect server runs on "
+                          "SQLite, which does not hold concurrent load (bursts of webhook deliveries, parallel builds)")
+    return "postgres", ""
+
+
+def cluster(cfg: StackConfig) -> Cluster:
+    """The stack's private PostgreSQL cluster (``<home>/postgres``); the binaries must be installed."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise ValueError("PostgreSQL is not installed")
+    return Cluster(cfg.home / "postgres", cfg.postgres_port, bindir)
+
+
+def client_env(cfg: StackConfig) -> dict[str, str]:
+    """What every Prefect client the stack starts (the workers) needs to reach the stack's server.
+
+    The one place for client credentials: a server with auth adds its ``PREFECT_API_AUTH_STRING`` here.
+    """
+    return {"PREFECT_HOME": str(cfg.home / "prefect"), "PREFECT_API_URL": cfg.prefect_api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def worker_env(cfg: StackConfig, docker_url: str, caller_env: dict[str, str] | None = None) -> dict[str, str]:
+    """A worker's whole environment: a few harmless variables of the caller's, the client settings, the engine."""
+    caller_env = os.environ if caller_env is None else caller_env
+    kept = {k: v for k, v in caller_env.items() if k in WORKER_PASS_THROUGH or k.startswith("LC_")}
+    kept.setdefault("PATH", os.defpath)
+    return {**kept, **client_env(cfg), "DOCKER_HOST": docker_url, **heartbeat_env()}
+
+
 def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dict[str, ServiceSpec]:
-    """Every service of the stack, keyed by name, in start order."""
+    """Every service of the stack, keyed by name, in start order (``postgres`` only with a private cluster)."""
     py = sys.executable
     home = cfg.home
     s3_url = cfg.url(cfg.s3_port)
@@ -126,12 +181,7 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    prefect_env = {
-        "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_API_URL": cfg.prefect_api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-    }
+    prefect_env = client_env(cfg)
     specs: dict[str, ServiceSpec] = {}
 
     docker_root = home / "docker"
@@ -172,8 +222,17 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         binary_hint="install CNCF distribution (apt-get install docker-registry)",
     )
 
-    server_env = {**prefect_env, **server_retention_env()}  # database vacuum: opsflow.core.retention
-    if cfg.database_url:
+    server_env = {**prefect_env, **server_retention_env(),  # database vacuum: opsflow.core.retention
+                  "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": str(DEPLOYMENT_SLOT_WAIT_S)}
+    database, _ = database_choice(cfg)
+    if database == "postgres":
+        pg = cluster(cfg)
+        specs["postgres"] = ServiceSpec(
+            name="postgres", argv=pg.server_argv(), url=f"postgresql://127.0.0.1:{cfg.postgres_port}",
+            healthy=pg.ready, port=cfg.postgres_port, start_timeout=60, prepare=pg.init, user=pg.server_user,
+            binary_hint="install PostgreSQL (apt-get install postgresql) or use --database sqlite")
+        server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.url()
+    elif database == "external":
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = cfg.database_url
     specs["prefect"] = ServiceSpec(
         name="prefect",
@@ -183,6 +242,7 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         env=server_env,
         port=cfg.prefect_port,
         start_timeout=180,
+        needs=("postgres",) if database == "postgres" else (),
     )
 
     specs["mlflow"] = ServiceSpec(
@@ -206,12 +266,14 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         name = f"worker-{pool}"
         specs[name] = ServiceSpec(
             name=name,
-            # opsflow's warm worker: runs forked from a pre-imported process, start in well under a second.
+            # The worker type `opsflow`: runs forked from a pre-imported process, started in well under a second.
             argv=[py, "-m", "opsflow.worker", "start", "--pool", pool, "--name", worker_name(pool),
                   "--shutdown-timeout", "10"],
             url=f"{cfg.url(cfg.prefect_port)}/work-pools/work-pool/{pool}",
             healthy=lambda pool=pool: worker_online(cfg, pool),
-            env={**prefect_env, "DOCKER_HOST": docker_url},
+            env=worker_env(cfg, docker_url),
+            clean_env=True,
+            health_unknown=lambda: api_down(cfg),
             start_timeout=120,
             needs=("prefect",),
         )
@@ -220,6 +282,13 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
 
 def worker_name(pool: str) -> str:
     return f"{pool}-{socket.gethostname()}"
+
+
+def api_down(cfg: StackConfig) -> str | None:
+    """Why the Prefect API cannot tell a worker's health now (it does not answer), or None when it answers."""
+    if _http_ok(f"{cfg.prefect_api_url}/health", timeout=3)():
+        return None
+    return f"the Prefect API at {cfg.prefect_api_url} does not answer"
 
 
 def worker_online(cfg: StackConfig, pool: str) -> bool:
@@ -260,4 +329,6 @@ def ensure_dirs(cfg: StackConfig) -> None:
     for sub in ("logs", "prefect", "registry/data", "mlflow", "s3", "docker"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
     (cfg.home / "registry" / "config.yml").write_text(registry_config(cfg))
-    Path(cfg.home).chmod(0o700)
+    # 0700, or 0711 once a PostgreSQL cluster run by the postgres user lives in it (postgres.Cluster.init):
+    # the home stays unlistable, its files keep their own modes.
+    Path(cfg.home).chmod(0o711 if (cfg.home / "postgres").exists() and os.geteuid() == 0 else 0o700)

@@ -9,12 +9,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from uuid import UUID
 
 from opsflow.core.errors import RemoteError
-from opsflow.core.prefect_api import api_client, post_busy_retried
+from opsflow.core.prefect_api import api_client
 from opsflow.core.threads import ContextThreadPool, start_thread
+from opsflow.core.waits import describe, retry_sync
 from opsflow.webhook.journal import Entry, Journal
 
 log = logging.getLogger("opsflow.webhook")
 RETRY_DELAYS_S = (1, 2, 5, 10, 30, 60)
+#: How long one attempt to create a delivery's run waits for a slow or restarting API (timeouts and
+#: 5xx answers are sent again: the idempotency key makes a second create return the first run).
+#: After that the delivery stays in the journal and the retry thread tries again later.
+CREATE_DEADLINE_S = 60.0
 # Runs are created by a small pool: a SQLite-backed Prefect server serializes writes anyway, and
 # many more concurrent creates only turn into "database is locked" 503s.
 CREATE_CONCURRENCY = 4
@@ -48,12 +53,28 @@ class Dispatcher:
 
     def _deployment_id(self, name: str) -> UUID:
         if name not in self._ids:
-            resp = self._client().get(f"deployments/name/{name}")
-            if resp.status_code == 404:
-                raise RemoteError(f"deployment {name} does not exist; apply them with `opsflow deploy`")
-            resp.raise_for_status()
-            self._ids[name] = UUID(resp.json()["id"])
+            def read() -> UUID:
+                resp = self._client().get(f"deployments/name/{name}")
+                if resp.status_code == 404:
+                    raise RemoteError(f"deployment {name} does not exist; apply them with `opsflow deploy`")
+                resp.raise_for_status()
+                return UUID(resp.json()["id"])
+
+            self._ids[name] = retry_sync(read, what=f"reading deployment {name}", deadline_s=CREATE_DEADLINE_S,
+                                         on_retry=self._log_retry(f"reading deployment {name}"), stop=self._stop)
         return self._ids[name]
+
+    @staticmethod
+    def _log_retry(what: str):
+        told: list[bool] = []
+
+        def on_retry(exc: BaseException, pause: float) -> None:
+            if not told:
+                log.warning("%s: the Prefect API did not answer (%s); trying again for up to %.0f s", what,
+                            describe(exc), CREATE_DEADLINE_S)
+                told.append(True)
+
+        return on_retry
 
     def dispatch(self, entry: Entry, tags: list[str]) -> str:
         """Create (or find, by idempotency key) the entry's flow run; record it; return its id.
@@ -110,18 +131,29 @@ class Dispatcher:
             return (entry.forge, entry.delivery) in self._inflight
 
     def _create(self, entry: Entry, tags: list[str]) -> UUID:
-        """Create the run (POST /deployments/{id}/create_flow_run, as Prefect's client does); a 5xx
-        from the server (SQLite busy under load) is retried briefly, in place."""
+        """Create the run (POST /deployments/{id}/create_flow_run, as Prefect's client does), sending it again
+        after a timeout or a 5xx until ``CREATE_DEADLINE_S`` (or the receiver stops): the idempotency key makes
+        that safe.
+
+        Raises:
+            RemoteUnavailable: the API did not answer within the deadline (the message says what was waited for).
+        """
         from prefect.client.schemas.actions import DeploymentFlowRunCreate
         from prefect.states import Scheduled, to_state_create
 
         create = DeploymentFlowRunCreate(parameters=entry.parameters, state=to_state_create(Scheduled()), tags=tags,
                                          idempotency_key=entry.idempotency_key)
         body = create.model_dump(mode="json", exclude_unset=True)
-        resp = post_busy_retried(self._client(), f"deployments/{self._deployment_id(entry.deployment)}/create_flow_run",
-                                 body)
-        resp.raise_for_status()
-        return UUID(resp.json()["id"])
+        path = f"deployments/{self._deployment_id(entry.deployment)}/create_flow_run"
+
+        def post() -> UUID:
+            resp = self._client().post(path, json=body)
+            resp.raise_for_status()
+            return UUID(resp.json()["id"])
+
+        what = f"creating the run of delivery {entry.delivery} ({entry.deployment})"
+        return retry_sync(post, what=what, deadline_s=CREATE_DEADLINE_S, on_retry=self._log_retry(what),
+                          stop=self._stop)
 
     def _emit(self, entry: Entry, run_id: str) -> None:
         from prefect.events import emit_event

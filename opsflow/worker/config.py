@@ -1,15 +1,22 @@
-"""What one worker is told: its pool, queues, name, limits, the modules its zygote preloads."""
+"""What an ``opsflow`` worker is told beyond Prefect's worker options: what its zygote preloads, how
+often it polls, how long a SIGTERM waits, where runs' working directories and its records go.
+
+Prefect's own options (pool, queues, name, ``--limit``, heartbeat interval) are ``BaseWorker``'s.
+``opsflow worker start`` sets these from its command line; ``prefect worker start --type opsflow``
+takes them from the environment (``OPSFLOW_WORKER_*``, see :meth:`WorkerSettings.from_env`).
+"""
 
 from __future__ import annotations
 
+import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from opsflow.core.errors import InvalidInput
 from opsflow.core.paths import PROJECT_ROOT
 
-#: The checkout this package lives in: the directory holding ``flows/``, ``tasks/``, ``blocks/``.
+DEFAULT_LIMIT = 4
 
 
 def default_worker_name(pool: str) -> str:
@@ -26,37 +33,54 @@ def default_preload(project_root: Path = PROJECT_ROOT) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
-    """Settings of one worker process; built by the CLI, read by the service."""
+class WorkerSettings:
+    """Settings of one worker process; built by the CLI (or from the environment), read by the worker."""
 
-    pool: str
-    name: str = ""
-    queues: tuple[str, ...] = ()
-    limit: int = 4
+    #: Flow runs at a time when ``--limit`` is not given (Prefect's workers have no limit by default;
+    #: a build server with two cores should not start twenty builds at once).
+    limit: int = DEFAULT_LIMIT
     preload: tuple[str, ...] | None = None
     project_root: Path = PROJECT_ROOT
     #: Poll period while the event stream is connected (a safety net for missed events) ...
     poll_interval: float = 1.0
     #: ... and while it is not (then the poll is the only source).
     fallback_poll_interval: float = 0.25
-    heartbeat_interval: float = 10.0
     #: How long SIGTERM/SIGINT waits for running flow runs before killing them.
     shutdown_timeout: float = 60.0
-    #: Where each run's fresh working directory is created (default: the system temp dir).
+    #: Where runs' working directories go unless the pool or deployment says (job variable working_dir_root).
     workdir_root: Path | None = None
+    #: Where the worker keeps its run records (default: under the system's temporary directory, per worker name).
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if not self.pool or not self.pool.strip():
-            raise InvalidInput("--pool must name a work pool")
         if self.limit < 1:
             raise InvalidInput(f"--limit must be at least 1, got {self.limit}")
-        if any(not q.strip() for q in self.queues):
-            raise InvalidInput("--queue must not be empty")
         for value, what in ((self.poll_interval, "poll interval"), (self.fallback_poll_interval, "fallback poll"),
-                            (self.heartbeat_interval, "heartbeat interval")):
+                            (self.shutdown_timeout, "shutdown timeout")):
             if value <= 0:
                 raise InvalidInput(f"the {what} must be positive, got {value}")
-        if not self.name:
-            object.__setattr__(self, "name", default_worker_name(self.pool))
+        if self.workdir_root is not None and not Path(self.workdir_root).is_absolute():
+            raise InvalidInput(f"--workdir-root must be an absolute path, got {self.workdir_root}")
         if self.preload is None:
             object.__setattr__(self, "preload", default_preload(self.project_root))
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WorkerSettings:
+        """Defaults, overridden by ``OPSFLOW_WORKER_PRELOAD`` (comma-separated modules),
+        ``OPSFLOW_WORKER_SHUTDOWN_TIMEOUT``, ``OPSFLOW_WORKER_WORKDIR_ROOT`` and ``OPSFLOW_WORKER_STATE_DIR``."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        if env.get("OPSFLOW_WORKER_PRELOAD"):
+            values["preload"] = tuple(m.strip() for m in env["OPSFLOW_WORKER_PRELOAD"].split(",") if m.strip())
+        if env.get("OPSFLOW_WORKER_SHUTDOWN_TIMEOUT"):
+            try:
+                values["shutdown_timeout"] = float(env["OPSFLOW_WORKER_SHUTDOWN_TIMEOUT"])
+            except ValueError as exc:
+                raise InvalidInput("OPSFLOW_WORKER_SHUTDOWN_TIMEOUT must be a number of seconds") from exc
+        for var, key in (("OPSFLOW_WORKER_WORKDIR_ROOT", "workdir_root"), ("OPSFLOW_WORKER_STATE_DIR", "state_dir")):
+            if env.get(var):
+                values[key] = Path(env[var])
+        return cls(**values)
+
+    def with_limit(self, limit: int | None) -> WorkerSettings:
+        return self if limit is None else replace(self, limit=limit)

@@ -9,9 +9,11 @@ has reported a final state, 1 on an error it could not report). The worker marks
 Before the flow runs, the child (already in its own session, see :mod:`opsflow.worker.zygote`):
 
 - works in ``job["workdir"]``, a fresh directory the worker made for this run and removes after it;
-- applies the job variables' ``env`` (work pool default, then deployment, then flow run, as
-  Prefect's workers merge them) to its own ``os.environ`` only, and re-reads Prefect's settings
-  from that environment when it sets a ``PREFECT_*`` variable;
+- applies the run's environment (the job configuration's ``env``: Prefect's settings and run ids,
+  then the job variables' ``env`` of the pool, the deployment and the run, merged by Prefect) to
+  its own ``os.environ`` only, and re-reads Prefect's settings when that changes a ``PREFECT_*``
+  variable;
+- sends its output to the worker's (``stream_output``) or to ``/dev/null``;
 - gets the flow's code the way the deployment says: its pull steps through Prefect's step runner
   (``set_working_directory`` for ``prefect.yaml`` and ``flow.from_source(<local dir>)``,
   ``git_clone`` ... clone into the run's directory; a ``git_clone`` of one commit, as ``opsflow apply``
@@ -42,27 +44,20 @@ from uuid import UUID
 KEEP_PACKAGES = frozenset({"opsflow"})
 
 
-def job_env(pool_template: Mapping[str, Any] | None, deployment_vars: Mapping[str, Any] | None,
-            flow_run_vars: Mapping[str, Any] | None) -> dict[str, str | None]:
-    """The ``env`` job variable of a run: pool default < deployment < flow run, merged key by key.
+def apply_env(env: Mapping[str, str | None], environ: dict | os._Environ = os.environ) -> bool:
+    """Set (or, for ``None``, unset) each variable in ``environ``, this process's environment by default.
 
-    A ``None`` value means "unset this variable" (as in Prefect's process worker).
+    Returns True when a ``PREFECT_*`` variable changed (Prefect's settings must then be read again).
     """
-    env: dict[str, str | None] = {}
-    default = ((pool_template or {}).get("variables", {}).get("properties", {}).get("env", {}).get("default"))
-    for layer in (default, (deployment_vars or {}).get("env"), (flow_run_vars or {}).get("env")):
-        if isinstance(layer, Mapping):
-            env.update({str(k): (None if v is None else str(v)) for k, v in layer.items()})
-    return env
-
-
-def apply_env(env: Mapping[str, str | None], environ: dict | os._Environ = os.environ) -> None:
-    """Set (or, for ``None``, unset) each variable in ``environ``, this process's environment by default."""
+    # ``PREFECT__*`` (two underscores) are run ids Prefect reads from the environment, not settings.
+    prefect_changed = any(key.startswith("PREFECT_") and not key.startswith("PREFECT__") and environ.get(key) != value
+                          for key, value in env.items())
     for key, value in env.items():
         if value is None:
             environ.pop(key, None)
         else:
             environ[key] = value
+    return prefect_changed
 
 
 #: ``{module file: mtime_ns}`` of the project modules the zygote preloaded (set in the zygote, read in children).
@@ -266,6 +261,22 @@ def fetch_code(deployment, flow_run, run_logger, workdir: Path) -> Path:
     return workdir
 
 
+def preloaded_flow(entrypoint: str, code_dir: Path):
+    """The flow object of a ``path.py:name`` entrypoint when that file is already imported (the zygote preloaded
+    it and it is current), else None. Prefect's loader would execute the file again as a new module."""
+    from prefect.flows import Flow
+
+    path, _, name = entrypoint.rpartition(":")
+    if not path.endswith(".py") or not name.isidentifier():
+        return None
+    target = str((code_dir / path).resolve())
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == target:
+            found = getattr(module, name, None)
+            return found if isinstance(found, Flow) else None
+    return None
+
+
 def import_flow(entrypoint: str, code_dir: Path):
     """Import the entrypoint's flow from ``code_dir`` with Prefect's loaders (a plain function becomes a flow)."""
     from prefect.exceptions import MissingFlowError
@@ -275,6 +286,9 @@ def import_flow(entrypoint: str, code_dir: Path):
     os.chdir(code_dir)
     if str(code_dir) not in sys.path:
         sys.path.insert(0, str(code_dir))
+    preloaded = preloaded_flow(entrypoint, code_dir)
+    if preloaded is not None:
+        return preloaded
     target = str(relative_path_to_current_platform(entrypoint)) if ":" in entrypoint else entrypoint
     try:
         return load_flow_from_entrypoint(target, use_placeholder_flow=False)
@@ -289,9 +303,10 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
     from prefect.client.schemas.objects import FlowRun
     from prefect.client.schemas.responses import DeploymentResponse
     from prefect.context import SettingsContext, get_settings_context
-    from prefect.engine import _drive_run_flow_result
     from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
     from prefect.settings import Settings
+
+    from opsflow.worker.prefect_adapter import drive_run_flow_result
 
     workdir = Path(job["workdir"])
     # The worker passes the run as it claimed it and the deployment it read meanwhile, which saves
@@ -308,10 +323,8 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
     else:
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment(flow_run.deployment_id)
-    env = job_env(job.get("pool_template"), deployment.job_variables, flow_run.job_variables)
-    apply_env(env)
     # Prefect reads its settings once; re-read them when the run's env changes one (~0.1 s).
-    settings = Settings() if any(key.startswith("PREFECT_") for key in env) else get_settings_context().settings
+    settings = Settings() if apply_env(job.get("env") or {}) else get_settings_context().settings
     with SettingsContext(profile=get_settings_context().profile, settings=settings):
         try:
             code_dir = fetch_code(deployment, flow_run, run_logger, workdir)
@@ -323,8 +336,43 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
             run_logger.exception("Unexpected exception encountered when trying to load flow")
             raise
         os.chdir(workdir)
+        unknown = unknown_parameters(flow.fn, flow_run.parameters or {})
+        if unknown:
+            report_bad_parameters(flow_run.id, flow.name, flow.fn, unknown, run_logger)
+            return
         result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)
-        _drive_run_flow_result(flow, result)
+        drive_run_flow_result(flow, result)
+
+
+def unknown_parameters(fn, parameters: Mapping[str, Any]) -> list[str]:
+    """The names in ``parameters`` that ``fn`` does not take (none when it takes ``**kwargs``).
+
+    Prefect's engine matches a run's parameters to the flow's signature before it starts orchestrating
+    the run, so an unknown one ends the process with an error and no state (the run showed Crashed,
+    "exited with code 1"); checked here first, the run ends Failed with the parameter named.
+    """
+    import inspect
+
+    signature = inspect.signature(fn)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return []
+    accepted = {name for name, p in signature.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    return sorted(set(parameters) - accepted)
+
+
+def report_bad_parameters(flow_run_id: UUID, flow_name: str, fn, unknown: list[str], run_logger) -> None:
+    """End the run ``Failed`` naming the parameters its flow does not take."""
+    import inspect
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    takes = ", ".join(inspect.signature(fn).parameters) or "no parameters"
+    message = (f"Flow {flow_name!r} has no parameter {', '.join(repr(n) for n in unknown)} (it takes: {takes}); "
+               "start the run again without it.")
+    run_logger.error(message)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Failed(message=message))
 
 
 def execute(job: Mapping[str, Any]) -> int:
@@ -332,6 +380,8 @@ def execute(job: Mapping[str, Any]) -> int:
     from prefect.engine import handle_engine_signals
 
     os.chdir(job["workdir"])
+    if not job.get("stream_output", True):
+        quiet_output()
     os.environ["PREFECT__FLOW_RUN_ID"] = job["flow_run_id"]
     flow_run_id = UUID(job["flow_run_id"])
     try:
@@ -342,3 +392,15 @@ def execute(job: Mapping[str, Any]) -> int:
             return 0
         return exc.code if isinstance(exc.code, int) else 1
     return 0
+
+
+def quiet_output() -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``/dev/null``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+    finally:
+        os.close(devnull)

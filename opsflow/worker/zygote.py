@@ -70,6 +70,9 @@ ENGINE_MODULES = (
     "prefect.blocks.core",
     "prefect.utilities.importtools",
     "prefect.utilities.visualization",
+    "prefect.runtime",
+    "prefect.runtime.flow_run",
+    "prefect.runtime.task_run",
     "anyio._backends._asyncio",
     "anyio.streams.memory",
     "anyio.streams.stapled",
@@ -77,6 +80,7 @@ ENGINE_MODULES = (
     "pydantic.v1",
     "rich._emoji_codes",
     "opsflow.worker.runner",
+    "opsflow.worker.prefect_adapter",
 )
 
 
@@ -99,7 +103,7 @@ def preload(modules: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return loaded, failed
 
 
-def _reap(conn: socket.socket) -> None:
+def _reap(conn: socket.socket, children: set[int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -107,14 +111,38 @@ def _reap(conn: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _send(conn, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        children.discard(pid)
+        with contextlib.suppress(OSError):  # the worker may be gone
+            _send(conn, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def kill_children(children: set[int]) -> None:
+    """SIGKILL each child's process group (a run and whatever it started), then reap them."""
+    for pid in children:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+                break
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                break
+    for pid in list(children):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        children.discard(pid)
 
 
 def serve(conn: socket.socket) -> dict | None:
     """Fork one child per ``spawn`` request until the worker hangs up.
 
     Returns ``None`` in the zygote when the worker is gone, and the request in a forked child.
+    A worker that hangs up while runs are still running has died (a worker that stops waits for
+    its runs, or kills them, first): its runs are killed too, since nothing would cancel them,
+    enforce their timeout or remove their working directories any more. The next worker started
+    with the same name reports them Crashed (:mod:`opsflow.worker.records`).
     """
+    children: set[int] = set()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -130,10 +158,14 @@ def serve(conn: socket.socket) -> dict | None:
                 if key.fileobj == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 4096)
-                    _reap(conn)
+                    _reap(conn, children)
                     continue
-                data = conn.recv(1 << 16)
+                try:
+                    data = conn.recv(1 << 16)
+                except ConnectionResetError:
+                    data = b""
                 if not data:
+                    kill_children(children)
                     return None
                 buffer += data
                 while b"\n" in buffer:
@@ -146,8 +178,9 @@ def serve(conn: socket.socket) -> dict | None:
                     pid = os.fork()
                     if pid == 0:
                         return request
+                    children.add(pid)
                     _send(conn, {"op": "spawned", "key": request["key"], "pid": pid})
-            _reap(conn)  # a SIGCHLD that raced the select
+            _reap(conn, children)  # a SIGCHLD that raced the select
     finally:
         selector.close()
         signal.set_wakeup_fd(old_wakeup)

@@ -59,7 +59,7 @@ def wait_online(client, pool: str, worker: WorkerProcess, timeout: float = 120) 
         # The heartbeat comes once the zygote is ready; the watcher subscribes right after it.
         listed = client.read_workers_for_work_pool(pool)
         online = any(w.name == worker.name and w.status.value == "ONLINE" for w in listed)
-        if online and "subscribed to the flow-run events" in worker.log_text():
+        if online and "subscribed to the events of work pool" in worker.log_text():
             return
         time.sleep(0.2)
     raise AssertionError(f"worker {worker.name} not online within {timeout} s:\n{worker.log_text()[-3000:]}")

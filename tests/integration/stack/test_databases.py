@@ -1,5 +1,5 @@
-"""The Prefect server on both of its databases: PostgreSQL (Debian's, a private cluster) and SQLite
-(`opsflow stack up`'s default).
+"""The Prefect server on both of its databases: PostgreSQL (`opsflow stack up`'s default, a private cluster
+of Debian's binaries under the stack home) and SQLite (`--database sqlite`).
 
 The session stack runs on one of them (tests/conftest.py: PostgreSQL unless
 OPSFLOW_TEST_DATABASE=sqlite); here a second Prefect server is started through the stack on the
@@ -23,7 +23,6 @@ import pytest
 from opsflow.samples import SHOP_SOURCE, SampleRepo
 from tests.support.net import free_port
 from tests.support.paths import ROOT, SUPPORT
-from tests.support.postgres import BINDIRS, private_postgres, psql
 
 pytestmark = pytest.mark.stack
 
@@ -41,31 +40,35 @@ def _argvs() -> list[list[str]]:
 def test_the_session_stack_keeps_its_postgres_password_out_of_process_arguments(stack, stack_database):
     if stack_database is None:
         pytest.skip("the session stack runs on SQLite (OPSFLOW_TEST_DATABASE=sqlite)")
-    # The server's runs are rows in PostgreSQL, and the password is in no process's arguments.
-    assert int(psql(stack_database, "select count(*) from work_pool where name in ('vault-build', 'edge')")) == 2
-    assert stack_database["password"] not in " ".join(" ".join(p) for p in _argvs())
+    # The server's pools are rows in the stack's own PostgreSQL, whose password is in no process's arguments.
+    assert int(stack_database.psql("select count(*) from work_pool where name in ('vault-build', 'edge')")) == 2
+    assert stack_database.data.is_relative_to(stack.home)
+    assert oct(stack_database.password_file.stat().st_mode & 0o777) == "0o600"
+    assert stack_database.password() not in " ".join(" ".join(p) for p in _argvs())
 
 
 @pytest.fixture
 def other_database(stack, stack_database):
-    """The database the session stack does not use: ``("postgres", cluster)`` or ``("sqlite", None)``."""
+    """The database the session stack does not use: ``postgres`` or ``sqlite``."""
     if stack_database is not None:
-        yield "sqlite", None
-        return
-    if not BINDIRS:
+        return "sqlite"
+    from opsflow.stack.postgres import find_bindir
+
+    if find_bindir() is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    with private_postgres() as pg:
-        yield "postgres", pg
+    return "postgres"
 
 
 def test_the_gitops_pr_pipeline_runs_on_a_server_backed_by_the_other_database(stack, other_database, forge_emulator,
                                                                              tmp_path):
     from opsflow.stack import Stack, StackConfig, processes
+    from opsflow.stack.services import cluster
 
-    kind, pg = other_database
+    kind = other_database
     cfg = StackConfig(home=tmp_path / f"{kind}-stack", prefect_port=free_port(), s3_port=stack.s3_port,
-                      registry_port=stack.registry_port, mlflow_port=stack.mlflow_port, services=("prefect",),
-                      database_url=pg["url"] if pg else None)
+                      registry_port=stack.registry_port, mlflow_port=stack.mlflow_port, postgres_port=free_port(),
+                      services=("postgres", "prefect"), database=kind)
+    pg = cluster(cfg) if kind == "postgres" else None
     platform = Stack(cfg, say=lambda line: print(f"[{kind}-stack] {line}"))
     repo = SampleRepo(tmp_path / "shop", SHOP_SOURCE)
     repo.commit("initial")
@@ -90,8 +93,8 @@ def test_the_gitops_pr_pipeline_runs_on_a_server_backed_by_the_other_database(st
         # The run is a row of that database's flow_run table, and the PR got its report.
         if pg:
             run_id = str(uuid.UUID(outcome["run_id"]))  # a UUID: nothing else reaches the query
-            assert psql(pg, f"select state_type from flow_run where id = '{run_id}'") == "COMPLETED"  # noqa: S608 - a parsed UUID
-            assert pg["password"] not in " ".join(" ".join(p) for p in _argvs())  # never a process argument
+            assert pg.psql(f"select state_type from flow_run where id = '{run_id}'") == "COMPLETED"  # noqa: S608 - a parsed UUID
+            assert pg.password() not in " ".join(" ".join(p) for p in _argvs())  # never a process argument
         else:
             with contextlib.closing(sqlite3.connect(cfg.home / "prefect" / "prefect.db")) as db:
                 row = db.execute("select state_type from flow_run where id = ?", (outcome["run_id"],)).fetchone()

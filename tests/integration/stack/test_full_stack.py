@@ -22,14 +22,15 @@ def test_second_up_starts_nothing_and_status_is_healthy(stack):
     assert Stack(stack, say=lines.append).up() == []
     assert "nothing to start: every service is already running" in lines
     rows = Stack(stack, say=lines.append).status()
-    assert [r.name for r in rows] == ["docker", "s3", "registry", "prefect", "mlflow", "worker-vault-build",
-                                      "worker-edge"]
+    database = ["postgres"] if stack.database == "postgres" else []
+    assert [r.name for r in rows] == ["docker", "s3", "registry", *database, "prefect", "mlflow",
+                                      "worker-vault-build", "worker-edge"]
     assert all(r.healthy for r in rows), [r.line() for r in rows if not r.healthy]
 
 
 def test_cli_status_prints_every_service_with_its_url(stack):
     opsflow = Path(sys.executable).parent / "opsflow"
-    ports = [f"--{k.replace('_', '-')}={v}" for k, v in stack.ports().items()]
+    ports = [f"--{k.replace('_', '-')}={v}" for k, v in stack.ports().items()] + [f"--database={stack.database}"]
     out = subprocess.run([str(opsflow), "stack", "status", f"--home={stack.home}", *ports],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,5 +1,5 @@
-"""Fixtures of the worker tests: a work pool of their own, the probe flow deployed from a temp dir,
-and ``opsflow.worker`` started as real subprocesses against the session's Prefect server."""
+"""Fixtures of the worker tests: a work pool of type ``opsflow`` of their own, the probe flow deployed from a temp
+dir, and ``opsflow worker start`` run as real subprocesses against the session's Prefect server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from tests.support.paths import ROOT, SUPPORT
 from tests.support.workers import TAG, WorkerProcess, tagged_pids, wait_online
 
-QUEUES = ("default", "q1", "q2")
+#: Queues of the test pool and their priorities (1 is served first).
+QUEUES = {"default": 1, "q1": 2, "q2": 3}
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,18 @@ def prefect_client(stack):
 
 @pytest.fixture(scope="module")
 def pool(prefect_client):
-    """A process work pool of the tests' own with the queues ``default``, ``q1``, ``q2``; removed afterwards."""
+    """A pool of type ``opsflow`` (its own template) with the queues of QUEUES; removed afterwards."""
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.workers.process import ProcessWorker
+
+    from opsflow.core.pools import job_template
 
     name = f"warm-test-{uuid.uuid4().hex[:6]}"
-    prefect_client.create_work_pool(WorkPoolCreate(name=name, type="process",
-                                                   base_job_template=ProcessWorker.get_default_base_job_template()))
-    for queue in QUEUES[1:]:
-        prefect_client.create_work_queue(name=queue, work_pool_name=name)
+    prefect_client.create_work_pool(WorkPoolCreate(name=name, type="opsflow", base_job_template=job_template()))
+    for queue, priority in QUEUES.items():
+        if queue == "default":  # created with the pool, priority 1
+            assert prefect_client.read_work_queue_by_name(queue, work_pool_name=name).priority == priority
+        else:
+            prefect_client.create_work_queue(name=queue, work_pool_name=name, priority=priority)
     try:
         yield name
     finally:
@@ -55,14 +59,16 @@ def code_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def deploy(pool, code_dir):
-    """``deploy(name, queue="default", env=None) -> deployment id`` of the probe flow in ``pool``."""
+    """``deploy(name, queue="default", env=None, **options) -> deployment id`` of the probe flow in ``pool``;
+    ``job_variables`` and ``concurrency_limit`` pass through to ``flow.deploy``."""
     from prefect import flow
 
-    def _deploy(name: str, queue: str = "default", env: dict | None = None):
+    def _deploy(name: str, queue: str = "default", env: dict | None = None, **options):
         source = flow.from_source(source=str(code_dir), entrypoint="flowcode.py:probe")
+        job_variables = {**({"env": env} if env else {}), **options.pop("job_variables", {})}
         return source.deploy(name=name, work_pool_name=pool, work_queue_name=queue, build=False, push=False,
-                             print_next_steps=False, ignore_warnings=True,
-                             job_variables={"env": env} if env else None)
+                             print_next_steps=False, ignore_warnings=True, job_variables=job_variables or None,
+                             **options)
 
     return _deploy
 
@@ -73,13 +79,18 @@ def start_worker(pool, prefect_client, tmp_path_factory):
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
-    def _start(*args: str, name: str) -> WorkerProcess:
+    def _start(*args: str, name: str, prefect_cli: bool = False, env: dict | None = None) -> WorkerProcess:
+        """``opsflow worker start ...``, or with ``prefect_cli`` ``prefect worker start --type opsflow``."""
         tag = uuid.uuid4().hex
-        log = logs / f"{name}.log"
-        argv = [sys.executable, "-m", "opsflow.worker", "start", "--pool", pool, "--name", name, *args]
+        log = logs / f"{name}-{len(started)}.log"
+        if prefect_cli:
+            prefect = Path(sys.executable).with_name("prefect")
+            argv = [str(prefect), "worker", "start", "--pool", pool, "--type", "opsflow", "--name", name, *args]
+        else:
+            argv = [sys.executable, "-m", "opsflow.worker", "start", "--pool", pool, "--name", name, *args]
         with open(log, "wb") as out:
             proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**os.environ, TAG: tag})
+                                    env={**os.environ, **(env or {}), TAG: tag})
         worker = WorkerProcess(proc, log, name, tag, argv)
         started.append(worker)
         wait_online(prefect_client, pool, worker)
@@ -97,5 +108,22 @@ def start_worker(pool, prefect_client, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def worker(start_worker):
-    """The tests' main worker: queues ``default`` and ``q1`` of the pool."""
-    return start_worker("--queue", "default", "--queue", "q1", "--limit", "4", name="warm-a")
+    """The tests' main worker: queues ``default`` and ``q1`` of the pool, the probe's modules not preloaded."""
+    return start_worker("--queue", "default", "--queue", "q1", "--limit", "4", "--preload", "prefect", name="warm-a")
+
+
+@pytest.fixture(scope="module")
+def second_worker(start_worker):
+    """``second_worker()`` -> the worker ``warm-b`` (queues ``default`` and ``q2``), started again if a test stopped
+    or killed it: the tests that need a second worker share one start. It is started by Prefect's own CLI,
+    ``prefect worker start --type opsflow`` (opsflow's settings from the environment)."""
+    current: list[WorkerProcess] = []
+
+    def _get() -> WorkerProcess:
+        if not current or current[-1].proc.poll() is not None:
+            current.append(start_worker(
+                "--work-queue", "default", "--work-queue", "q2", "--limit", "4", name="warm-b", prefect_cli=True,
+                env={"OPSFLOW_WORKER_PRELOAD": "prefect", "OPSFLOW_WORKER_SHUTDOWN_TIMEOUT": "4"}))
+        return current[-1]
+
+    return _get

@@ -1,0 +1,154 @@
+"""The stack's PostgreSQL: a private cluster from Debian's binaries under the stack home, the Prefect server's database.
+
+On SQLite, Prefect 3.8's server serializes every write: under a burst of webhook deliveries it
+answered with ``database is locked`` and 503s (890 in one bench run), and runs went missing.
+So ``opsflow stack up`` runs Prefect on PostgreSQL by default:
+
+- the binaries are Debian's (``apt-get install postgresql``; ``make demo``/``make test`` install
+  it): the newest ``/usr/lib/postgresql/<version>/bin``. Without them, or with
+  ``--database sqlite``, the stack keeps SQLite and says it does not hold concurrent load;
+- the cluster lives in ``<home>/postgres/data``, is created once (``initdb``, scram-sha-256) with
+  the role ``opsflow`` and the database ``prefect``, and listens on 127.0.0.1 only (no unix socket);
+- its password is generated once into ``<home>/postgres/password`` (mode 0600) and reaches
+  ``initdb`` as that file and the Prefect server in its environment
+  (``PREFECT_API_DATABASE_CONNECTION_URL``), never in a process's arguments;
+- run as root, it runs as the ``postgres`` system user (PostgreSQL refuses root), through
+  ``runuser`` (``initdb``) or as the server process's user; the stack home is then made traversable
+  (0711) for it, its own directory stays 0700.
+
+``OPSFLOW_DATABASE_URL`` (an external PostgreSQL) replaces the private cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from opsflow.core.errors import CommandFailed, ServiceError
+from opsflow.core.files import read_or_create_private
+from opsflow.core.proc import run
+
+DATABASE = "prefect"
+ROLE = "opsflow"
+BINDIRS_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+def find_bindir(pattern: str = BINDIRS_GLOB) -> Path | None:
+    """The newest installed PostgreSQL's ``bin`` directory (by major version), or None."""
+    found = [p for p in Path("/").glob(pattern.lstrip("/")) if (p / "postgres").exists()]
+    if not found:
+        return None
+
+    def version(path: Path) -> tuple:
+        return tuple(int(x) if x.isdigit() else 0 for x in path.parent.name.split("."))
+
+    return max(found, key=version)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One private PostgreSQL cluster in ``root``, serving on 127.0.0.1:``port``."""
+
+    root: Path
+    port: int
+    bindir: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "password"
+
+    @property
+    def as_postgres(self) -> list[str]:
+        """The prefix that runs a command as the ``postgres`` user when we are root (else nothing)."""
+        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def password(self) -> str:
+        """The role's password, generated (mode 0600) on first use."""
+        existed = self.password_file.exists()
+        value = read_or_create_private(self.password_file, lambda: secrets.token_hex(24) + "\n").strip()
+        if not existed:
+            self._own(self.password_file)
+        return value
+
+    def url(self) -> str:
+        """The asyncpg URL Prefect's server connects with (it holds the password: environments only)."""
+        return f"postgresql+asyncpg://{ROLE}:{self.password()}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def client_env(self) -> dict[str, str]:
+        """What ``psql`` and friends need to connect (the password as ``PGPASSWORD``)."""
+        return {"PGPASSWORD": self.password(), "PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": ROLE,
+                "PGDATABASE": DATABASE}
+
+    def initialized(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Create the cluster, the role and the database once; a half-made data directory is made again."""
+        if self.initialized():
+            return
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._own(self.root)
+        self.password()
+        self._check_reachable()
+        shutil.rmtree(self.data, ignore_errors=True)
+        self._run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", ROLE, "--auth=scram-sha-256",
+                   f"--pwfile={self.password_file}", "--encoding=UTF8", "--no-instructions"], "initdb")
+        # Single-user mode: no server, no network, no password needed to create the database.
+        self._run([str(self.bindir / "postgres"), "--single", "-D", str(self.data), "postgres"],
+                  "creating the database", stdin=f"CREATE DATABASE {DATABASE} OWNER {ROLE};\n")
+
+    @property
+    def server_user(self) -> str | None:
+        """The user the server process runs as: ``postgres`` when we are root."""
+        return "postgres" if os.geteuid() == 0 else None
+
+    def server_argv(self) -> list[str]:
+        # synchronous_commit=off: a crash may lose the last moment of writes, never consistency; a local
+        # platform's Prefect server then does not wait on the disk for each state change.
+        return [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200",
+                "-c", "synchronous_commit=off"]
+
+    def ready(self) -> bool:
+        """True when the server accepts connections (``pg_isready``)."""
+        try:
+            run([str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)], timeout=10)
+        except CommandFailed:
+            return False
+        return True
+
+    def psql(self, sql: str) -> str:
+        """One query's rows, as ``psql -tA`` prints them."""
+        return run([str(self.bindir / "psql"), "-tAc", sql], env=self.client_env(), secrets=[self.password()],
+                   timeout=60).strip()
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _own(self, path: Path) -> None:
+        if self.as_postgres:
+            shutil.chown(path, "postgres", "postgres")
+
+    def _check_reachable(self) -> None:
+        if not self.as_postgres:
+            return
+        home = self.root.parent
+        home.chmod(home.stat().st_mode | 0o111)  # traversable, not listable, for the postgres user
+        try:
+            run([*self.as_postgres, "test", "-w", str(self.root)], timeout=30)
+        except CommandFailed as exc:
+            raise ServiceError("postgres", f"the postgres user cannot reach {self.root}: make its parent "
+                               "directories traversable (chmod o+x), choose another --home, or use --database sqlite"
+                               ) from exc
+
+    def _run(self, argv: list[str], what: str, stdin: str | None = None) -> None:
+        try:
+            run([*self.as_postgres, *argv], cwd=self.root, timeout=300, stdin_text=stdin, secrets=[self.password()])
+        except CommandFailed as exc:
+            raise ServiceError("postgres", f"{what} failed", exc.output_tail) from exc

@@ -1,0 +1,44 @@
+"""The private Prefect names the worker relies on (opsflow.worker.prefect_adapter) still exist in the installed
+Prefect. When an upgrade moves one, this fails naming it: change the adapter, nothing else."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from opsflow.worker import prefect_adapter
+
+
+@pytest.mark.parametrize(("module", "path"), prefect_adapter.PRIVATE_NAMES)
+def test_each_private_name_is_still_there(module, path):
+    target = importlib.import_module(module)
+    for part in path.split("."):
+        if isinstance(target, dict):
+            assert part in target, f"{module}:{path} is gone from Prefect: {part!r} missing"
+            target = target[part]
+        else:
+            assert hasattr(target, part), f"{module}:{path} is gone from Prefect: {part!r} missing"
+            target = getattr(target, part)
+
+
+def test_a_worker_has_the_attributes_the_adapter_reads():
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.responses import DeploymentResponse
+
+    from opsflow.worker.config import WorkerSettings
+    from opsflow.worker.job import OpsflowJobConfiguration
+    from opsflow.worker.prefect_worker import OpsflowWorker
+
+    worker = OpsflowWorker("pool", name="w", settings=WorkerSettings(preload=()))
+    for attribute in prefect_adapter.WORKER_ATTRIBUTES:
+        assert hasattr(worker, attribute), f"BaseWorker no longer sets {attribute}"
+    assert prefect_adapter.submissions_in_flight(worker) == 0 and prefect_adapter.submitting_ids(worker) == set()
+
+    import uuid
+
+    deployment = DeploymentResponse(id=uuid.uuid4(), name="d", flow_id=uuid.uuid4())
+    config = OpsflowJobConfiguration()
+    config.prepare_for_flow_run(FlowRun(flow_id=deployment.flow_id, name="r"), deployment=deployment)
+    assert prefect_adapter.related_deployment(config) is deployment
+    assert prefect_adapter.related_deployment(OpsflowJobConfiguration()) is None
