@@ -82,7 +82,7 @@ function probe(url, seconds) {
       console.log(last);
       process.exit(1);
     }
-    setTimeout(attempt, 200);
+    setTimeout(attempt, 50);
   };
   attempt();
 }
