@@ -64,7 +64,7 @@ def config_objects(release: ComponentRelease, namespace: str, values: RuntimeVal
                                    for path, (content, _) in values.files.items()})):
         if not data:
             continue
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+        digest = values.fingerprint.removeprefix("sha256:")[:10]  # what the plan shows, covers every value
         objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
                         "metadata": {"name": k8s_name(f"{release.base_name}-{holds}-{digest}"),
                                      "namespace": namespace, "labels": meta_labels,
@@ -73,7 +73,7 @@ def config_objects(release: ComponentRelease, namespace: str, values: RuntimeVal
     return objects
 
 
-def pod_spec(release: ComponentRelease, config: list[dict], allowed_host_paths: list[str],
+def pod_spec(release: ComponentRelease, config: list[dict], allowed_host_paths: list[str] | None,
              restart: str = "Always") -> dict:
     """The pod template's spec: one container with image, command/args, env from the ConfigMap and
     Secret, volumes (PVCs for named volumes, hostPath under the allowed roots, secret files),
@@ -115,14 +115,15 @@ def pod_spec(release: ComponentRelease, config: list[dict], allowed_host_paths: 
     return spec
 
 
-def _volumes(release: ComponentRelease, secret_name: str | None, allowed_host_paths: list[str]) -> tuple[list, list]:
+def _volumes(release: ComponentRelease, secret_name: str | None,
+             allowed_host_paths: list[str] | None) -> tuple[list, list]:
     """Pod volumes and the container's mounts: PVCs for named volumes, hostPath under the allowed
     roots, and each secret file from the release's Secret (subPath, so the directory stays as it is)."""
     runtime, volumes, mounts = release.runtime, [], []
     for i, volume in enumerate(runtime.volumes):
         name = f"vol-{i}"
         if volume.is_host_path:
-            if not path_under(volume.source, allowed_host_paths):
+            if allowed_host_paths is not None and not path_under(volume.source, allowed_host_paths):
                 raise InvalidInput(f"host path {volume.source} is not under the target's allowed_host_paths "
                                    f"({', '.join(allowed_host_paths) or 'none'})")
             volumes.append({"name": name, "hostPath": {"path": volume.source, "type": "Directory"}})
@@ -160,10 +161,11 @@ def kubernetes_manifests(release: ComponentRelease, namespace: str, colour: str 
     Job or CronJob for a batch role), then Service, Ingress and HorizontalPodAutoscaler.
 
     Blue-green: ``colour`` names the Deployment ``<base>-<colour>``; the Service selects that colour
-    and the autoscaler scales it. ``values`` holds the secrets (empty: none are read).
+    and the autoscaler scales it. ``values`` holds the secrets (empty: none are read). Host paths must
+    be under ``allowed_host_paths`` (None: not checked here).
     """
     values = values or RuntimeValues()
-    allowed = allowed_host_paths or []
+    allowed = allowed_host_paths  # None: checked elsewhere (the plan renders what check_target passed)
     base = k8s_name(release.base_name, 52 if release.schedule else 63)
     config = config_objects(release, namespace, values)
     selector, labels = _labels(release, colour)
