@@ -12,10 +12,11 @@ from pydantic import Field
 
 from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget, names
 from blocks.application import DeployMethod
-from blocks.fields import BlockName, Cpu, Memory, Name, TagOrDigest
+from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
 from opsflow.core.errors import InvalidInput
-from tasks.deploy.docker_host import running_specs
-from tasks.deploy.release import publish_plan, resolve_release
+from tasks.deploy.compose import compose_diff
+from tasks.deploy.docker_host import engine_info, running_specs
+from tasks.deploy.release import check_runtime_secrets, check_target, publish_plan, resolve_release
 from tasks.deploy.target import deploy_to_target, report_outcomes
 
 TargetKind = Literal["docker", "kubernetes", "ssh"]
@@ -49,10 +50,13 @@ def manual_deploy(
     targets: Annotated[list[Name], Field(min_length=1, max_length=100)] = [names.EDGE_NODE],  # noqa: B006 - Prefect copies parameter defaults per run
     target_kind: TargetKind = "docker",
     components: list[Name] | None = None,
+    roles: list[Name] | None = None,
     replicas: Annotated[int | None, Field(ge=0, le=100)] = None,
     cpu: Cpu | None = None,
     memory: Memory | None = None,
     method: DeployMethod | None = None,
+    env: dict[EnvName, EnvValue] | None = None,
+    init: bool | None = None,
     approve: bool = False,
     max_parallel: Annotated[int, Field(ge=1, le=32)] = 4,
     registry_block: BlockName = names.REGISTRY,
@@ -68,10 +72,14 @@ def manual_deploy(
             all of kind ``target_kind``); several are deployed concurrently.
         target_kind: docker, kubernetes or ssh: the type of the target blocks.
         components: components to deploy; all of the application's when empty.
+        roles: run roles to deploy (e.g. service, batch); every role of each component when empty.
         replicas: instances per component (default: the application's deploy defaults).
         cpu: CPU per instance, a Kubernetes quantity such as 250m (default: the application's).
         memory: memory per instance, such as 256Mi (default: the application's).
         method: rolling or blue-green (default: the application's).
+        env: extra (non-secret) environment variables for this deploy, on top of the components'.
+        init: run an init process as PID 1 (signals forwarded: a Node app stops at once); the
+            components' setting when empty.
         approve: pause after showing the plan until someone resumes the run in the UI.
         max_parallel: targets deployed at the same time.
         registry_block: ContainerRegistry block the images are in.
@@ -79,7 +87,9 @@ def manual_deploy(
     Returns:
         Per target: per component image, version, previous image and health; failed targets with the error.
     Raises:
-        InvalidInput: unknown application, target, component or version, before anything changes.
+        InvalidInput: unknown application, target, component, role or version, a missing Secret
+            block, a bind mount outside the target's allowed paths, limits the engine refuses, a
+            compose file that does not parse or lacks the service: before anything changes.
         DeployFailed: a target did not become healthy (each failed target was rolled back; the
             others are deployed); the message lists the failed targets.
     """
@@ -103,16 +113,31 @@ def manual_deploy(
                                + "; ".join([*(f"target {t} uses network_mode=host" for t in host_networked),
                                             *(f"component {n} has no port" for n in portless)])
                                + "; use method=rolling there")
-    releases = [resolve_release(registry, application, name, version, replicas if replicas is not None
-                                else application.deploy.replicas, cpu or application.deploy.cpu,
-                                memory or application.deploy.memory, chosen_method) for name in chosen]
+    role_names = {n: [r.name for r in application.component(n).run_roles()] for n in chosen}
+    missing = sorted(set(roles or []) - {r for names in role_names.values() for r in names})
+    if missing:
+        raise InvalidInput(f"no chosen component of {app!r} has the role(s) {missing}; they have {role_names}")
+    releases = [rel for name in chosen if not roles or set(roles) & set(role_names[name])
+                for rel in resolve_release(registry, application, name, version, replicas, cpu, memory,
+                                           chosen_method, roles=[r for r in roles if r in role_names[name]]
+                                           if roles else None, env=env, init=init)]
+    shown = check_runtime_secrets(releases)
+    docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
+    infos = {t: engine_info.submit(b) for t, b in docker_blocks.items()}
+    diffs = {t: compose_diff.submit(b, releases) for t, b in docker_blocks.items() if b.compose_project}
     reads = {t: {r.component: running_specs.submit(b, app, r.component) for r in releases}
-             for t, b in blocks.items()} if target_kind == "docker" else {}
+             for t, b in docker_blocks.items() if not b.compose_project}
+    for target, block in blocks.items():
+        got = infos[target].result(raise_on_failure=False) if target in infos else None
+        check_target(releases, target_kind, target, block, None if isinstance(got, BaseException) else got)
     plans = [publish_plan.submit(
         releases, target_kind, target,
-        {c: _or_error(f.result(raise_on_failure=False)) for c, f in reads.get(target, {}).items()},
+        {r.key: _or_error(f.result(raise_on_failure=False)) for r in releases
+         for c, f in reads.get(target, {}).items() if c == r.component},
         getattr(block, "namespace", "default"), getattr(block, "os", None) == "windows",
-        getattr(block, "network_mode", "host")) for target, block in blocks.items()]
+        getattr(block, "network_mode", "host"), shown,
+        diffs[target].result() if target in diffs else None,
+        getattr(block, "ingress_class", None)) for target, block in blocks.items()]
     for plan in plans:
         plan.result()
     if approve:

@@ -90,7 +90,7 @@ def check_target(releases: list[ComponentRelease], kind: str, target: str, block
             problems += host_path_problems(rel.runtime, block.allowed_host_paths, f"{where}.runtime", target)
         if kind == "docker":
             problems += docker_problems(rel.cpu, rel.memory, info or {}, where, target)
-            if rel.kind == RoleKind.batch and rel.schedule and not block.compose_project:
+            if rel.kind == RoleKind.batch and rel.schedule:
                 problems.append(f"{where}.schedule: a Docker host runs a batch role once per deploy; schedules "
                                 "run as Kubernetes CronJobs (remove the schedule or deploy to a Kubernetes target)")
             if rel.runtime.networks and block.network_mode == "host":
