@@ -117,7 +117,7 @@ def test_host_paths_outside_the_allowed_roots_and_bad_names_are_refused():
         kubernetes_manifests(release(), "prod", values=VALUES, allowed_host_paths=["/var/lib"])
     with pytest.raises(InvalidInput, match="not a Kubernetes name"):
         kubernetes_manifests(release(app="shop_app"), "prod", values=VALUES, allowed_host_paths=["/srv"])
-    with pytest.raises(InvalidInput, match="ingress.port 7000"):
+    with pytest.raises(InvalidInput, match=r"ingress\.port 7000"):
         kubernetes_manifests(release(ingress=Ingress(host="a.example.com", port=7000)), "prod", values=VALUES,
                              allowed_host_paths=["/srv"])
 

@@ -47,7 +47,8 @@ def test_container_specs_carry_the_runtime_and_the_plan_shows_no_secret():
     assert spec["environment"] == {"LOG_LEVEL": "info", "DB_PASSWORD": "hunter2-long"}
     assert spec["entrypoint"] == ["/bin/busybox"] and spec["command"] == ["httpd", "-f"] and spec["init"] is True
     assert spec["restart_policy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
-    assert spec["volumes"] == {"shop-data": {"bind": "/data", "mode": "rw"}, "/srv/shop": {"bind": "/srv", "mode": "ro"}}
+    assert spec["volumes"] == {"shop-data": {"bind": "/data", "mode": "rw"},
+                               "/srv/shop": {"bind": "/srv", "mode": "ro"}}
     assert spec["labels"]["traefik.enable"] == "true" and spec["labels"]["org.opsflow.run-role"] == "service"
     assert spec["networks"] == ["traefik"] and spec["secret_files"] == ["/run/secrets/db-password"]
     shown = docker_container_specs(release(), "bridge", colour="blue", env=placeholder_env(RUNTIME, VALUES))
