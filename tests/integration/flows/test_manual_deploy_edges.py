@@ -9,42 +9,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Self
 
 import httpx
 import pytest
 
-from tests.support.edge_nodes import edge_nodes
+from tests.support.edge_nodes import Prober, edge_nodes
 from tests.support.net import free_port
 from tests.support.web_app import push_web_app
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker]
-
-
-class Prober:
-    """Reads ``url`` every 50 ms (a new connection each time, as separate clients would)."""
-
-    def __init__(self, url: str):
-        self.url, self.seen, self.failed = url, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                resp = httpx.get(self.url, timeout=2)
-                (self.seen if resp.status_code == 200 else self.failed).append(resp.text.strip() or resp.status_code)
-            except httpx.HTTPError as exc:
-                self.failed.append(type(exc).__name__)
-            time.sleep(0.05)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="module")
