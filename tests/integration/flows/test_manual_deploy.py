@@ -6,7 +6,6 @@ rejected before anything stops (the plans: tests/unit/flows/test_manual_deploy.p
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import httpx
@@ -75,7 +74,7 @@ def test_every_failure_point_ends_with_the_previous_version_answering(stack, doc
         engine, registry = DockerHostTarget.load("edge-local"), ContainerRegistry.load("local-registry")
         missing = ComponentRelease(app=app, component="web", image=registry.repository(f"{app}-web") + "@sha256:"
                                    + "0" * 64, version="gone", ports=[port], health_deadline_s=DEADLINE_S)
-        with pytest.raises(DeployFailed, match="could not pull .* the running version was not touched"):
+        with pytest.raises(DeployFailed, match=r"could not pull .* the running version was not touched"):
             rollout_docker.fn(engine, registry, missing)
         assert _serving(port) == "shop v1"
         assert _running(docker_client, app) == {f"{app}-web-0": "v1"}  # no -previous left behind
@@ -107,8 +106,8 @@ def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_cl
         # issue 18: each of these failed at container create and left the app down; issue 21: KeyError 'Pi'
         (dict(cpu="1m", memory="1k"), "cpu 1m is below the engine's minimum of 10m; components[web].memory 1k is "
                                       "below the engine's minimum of 6Mi"),
-        (dict(cpu="64", memory="1Pi"), "cpu 64 is more than edge-local has"),
-        (dict(cpu="64", memory="1Pi"), "memory 1Pi is more than edge-local has"),
+        (dict(cpu="64", memory="1Pi"), ("cpu 64 is more than edge-local has",
+                                        "memory 1Pi is more than edge-local has")),
         (dict(roles=["batch"]), "has the role(s) ['batch']"),
         (dict(targets=["no-such-node"]), "no docker target block named 'no-such-node'"),
         (dict(targets=["edge-local", "edge-local"]), "lists a target twice"),
@@ -117,9 +116,11 @@ def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_cl
         (dict(components=["db"]), "has no component"),
         (dict(app=f"{app}-bad"), "env_files[0] (no-such-secret): there is no readable Secret block"),
     ]
-    for kwargs, message in cases:
-        with pytest.raises(InvalidInput, match=re.escape(message)):
+    for kwargs, messages in cases:
+        with pytest.raises(InvalidInput) as info:
             manual_deploy(**{"app": app, "version": "v1", "targets": ["edge-local"], **kwargs})
+        for message in [messages] if isinstance(messages, str) else messages:
+            assert message in str(info.value), (kwargs, str(info.value))
     for kwargs, field in [(dict(replicas=-1), "replicas"), (dict(memory="12XB"), "memory"),
                           (dict(app="shop;rm -rf /"), "app"), (dict(version="v1$(reboot)"), "version"),
                           (dict(env={"1BAD": "x"}), "env")]:
