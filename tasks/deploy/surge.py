@@ -63,12 +63,12 @@ def probe_new(proxy, container, release: ComponentRelease, deadline: float) -> t
     url = f"http://{container.name}:{release.ports[0]}{release.health_path}"
     seen = "no answer yet"
     while time.monotonic() < deadline:
-        healthy, seen = probe_in_network(proxy, url, min(2.0, max(1.0, deadline - time.monotonic())))
-        if healthy:
-            return True, seen
         why = exited(container)
         if why:
             return False, why
+        healthy, seen = probe_in_network(proxy, url, 1)
+        if healthy:
+            return True, seen
     return False, seen
 
 
@@ -97,7 +97,8 @@ def rollout_surge(client, engine: DockerHostTarget, release: ComponentRelease,
     try:
         seen = state.run()
     except BaseException as exc:  # noqa: BLE001 - any failure (an interrupt too) is undone, then raised as DeployFailed
-        why = values.redact(str(exc) if isinstance(exc, DeployFailed) else engine_error(exc))
+        why = values.redact(str(exc) if isinstance(exc, DeployFailed) else
+                            f"{release.base_name} {release.version} on {engine.name}: {engine_error(exc)}")
         raise DeployFailed(f"{why}; it was removed and {state.undo()}") from None
     how = state.retire()
     get_run_logger().info("%s %s on %s: %s (%s)", release.base_name, release.version, engine.name, how, seen)

@@ -1,7 +1,9 @@
 """Manual deploy to edge nodes: real extra Docker engines with bridge networking (tests/support/edge_nodes.py).
 
-Blue-green behind the proxy with a prober every 50 ms, fan-out to several nodes with one
-unreachable, the per-target lock, and bad input rejected before any target is touched.
+Fan-out to several nodes with one unreachable, the per-target lock, rolling with surge behind the
+proxy where no failure point (image missing, cannot be created, exits at once, never healthy) fails
+a single probe at 20 Hz, blue-green, a backend that is healthy only with its runtime configuration and
+secrets (which appear in no log, artifact, plan or label), one image in two roles.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ def edges(stack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def web_app(stack):
-    """An application ``web`` on port P with versions v1, v2 (healthy) and bad (no /healthz) pushed."""
+    """An application ``web`` on port P with versions v1, v2 (healthy), bad (no /healthz), exits (exits at
+    once) and nocmd (no CMD: cannot be created) pushed."""
     app, port = f"edge-{uuid.uuid4().hex[:6]}", free_port()
-    push_web_app(app, port, {"v1": True, "v2": True, "bad": False}, deadline_s=5, page_prefix=f"{app} ")
+    push_web_app(app, port, {"v1": True, "v2": True, "bad": False, "exits": "exits", "nocmd": "nocmd"},
+                 deadline_s=5, page_prefix=f"{app} ")
     return app, port
 
 
@@ -112,6 +116,116 @@ def test_a_second_deploy_to_the_same_target_waits_for_the_first(stack, edges, we
     assert any(f"another deploy holds {lock}" in log.message for log in logs)
 
 
+def test_surge_rollouts_fail_no_probe_at_any_failure_point(edges, web_app):
+    """Bridge networking: each failure point ends with the old version answering, and a prober at 20 Hz
+    never sees a failure, neither during the failed deploys nor during a good one."""
+    from blocks import ContainerRegistry, DockerHostTarget
+    from flows.manual_deploy import manual_deploy
+    from opsflow.core.errors import DeployFailed
+    from tasks.deploy.docker_host import rollout_docker
+    from tasks.deploy.plan import ComponentRelease
+
+    app, port = web_app
+    node = edges[1]
+    url = f"http://{node.public_host}:{port}/index.html"
+    assert httpx.get(url, timeout=5).text.strip() == f"{app} v2"  # after the lock test
+    engine, registry = DockerHostTarget.load(node.name), ContainerRegistry.load("local-registry")
+    missing = ComponentRelease(app=app, component="web", image=registry.repository(f"{app}-web") + "@sha256:"
+                               + "0" * 64, version="gone", ports=[port], health_deadline_s=5)
+    with Prober(url) as prober:
+        for version, why in (("bad", r"not healthy within 5s"), ("exits", r"exited with 3"),
+                             ("nocmd", r"No command specified")):
+            with pytest.raises(DeployFailed, match=rf"{why}.*removed and the live version .* kept serving"):
+                manual_deploy(app=app, version=version, targets=[node.name])
+        with pytest.raises(DeployFailed, match="could not pull"):
+            rollout_docker.fn(engine, registry, missing)
+        done = manual_deploy(app=app, version="v1", targets=[node.name])
+        time.sleep(0.3)
+    assert "started beside the old ones, no gap" in done["targets"][node.name]["components"][0]["health"]
+    assert prober.failed == [], f"failed probes: {prober.failed[:5]} of {len(prober.failed)}"
+    assert set(prober.seen) == {f"{app} v2", f"{app} v1"} and prober.seen[-1] == f"{app} v1"
+    left = _containers(node, app)  # nothing of the failed deploys is left behind, the old v2 is gone
+    assert len(left) == 2 and set(left.values()) == {("running", None), ("running", "v1")}, left
+
+
+@pytest.fixture(scope="module")
+def config_app(stack):
+    """A backend healthy only with its env var, its env-file secret and its secret file; and a batch
+    role of the same image with another command. The Secret blocks hold the values."""
+    from prefect.blocks.system import Secret
+
+    uid = uuid.uuid4().hex[:6]
+    app, port = f"cfg-{uid}", free_port()
+    secrets = {"db": f"db-password-{uuid.uuid4().hex}", "token": f"api-token-{uuid.uuid4().hex}"}
+    Secret(value=f"DB_PASSWORD={secrets['db']}\nexport QUEUE_URL='amqp://queue.lan' # the broker\n").save(
+        f"{app}-env", overwrite=True)
+    Secret(value=secrets["token"]).save(f"{app}-token", overwrite=True)
+    runtime = {"env": {"APP_MODE": "service-mode"}, "env_files": [f"{app}-env"], "init": True,
+               "secret_files": [{"secret_block": f"{app}-token", "path": "/run/secrets/api-token", "mode": 0o400}],
+               "labels": {"traefik.http.routers.cfg.rule": "Host(`cfg.example.com`)"}}
+    roles = [{"name": "service"},
+             {"name": "batch", "kind": "batch", "runtime": {"env": {"APP_MODE": "batch-mode"}, "args": [
+                 "/bin/busybox", "sh", "-c",
+                 'echo "batch ran as $APP_MODE"; [ -s /run/secrets/api-token ] && [ -n "$DB_PASSWORD" ]']}}]
+    push_web_app(app, port, {"v1": "needs-config"}, deadline_s=10, page_prefix="cfg ",
+                 component={"runtime": runtime, "roles": roles})
+    return app, port, secrets
+
+
+def test_runtime_config_and_secrets_make_the_backend_healthy_and_never_show(edges, config_app):
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    from flows.manual_deploy import manual_deploy
+
+    app, port, secrets = config_app
+    node = edges[1]
+    state = manual_deploy(app=app, version="v1", targets=[node.name], return_state=True)
+    done = state.result()
+    service, batch = done["targets"][node.name]["components"]
+    assert service["component"] == "web" and "healthy" in service["health"]
+    assert batch["component"] == "web/batch" and batch["health"].startswith("ran to completion (exit 0)")
+    assert httpx.get(f"http://{node.public_host}:{port}/index.html", timeout=5).text.strip() == "cfg v1"
+
+    import docker
+
+    client = docker.DockerClient(base_url=node.base_url)
+    try:
+        containers = client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"})
+        by_role = {c.labels["org.opsflow.run-role"]: c for c in containers}
+        run = by_role["batch"]
+        assert run.name == f"{app}-web-batch-run" and run.attrs["State"]["ExitCode"] == 0
+        assert run.logs().decode().strip() == "batch ran as batch-mode"  # same image, another command
+        assert by_role["service"].attrs["Config"]["Cmd"] != run.attrs["Config"]["Cmd"]
+        served = by_role["service"]
+        assert served.attrs["HostConfig"]["Init"] is True
+        code, out = served.exec_run(["/bin/busybox", "stat", "-c", "%a", "/run/secrets/api-token"])
+        assert (code, out.decode().strip()) == (0, "400")
+        inspected = json.dumps([c.attrs for c in containers])
+        assert secrets["token"] not in inspected  # the secret file: not in inspect, labels or env
+        assert secrets["db"] not in json.dumps([c.labels for c in containers])
+        assert f"DB_PASSWORD={secrets['db']}" in served.attrs["Config"]["Env"]  # env values are (documented)
+        assert "QUEUE_URL=amqp://queue.lan" in served.attrs["Config"]["Env"]
+        images = json.dumps([client.images.get(c.attrs["Image"]).attrs for c in containers])
+        assert secrets["token"] not in images and secrets["db"] not in images
+    finally:
+        client.close()
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[run_id])))
+        flow_run = prefect.read_flow_run(run_id)
+    plan = next(a.data for a in artifacts if a.key == f"deploy-plan-{app}-{node.name}")
+    assert "DB_PASSWORD" in plan and "<secret" in plan and "sha256:" in plan and "/run/secrets/api-token" in plan
+    everything = json.dumps([[log.message for log in logs], [a.data for a in artifacts], flow_run.state.message,
+                             done], default=str)
+    for value in secrets.values():
+        assert value not in everything
+
+
 def test_blue_green_switches_without_a_failed_probe_and_a_bad_colour_never_serves(edges, web_app):
     from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import DeployFailed
@@ -119,13 +233,10 @@ def test_blue_green_switches_without_a_failed_probe_and_a_bad_colour_never_serve
     app, port = web_app
     node = edges[0]
     url = f"http://{node.public_host}:{port}/index.html"
-    done = manual_deploy(app=app, version="v1", targets=[node.name], method="blue-green")
-    assert "blue is live" in done["targets"][node.name]["components"][0]["health"]
-    assert httpx.get(url, timeout=5).text.strip() == f"{app} v1"
-
+    # the fan-out's rolling deploy left v1 as blue behind the proxy: the next colour is green
     with Prober(url) as prober:
         done = manual_deploy(app=app, version="v2", targets=[node.name], method="blue-green")
-        time.sleep(0.5)
+        time.sleep(0.3)
     assert "green is live" in done["targets"][node.name]["components"][0]["health"]
     assert prober.failed == [], f"failed probes during the switch: {prober.failed[:5]}"
     assert prober.seen[-1] == f"{app} v2" and f"{app} v1" in prober.seen
