@@ -42,7 +42,6 @@ from tasks.deploy.docker_host import (
     RolloutResult,
     engine_error,
     engine_session,
-    exited,
     find_container,
     pull_if_missing,
     run_batch,
@@ -425,54 +424,6 @@ def _beside(client, engine: DockerHostTarget, rel: ComponentRelease, live: list,
         if len(new) != 1 or new[0].labels.get(f"{OPSFLOW_LABEL}.image") != rel.image:
             raise DeployFailed(f"`up --scale` did not start one container of {rel.version} for {rel.service_name}")
         healthy, seen = probe_new(proxy, new[0], rel, time.monotonic() + rel.health_deadline_s)
-        if not healthy:
-            raise DeployFailed(f"{rel.service_name} {rel.version} was not healthy within {rel.health_deadline_s:g}s "
-                               f"({seen})")
-    return RolloutResult(rel.key, rel.version, previous, True, False, f"healthy ({seen})",
-                         [c.name for c in containers], replicas=len(containers))
-
-
-def _ensure_proxy(client, engine: DockerHostTarget, rel: ComponentRelease):
-    """opsflow's proxy for a compose service: on the project's default network, publishing the ports."""
-    proxy = find_container(client, f"{rel.base_name}-proxy")
-    if proxy is not None:
-        if proxy.status != "running":
-            proxy.start()
-        return proxy
-    spec = docker_proxy_spec(rel, ensure_proxy_image(engine))
-    spec["network"] = f"{project_label(engine.compose_project)}_default"
-    proxy = client.containers.create(name=spec.pop("name"), **spec)
-    try:
-        proxy.start()
-    except BaseException:
-        proxy.remove(force=True)
-        raise
-    return proxy
-
-
-def _beside(client, engine: DockerHostTarget, rel: ComponentRelease, live: list, previous: str | None,
-            secrets: list[str]) -> RolloutResult:
-    """Blue-green on compose: one more container of the service (the new image) beside the live ones,
-    probed in the network, then the proxy switches to it and the old ones go after a drain."""
-    logger = get_run_logger()
-    live_ids = {c.id for c in live}
-    _compose(engine, "up", "-d", "--no-deps", "--no-recreate", "--scale", f"{rel.service_name}={len(live) + 1}",
-             rel.service_name, logger=logger, secrets=secrets)
-    proxy = _ensure_proxy(client, engine, rel)
-    new = [c for c in service_containers(client, engine, rel.service_name, running=False) if c.id not in live_ids]
-    moved = False
-    try:
-        if len(new) != 1 or new[0].labels.get(f"{OPSFLOW_LABEL}.image") != rel.image:
-            raise DeployFailed(f"`up --scale` did not start one container of {rel.version} for {rel.service_name}")
-        url = f"http://{new[0].name}:{rel.ports[0]}{rel.health_path or '/'}"
-        end = time.monotonic() + rel.health_deadline_s
-        healthy, seen = False, "no answer yet"
-        while not healthy and time.monotonic() < end:
-            healthy, seen = probe_in_network(proxy, url, min(2.0, max(1.0, end - time.monotonic())))
-            why = None if healthy else exited(new[0])
-            if why:
-                seen = why
-                break
         if not healthy:
             raise DeployFailed(f"{rel.service_name} {rel.version} was not healthy within {rel.health_deadline_s:g}s "
                                f"({seen}); the live containers kept serving")
