@@ -194,7 +194,8 @@ def test_runtime_config_and_secrets_make_the_backend_healthy_and_never_show(edge
     client = docker.DockerClient(base_url=node.base_url)
     try:
         containers = client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"})
-        by_role = {c.labels["org.opsflow.run-role"]: c for c in containers}
+        by_role = {c.labels["org.opsflow.run-role"]: c for c in containers
+                   if c.labels.get("org.opsflow.role") != "proxy"}
         run = by_role["batch"]
         assert run.name == f"{app}-web-batch-run" and run.attrs["State"]["ExitCode"] == 0
         assert run.logs().decode().strip() == "batch ran as batch-mode"  # same image, another command
