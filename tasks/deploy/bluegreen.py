@@ -119,12 +119,24 @@ def probe_in_network(proxy, url: str, deadline_s: float) -> tuple[bool, str]:
 HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 
 
-def ensure_network(client, name: str, app: str):
-    """The application's bridge network; it publishes ports on the same host address as the
-    engine's default bridge (dockerd ``--ip``), which user-defined networks do not inherit."""
+def ensure_network(client, name: str, app: str, public_host: str | None = None):
+    """The application's bridge network. It publishes ports on the same host address as the
+    engine's default bridge (dockerd ``--ip``), which user-defined networks do not inherit; on an
+    engine without a default bridge (``--bridge=none``, the local stack's) on ``public_host`` when
+    that is an address, so a node that serves on 127.0.0.1 publishes nothing on other interfaces."""
+    import ipaddress
+
+    import docker.errors
+
     found = [n for n in client.networks.list(names=[name]) if n.name == name]
     if found:
         return found[0]
-    binding = (client.networks.get("bridge").attrs.get("Options") or {}).get(HOST_BINDING)
+    try:
+        binding = (client.networks.get("bridge").attrs.get("Options") or {}).get(HOST_BINDING)
+    except docker.errors.NotFound:
+        try:
+            binding = str(ipaddress.IPv4Address(public_host or ""))
+        except ValueError:
+            binding = None
     return client.networks.create(name, driver="bridge", labels={f"{OPSFLOW_LABEL}.app": app},
                                   options={HOST_BINDING: binding} if binding else None)

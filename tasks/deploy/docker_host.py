@@ -322,6 +322,10 @@ def run_batch(client, engine: DockerHostTarget, release: ComponentRelease, value
                            f"{engine.name} a batch role runs once per deploy (remove its schedule)")
     [spec] = docker_container_specs(release, engine.network_mode, env=values.env(release.runtime), replicas=1)
     spec = {**spec, "name": f"{release.base_name}-run", "ports": None}
+    if spec.get("network"):
+        from tasks.deploy.bluegreen import ensure_network
+
+        ensure_network(client, spec["network"], release.app, engine.public_host)
     earlier = find_container(client, spec["name"])
     previous_image = earlier.labels.get(f"{OPSFLOW_LABEL}.image") if earlier else None
     if earlier is not None:

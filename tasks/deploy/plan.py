@@ -114,7 +114,10 @@ def docker_container_specs(release: ComponentRelease, network_mode: str = "host"
                     {"network_mode": network_mode}), "ports": None}
                 for i in range(count)]
     count = min(count, 1) if release.ports else count
-    return [{"name": f"{release.base_name}-{i}", **common, "labels": labels, "network_mode": network_mode,
+    # bridge: the application's own network, never Docker's default one (an engine started with
+    # --bridge=none has none; user-defined networks work there as well)
+    where = {"network": bluegreen_network(release.app)} if network_mode == "bridge" else {"network_mode": network_mode}
+    return [{"name": f"{release.base_name}-{i}", **common, "labels": labels, **where,
              "ports": {f"{p}/tcp": p for p in release.ports} if network_mode != "host" else None}
             for i in range(count)]
 

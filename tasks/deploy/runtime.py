@@ -75,8 +75,9 @@ def parse_env_text(text: str, where: str) -> dict[str, str]:
         except InvalidInput:
             raise InvalidInput(f"{where}, line {number}: the variable name is not valid (letters, digits, '_', "
                                "not starting with a digit)") from None
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        closing = value.find(value[0], 1) if value[:1] in ("'", '"') else -1
+        if closing > 0:  # a quoted value; what follows the closing quote is a comment
+            value = value[1:closing]
         else:
             value = re.sub(r"\s+#.*$", "", value)
         found[key] = value

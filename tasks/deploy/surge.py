@@ -151,7 +151,7 @@ class _Surge:
         specs = docker_container_specs(release, self.engine.network_mode, colour=self.colour,
                                        env=self.values.env(release.runtime))
         if release.ports or self.engine.network_mode == "bridge":
-            ensure_network(self.client, bluegreen_network(release.app), release.app)
+            ensure_network(self.client, bluegreen_network(release.app), release.app, self.engine.public_host)
         if release.ports:
             self._ensure_proxy()
         end = time.monotonic() + release.health_deadline_s

@@ -66,8 +66,9 @@ def test_a_secret_file_goes_into_the_container_as_a_tar_with_its_mode():
 
 
 def test_env_files_parse_and_errors_never_show_a_value():
-    text = "# comment\nexport A=1\nB='two words' \nC=\"x=y\"\nD=plain # trailing comment\nE=\n"
-    assert parse_env_text(text, "f") == {"A": "1", "B": "two words", "C": "x=y", "D": "plain", "E": ""}
+    text = "# comment\nexport A=1\nB='two words' \nC=\"x=y\"\nD=plain # trailing comment\nE=\nF='a # b' # note\n"
+    assert parse_env_text(text, "f") == {"A": "1", "B": "two words", "C": "x=y", "D": "plain", "E": "",
+                                         "F": "a # b"}
     with pytest.raises(InvalidInput, match=r"f, line 2: the variable name") as info:
         parse_env_text("A=1\n1BAD=topsecret\n", "f")
     assert "topsecret" not in str(info.value)
