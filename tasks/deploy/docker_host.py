@@ -182,9 +182,12 @@ def exited(container) -> str | None:
     restarts = container.attrs.get("RestartCount") or 0
     if container.status in ("running", "created") and not restarts:
         return None
-    code = container.attrs.get("State", {}).get("ExitCode")
     tail = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
-    what = f"the container exited with {code}" + (f" and was restarted {restarts} time(s)" if restarts else "")
+    if container.status in ("exited", "dead", "restarting"):
+        what = f"the container exited with {container.attrs.get('State', {}).get('ExitCode')}"
+    else:  # running again after a restart: its exit code is gone
+        what = "the container exited"
+    what += f" and was restarted {restarts} time(s)" if restarts else ""
     return what + (f": {tail[-300:]}" if tail else "")
 
 
@@ -276,8 +279,8 @@ def replace_with_gap(client, engine: DockerHostTarget, release: ComponentRelease
         healthy, seen = wait_healthy(url, release.health_deadline_s, release.probe_timeout_s,
                                      container=started[0] if started else None)
         if not healthy:
-            raise DeployFailed(f"not healthy within {release.health_deadline_s:g}s (last probe of {url}: {seen})"
-                               if url else f"not running: {seen}")
+            raise DeployFailed(seen if seen.startswith("the container") else
+                               f"not healthy within {release.health_deadline_s:g}s (last probe of {url}: {seen})")
     except BaseException as exc:  # noqa: BLE001 - any failure (an interrupt too) restores, then is raised as DeployFailed
         why = values.redact(str(exc) if isinstance(exc, DeployFailed) else engine_error(exc))
         back = restore_previous(started, previous, url, release)

@@ -161,9 +161,11 @@ class _Surge:
             self.started.append(new)
             healthy, seen = probe_new(self.proxy, new, release, end)
             if not healthy:
-                raise DeployFailed(f"{release.base_name} {release.version} ({self.colour}) on {self.engine.name} was "
-                                   f"not healthy within {release.health_deadline_s:g}s (last probe of "
-                                   f"{release.health_path}: {seen})")
+                what = seen if seen.startswith("the container") else (
+                    f"was not healthy within {release.health_deadline_s:g}s (last probe of {release.health_path}: "
+                    f"{seen})")
+                raise DeployFailed(f"{release.base_name} {release.version} ({self.colour}) on {self.engine.name}: "
+                                   f"{what}")
             if self.proxy is not None and not self.blue_green:
                 self._switch([c.name for c in self.started] + [c.name for c in self.live[len(self.started):]])
         if self.proxy is None:

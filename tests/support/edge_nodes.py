@@ -105,12 +105,13 @@ def edge_nodes(count: int, root: Path, prefix: str = "edge") -> Iterator[list[Ed
 class Prober:
     """Reads ``url`` every ``interval`` seconds (20 Hz by default; a new connection each time, as
     separate clients would) while the ``with`` block runs; ``seen`` holds the bodies of 200 answers,
-    ``failed`` every error or other status."""
+    ``failed`` every error or other status, ``stamps`` (perf_counter, body or "-") for each read."""
 
     def __init__(self, url: str, interval: float = 0.05, timeout: float = 2):
         import httpx
 
         self.url, self.interval, self.seen, self.failed = url, interval, [], []
+        self.stamps: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=timeout, headers={"Connection": "close"})
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -122,8 +123,10 @@ class Prober:
             try:
                 resp = self._http.get(self.url)
                 (self.seen if resp.status_code == 200 else self.failed).append(resp.text.strip() or resp.status_code)
+                self.stamps.append((time.perf_counter(), resp.text.strip() if resp.status_code == 200 else "-"))
             except httpx.HTTPError as exc:
                 self.failed.append(type(exc).__name__)
+                self.stamps.append((time.perf_counter(), "-"))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Self:

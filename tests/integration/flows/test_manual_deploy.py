@@ -66,7 +66,7 @@ def test_every_failure_point_ends_with_the_previous_version_answering(stack, doc
 
         # exits at once: noticed at once (not after the deadline), the old version is back
         with Prober(f"http://127.0.0.1:{port}/index.html") as prober, pytest.raises(
-                DeployFailed, match=r"exited with 3.*cannot start.*previous version .* is serving again"):
+                DeployFailed, match=r"the container exited.*cannot start.*previous version .* is serving again"):
             manual_deploy(app=app, version="exits", targets=[HOST])
         assert _serving(port) == "shop v1" and len(prober.failed) <= (DEADLINE_S + 3) * 20
 
@@ -109,8 +109,8 @@ def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_cl
     bad_runtime.save(f"{app}-bad", overwrite=True)
     cases = [
         # issue 18: each of these failed at container create and left the app down; issue 21: KeyError 'Pi'
-        (dict(cpu="1m", memory="1k"), "cpu 1m is below the engine's minimum of 10m; components[web].memory 1k is "
-                                      "below the engine's minimum of 6Mi"),
+        (dict(cpu="1m", memory="1k"), ("cpu 1m is below the engine's minimum of 10m",
+                                       "components[web].memory 1k is below the engine's minimum of 6Mi")),
         (dict(cpu="64", memory="1Pi"), (f"cpu 64 is more than {HOST} has", f"memory 1Pi is more than {HOST} has")),
         (dict(roles=["batch"]), "has the role(s) ['batch']"),
         (dict(targets=["no-such-node"]), "no docker target block named 'no-such-node'"),
