@@ -65,7 +65,7 @@ function probe(url, seconds) {
   const deadline = Date.now() + seconds * 1000;
   let last = 'no answer yet';
   const attempt = () => {
-    const req = http.get(url, { timeout: 2000, agent: false }, (res) => {
+    const req = http.get(url, { timeout: Math.max(200, Math.min(2000, deadline - Date.now())), agent: false }, (res) => {
       res.resume();
       if (res.statusCode >= 200 && res.statusCode < 300) {
         console.log(`HTTP ${res.statusCode}`);

@@ -69,7 +69,7 @@ def probe_new(proxy, container, release: ComponentRelease, deadline: float) -> t
         healthy, seen = probe_in_network(proxy, url, 1)
         if healthy:
             return True, seen
-    return False, seen
+    return False, exited(container) or seen  # a crash loop explains a timeout better than the timeout
 
 
 def _start_proxy(client, release: ComponentRelease, image: str):
