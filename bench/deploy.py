@@ -12,9 +12,11 @@ On the stack's engine, as a host-networked target (the old container stops befor
 
 * ``rollback_s``: from the last answer of the bad version (its health gate has given up and it is
   being removed) to the first answer of the old version again (a prober every 20 ms); median.
-* ``deploy_ratio``: a rolling deploy of one component (``manual_deploy``, alternating good/good2)
-  vs the same replacement by hand: ``docker rm -f`` + ``docker run`` (Docker SDK) + polling the health
-  URL every 20 ms until it answers; medians of ``--rounds`` interleaved pairs. Target <= 2.0.
+* ``deploy_ratio``: a rolling deploy of one component (``manual_deploy`` called in this process,
+  alternating good/good2; the run's wall time, Prefect's flow-run engine included) vs the same
+  replacement as a plain script does it: ``docker rm -f`` + ``docker run -d`` (the docker CLI) +
+  polling the health URL every 20 ms until it answers; medians of ``--rounds`` interleaved pairs.
+  Target <= 2.0. ``deploy_sdk_ratio``: the same against the Docker SDK instead of the CLI.
   ``deploy_surge_s``: the same deploy on ``edge-local`` (bridge networking: the new container starts
   beside the old one behind the proxy, then the old one drains and goes).
 
@@ -57,7 +59,10 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--parts", default="host,edges", help="host (rollback, deploy_ratio), edges (fan-out, "
+                        "blue-green, compose); comma separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     # The stack's server, before Prefect is imported (else a run would start a temporary server).
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
 
@@ -76,19 +81,29 @@ def main() -> None:
     push_web_app(app, port, {"good": True, "good2": True, "bad": False}, deadline_s=3, source="bench")
     result: dict = {}
     try:
-        result.update(rollback_benchmark(app, port, host.name, args.rounds))
-        result.update(deploy_ratio_benchmark(app, port, host, args.rounds))
+        if "host" in parts:
+            result.update(rollback_benchmark(app, port, host.name, args.rounds))
+            result.update(deploy_ratio_benchmark(app, port, host, args.rounds))
     finally:
         client = edge.get_client()
         for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
             container.remove(force=True)
         client.close()
-    result.update(edge_benchmarks(app, port, args.rounds))
+    if "edges" in parts:
+        result.update(edge_benchmarks(app, port, args.rounds))
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def manual_deploy(**kwargs):
+    """Run the (async) manual-deploy flow in this process; returns its result."""
+    import asyncio
+
+    from flows.manual_deploy import manual_deploy as flow
+
+    return asyncio.run(flow(**kwargs))
+
+
 def rollback_benchmark(app: str, port: int, target: str, rounds: int) -> dict:
-    from flows.manual_deploy import manual_deploy
     from tests.support.edge_nodes import Prober
 
     manual_deploy(app=app, version="good", targets=[target])
@@ -128,7 +143,6 @@ def _wait_answer(url: str, deadline_s: float = 30) -> None:
 def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
     """``manual_deploy`` (rolling, host networking) vs ``docker rm -f`` + ``docker run`` + health polling."""
     from blocks import ContainerRegistry
-    from flows.manual_deploy import manual_deploy
     from tasks.registry.lookup import lookup_image
 
     registry = ContainerRegistry.load("local-registry")
@@ -136,7 +150,8 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
     images = {v: f"{repository}@{lookup_image.fn(registry, repository, v)}" for v in ("good", "good2")}
     health = f"http://127.0.0.1:{port}/healthz"
     client = host.get_client()
-    ours, plain = [], []
+    cli_env = {**os.environ, "DOCKER_HOST": host.base_url}
+    ours, plain, sdk = [], [], []
     try:
         manual_deploy(app=app, version="good", targets=[host.name])  # warm: the images are on the engine
         for i in range(rounds):
@@ -148,17 +163,24 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
                 container.remove(force=True)
             for version in ("good2", "good"):
                 start = time.perf_counter()
-                for old in client.containers.list(all=True, filters={"name": f"^bench-plain-{app}$"}):
-                    old.remove(force=True)
-                client.containers.run(images[version], name=f"bench-plain-{app}", detach=True, network_mode="host",
-                                      labels={"bench": app})
+                subprocess.run(["docker", "rm", "-f", f"bench-plain-{app}"], env=cli_env, capture_output=True,
+                               check=False)
+                subprocess.run(["docker", "run", "-d", "--name", f"bench-plain-{app}", "--network", "host",
+                                images[version]], env=cli_env, capture_output=True, check=True)
                 _wait_answer(health)
                 plain.append(time.perf_counter() - start)
+            for version in ("good2", "good"):
+                start = time.perf_counter()
+                for old in client.containers.list(all=True, filters={"name": f"^bench-plain-{app}$"}):
+                    old.remove(force=True)
+                client.containers.run(images[version], name=f"bench-plain-{app}", detach=True, network_mode="host")
+                _wait_answer(health)
+                sdk.append(time.perf_counter() - start)
             for old in client.containers.list(all=True, filters={"name": f"^bench-plain-{app}$"}):
                 old.remove(force=True)
             manual_deploy(app=app, version="good", targets=[host.name])
             print(f"round {i + 1}: manual_deploy {statistics.median(ours[-2:]):.2f}s, docker run + health "
-                  f"{statistics.median(plain[-2:]):.2f}s", flush=True)
+                  f"{statistics.median(plain[-2:]):.2f}s (SDK {statistics.median(sdk[-2:]):.2f}s)", flush=True)
         for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
             container.remove(force=True)
         surge = []
@@ -171,12 +193,13 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
         client.close()
     return {"deploy_ratio": round(statistics.median(ours) / statistics.median(plain), 3),
             "deploy_s": round(statistics.median(ours), 3), "docker_run_health_s": round(statistics.median(plain), 3),
+            "deploy_sdk_ratio": round(statistics.median(ours) / statistics.median(sdk), 3),
+            "docker_sdk_run_health_s": round(statistics.median(sdk), 3),
             "deploy_surge_s": round(statistics.median(surge), 3)}
 
 
 def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
     from blocks import DockerHostTarget
-    from flows.manual_deploy import manual_deploy
     from tests.support.edge_nodes import Prober, edge_nodes
 
     result: dict = {}
@@ -237,7 +260,6 @@ def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
     import docker
 
     from blocks import ContainerRegistry, DockerHostTarget
-    from flows.manual_deploy import manual_deploy
     from tasks.registry.lookup import lookup_image
     from tests.support.edge_nodes import Prober
     from tests.support.net import free_port

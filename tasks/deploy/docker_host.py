@@ -40,23 +40,22 @@ class RolloutResult:
     replicas: int = 1
 
 
-@task(name="read-running-containers", task_run_name="read-running-{app}-{component}-{engine.name}", retries=1,
-      retry_delay_seconds=2)
-def running_specs(engine: DockerHostTarget, app: str, component: str) -> list[dict]:
-    """What runs now for ``app``/``component`` on the engine, in the plan's shape (for the diff)."""
-    with engine_session(engine) as client:
-        found = client.containers.list(all=True, filters={"label": [f"{OPSFLOW_LABEL}.app={app}",
-                                                                     f"{OPSFLOW_LABEL}.component={component}"]})
-        return [{"name": c.name, "image": c.labels.get(f"{OPSFLOW_LABEL}.image", ""), "labels": c.labels,
-                 "status": c.status} for c in found]
-
-
-@task(name="read-engine-info", task_run_name="read-engine-info-{engine.name}", retries=1, retry_delay_seconds=2)
-def engine_info(engine: DockerHostTarget) -> dict:
-    """What the plan checks limits against: the engine's CPUs, memory and version (``docker info``)."""
+@task(name="read-docker-target", task_run_name="read-{app}-on-{engine.name}", retries=1, retry_delay_seconds=2)
+def read_target(engine: DockerHostTarget, app: str, components: list[str]) -> dict:
+    """What a plan needs from an engine, in one session: its CPUs, memory and version (``docker info``,
+    which the limits are checked against) and, per component, what runs now in the plan's shape."""
     with engine_session(engine) as client:
         info = client.info()
-    return {k: info.get(k) for k in ("NCPU", "MemTotal", "ServerVersion", "OperatingSystem", "InitBinary")}
+        found = client.containers.list(all=True, filters={"label": [f"{OPSFLOW_LABEL}.app={app}"]})
+    running: dict[str, list[dict]] = {c: [] for c in components}
+    for container in found:
+        component = container.labels.get(f"{OPSFLOW_LABEL}.component")
+        if component in running:
+            running[component].append({"name": container.name, "status": container.status,
+                                       "image": container.labels.get(f"{OPSFLOW_LABEL}.image", ""),
+                                       "labels": container.labels})
+    return {"info": {k: info.get(k) for k in ("NCPU", "MemTotal", "ServerVersion", "OperatingSystem")},
+            "running": running}
 
 
 @contextmanager

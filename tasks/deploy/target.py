@@ -5,7 +5,7 @@ and the results table of a deploy to several targets."""
 from __future__ import annotations
 
 from prefect import get_run_logger, runtime, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 
 from blocks import ContainerRegistry, ObjectStore
 from opsflow.core.errors import DeployFailed
@@ -71,10 +71,10 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
     return results
 
 
-def report_outcomes(app: str, version: str, targets: list[str], outcomes: dict) -> dict:
+async def report_outcomes(app: str, version: str, targets: list[str], outcomes: dict) -> dict:
     """The per-target results table artifact of the flow run; raises when any target failed,
-    listing them (a single target's own error as it was). Called in the flow, not a task: the
-    outcomes hold the targets' exceptions, which are no task parameters."""
+    listing them (a single target's own error as it was). Awaited in the (async) flow, not a task:
+    the outcomes hold the targets' exceptions, which are no task parameters."""
     rows = []
     for target in targets:
         got = outcomes[target]
@@ -84,7 +84,7 @@ def report_outcomes(app: str, version: str, targets: list[str], outcomes: dict) 
             rows.append({"target": target, "result": "deployed", "components": ", ".join(
                 f"{r['component']} {r['version']}" + (" (0 replicas)" if r.get("replicas") == 0 else "")
                 for r in got), "detail": "; ".join(r["health"] for r in got)})
-    create_table_artifact(table=rows, key=f"deploy-{app}-results", description=f"Deploy of {app} {version}")
+    await acreate_table_artifact(table=rows, key=f"deploy-{app}-results", description=f"Deploy of {app} {version}")
     failed = [t for t in targets if isinstance(outcomes[t], BaseException)]
     if failed:
         if len(targets) == 1:

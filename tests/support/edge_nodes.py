@@ -137,3 +137,13 @@ class Prober:
         self._stop.set()
         self._thread.join(10)
         self._http.close()
+
+
+def run_deploy(**kwargs):
+    """Run the (async) ``manual-deploy`` flow in this process and return what it returns (its final
+    state with ``return_state=True``)."""
+    import asyncio
+
+    from flows.manual_deploy import manual_deploy
+
+    return asyncio.run(manual_deploy(**kwargs))

@@ -44,35 +44,35 @@ def _running(docker_client, app: str) -> dict[str, str]:
 
 def test_every_failure_point_ends_with_the_previous_version_answering(stack, docker_client, host_app):
     from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
-    from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import DeployFailed
     from tasks.deploy.docker_host import rollout_docker
     from tasks.deploy.plan import ComponentRelease
     from tasks.deploy.records import DeployRecord, record_key
+    from tests.support.edge_nodes import run_deploy
 
     app, port, digests = host_app
     store = ObjectStore.load("opsflow-artifacts")
     try:
-        first = manual_deploy(app=app, version="v1", targets=[HOST])
+        first = run_deploy(app=app, version="v1", targets=[HOST])
         assert first["targets"][HOST]["components"][0]["image"].endswith(digests["v1"])
         assert _serving(port) == "shop v1"
 
         # never healthy: the gap lasts the health deadline, then the old version is back
         with Prober(f"http://127.0.0.1:{port}/index.html") as prober, pytest.raises(
                 DeployFailed, match=r"not healthy within 3s.*rolled back; the previous version .* is serving again"):
-            manual_deploy(app=app, version="v2", targets=[HOST])
+            run_deploy(app=app, version="v2", targets=[HOST])
         assert _serving(port) == "shop v1" and prober.seen[-1] == "shop v1"
         assert len(prober.failed) <= (DEADLINE_S + 3) * 20, len(prober.failed)  # a gap: host networking
 
         # exits at once: noticed at once (not after the deadline), the old version is back
         with Prober(f"http://127.0.0.1:{port}/index.html") as prober, pytest.raises(
                 DeployFailed, match=r"the container exited.*cannot start.*previous version .* is serving again"):
-            manual_deploy(app=app, version="exits", targets=[HOST])
+            run_deploy(app=app, version="exits", targets=[HOST])
         assert _serving(port) == "shop v1" and len(prober.failed) <= (DEADLINE_S + 3) * 20
 
         # the engine refuses to create the container (issue 18: it used to leave the app down)
         with pytest.raises(DeployFailed, match=r"No command specified.*previous version .* is serving again"):
-            manual_deploy(app=app, version="nocmd", targets=[HOST])
+            run_deploy(app=app, version="nocmd", targets=[HOST])
         assert _serving(port) == "shop v1"
 
         # the image cannot be pulled: nothing stopped at all
@@ -84,7 +84,7 @@ def test_every_failure_point_ends_with_the_previous_version_answering(stack, doc
         assert _serving(port) == "shop v1"
         assert _running(docker_client, app) == {f"{app}-web-0": "v1"}  # no -previous left behind
 
-        manual_deploy(app=app, version="v3", targets=[HOST])
+        run_deploy(app=app, version="v3", targets=[HOST])
         assert _serving(port) == "shop v3"
         body = store.get_client().get_object(Bucket=store.bucket, Key=record_key(app, HOST))["Body"].read()
         record = DeployRecord.model_validate_json(body)
@@ -96,12 +96,12 @@ def test_every_failure_point_ends_with_the_previous_version_answering(stack, doc
 
 def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_client, host_app):
     from blocks import Application, ObjectStore
-    from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import InvalidInput
     from tasks.deploy.records import record_key
+    from tests.support.edge_nodes import run_deploy
 
     app, port, _ = host_app
-    manual_deploy(app=app, version="v1", targets=[HOST])
+    run_deploy(app=app, version="v1", targets=[HOST])
     before = {c.name: c.id for c in docker_client.containers.list(filters={"label": f"org.opsflow.app={app}"})}
     bad_runtime = Application.load(app)
     bad_runtime.components[0].runtime.env_files = ["no-such-secret"]
@@ -122,14 +122,14 @@ def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_cl
     ]
     for kwargs, messages in cases:
         with pytest.raises(InvalidInput) as info:
-            manual_deploy(**{"app": app, "version": "v1", "targets": [HOST], **kwargs})
+            run_deploy(**{"app": app, "version": "v1", "targets": [HOST], **kwargs})
         for message in [messages] if isinstance(messages, str) else messages:
             assert message in str(info.value), (kwargs, str(info.value))
     for kwargs, field in [(dict(replicas=-1), "replicas"), (dict(memory="12XB"), "memory"),
                           (dict(app="shop;rm -rf /"), "app"), (dict(version="v1$(reboot)"), "version"),
                           (dict(env={"1BAD": "x"}), "env")]:
         with pytest.raises(Exception, match=field):
-            manual_deploy(**{"app": app, "version": "v1", "targets": [HOST], **kwargs})
+            run_deploy(**{"app": app, "version": "v1", "targets": [HOST], **kwargs})
     assert {c.name: c.id for c in docker_client.containers.list(
         filters={"label": f"org.opsflow.app={app}"})} == before  # nothing was stopped or replaced
     assert _serving(port) == "shop v1"
@@ -142,14 +142,14 @@ def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_cl
 def test_replicas_zero_says_what_it_does_and_records_the_truth(stack, docker_client, host_app):
     """Issue 21: replicas 0 reported "deployed" while the old version served, and recorded the new one."""
     from blocks import ObjectStore
-    from flows.manual_deploy import manual_deploy
     from tasks.deploy.records import DeployRecord, record_key
+    from tests.support.edge_nodes import run_deploy
 
     app, port, digests = host_app
     store = ObjectStore.load("opsflow-artifacts")
     try:
-        manual_deploy(app=app, version="v1", targets=[HOST])
-        done = manual_deploy(app=app, version="v3", targets=[HOST], replicas=0)
+        run_deploy(app=app, version="v1", targets=[HOST])
+        done = run_deploy(app=app, version="v3", targets=[HOST], replicas=0)
         [result] = done["targets"][HOST]["components"]
         assert result["replicas"] == 0 and result["health"].startswith("scaled to 0: removed 1 container(s)")
         assert f"nothing of web runs on {HOST} now" in result["health"]
@@ -169,15 +169,15 @@ def test_replicas_zero_says_what_it_does_and_records_the_truth(stack, docker_cli
 def test_the_stacks_edge_node_deploys_blue_green_out_of_the_box(stack, docker_client, host_app):
     """`edge-local` (the stack's engine, started with --bridge=none) deploys onto opsflow's own bridge
     networks: blue-green switches there without a failed probe (issue 18: `network bridge not found`)."""
-    from flows.manual_deploy import manual_deploy
+    from tests.support.edge_nodes import run_deploy
 
     app, port, _ = host_app
     for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
         container.remove(force=True)  # the host-networked tests' containers hold the port
     try:
-        manual_deploy(app=app, version="v1", targets=["edge-local"], method="blue-green")
+        run_deploy(app=app, version="v1", targets=["edge-local"], method="blue-green")
         with Prober(f"http://127.0.0.1:{port}/index.html") as prober:
-            done = manual_deploy(app=app, version="v3", targets=["edge-local"], method="blue-green")
+            done = run_deploy(app=app, version="v3", targets=["edge-local"], method="blue-green")
         assert "is live" in done["targets"]["edge-local"]["components"][0]["health"]
         assert prober.failed == [] and prober.seen[-1] == "shop v3", prober.failed[:5]
     finally:

@@ -57,9 +57,9 @@ def test_fan_out_deploys_every_reachable_node_and_fails_naming_the_unreachable_o
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from blocks import DockerHostTarget, ObjectStore
-    from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import DeployFailed
     from tasks.deploy.records import record_key
+    from tests.support.edge_nodes import run_deploy
 
     app, port = web_app
     dead = f"dead-{uuid.uuid4().hex[:6]}"
@@ -67,7 +67,7 @@ def test_fan_out_deploys_every_reachable_node_and_fails_naming_the_unreachable_o
     targets = [edges[0].name, dead, edges[1].name]
     failed = rf"failed on 1 of 3 targets: {dead}: Docker host {dead} .*cannot be reached"
     with pytest.raises(DeployFailed, match=failed):
-        manual_deploy(app=app, version="v1", targets=targets, method="rolling")
+        run_deploy(app=app, version="v1", targets=targets, method="rolling")
     for node in edges:  # the unreachable node stopped neither of the others
         assert httpx.get(f"http://{node.public_host}:{port}/index.html", timeout=5).text.strip() == f"{app} v1"
     store = ObjectStore.load("opsflow-artifacts")
@@ -91,7 +91,7 @@ def test_a_second_deploy_to_the_same_target_waits_for_the_first(stack, edges, we
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectAlreadyExists
 
-    from flows.manual_deploy import manual_deploy
+    from tests.support.edge_nodes import run_deploy
 
     app, port = web_app
     node = edges[1]
@@ -104,7 +104,7 @@ def test_a_second_deploy_to_the_same_target_waits_for_the_first(stack, edges, we
     url = f"http://{node.public_host}:{port}/index.html"
     states = []
     deploy = threading.Thread(target=lambda: states.append(
-        manual_deploy(app=app, version="v2", targets=[node.name], method="rolling", return_state=True)))
+        run_deploy(app=app, version="v2", targets=[node.name], method="rolling", return_state=True)))
     with concurrency(lock, occupy=1, timeout_seconds=30, strict=True):  # another deploy holds the target
         deploy.start()
         time.sleep(6)
@@ -127,10 +127,10 @@ def test_surge_rollouts_fail_no_probe_at_any_failure_point(edges, web_app):
     """Bridge networking: each failure point ends with the old version answering, and a prober at 20 Hz
     never sees a failure, neither during the failed deploys nor during a good one."""
     from blocks import ContainerRegistry, DockerHostTarget
-    from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import DeployFailed
     from tasks.deploy.docker_host import rollout_docker
     from tasks.deploy.plan import ComponentRelease
+    from tests.support.edge_nodes import run_deploy
 
     app, port = web_app
     node = edges[1]
@@ -143,10 +143,10 @@ def test_surge_rollouts_fail_no_probe_at_any_failure_point(edges, web_app):
         for version, why in (("bad", r"not healthy within 5s"), ("exits", r"the container exited.*cannot start"),
                              ("nocmd", r"No command specified")):
             with pytest.raises(DeployFailed, match=rf"{why}.*removed and the live version .* kept serving"):
-                manual_deploy(app=app, version=version, targets=[node.name])
+                run_deploy(app=app, version=version, targets=[node.name])
         with pytest.raises(DeployFailed, match="could not pull"):
             rollout_docker.fn(engine, registry, missing)
-        done = manual_deploy(app=app, version="v1", targets=[node.name])
+        done = run_deploy(app=app, version="v1", targets=[node.name])
         time.sleep(0.3)
     assert "started beside the old ones, no gap" in done["targets"][node.name]["components"][0]["health"]
     assert prober.failed == [], f"failed probes: {prober.failed[:5]} of {len(prober.failed)}"
@@ -185,11 +185,11 @@ def test_runtime_config_and_secrets_make_the_backend_healthy_and_never_show(edge
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 
-    from flows.manual_deploy import manual_deploy
+    from tests.support.edge_nodes import run_deploy
 
     app, port, secrets = config_app
     node = edges[1]
-    state = manual_deploy(app=app, version="v1", targets=[node.name], return_state=True)
+    state = run_deploy(app=app, version="v1", targets=[node.name], return_state=True)
     done = state.result()
     service, batch = done["targets"][node.name]["components"]
     assert service["component"] == "web" and "healthy" in service["health"]
@@ -235,15 +235,15 @@ def test_runtime_config_and_secrets_make_the_backend_healthy_and_never_show(edge
 
 
 def test_blue_green_switches_without_a_failed_probe_and_a_bad_colour_never_serves(edges, web_app):
-    from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import DeployFailed
+    from tests.support.edge_nodes import run_deploy
 
     app, port = web_app
     node = edges[0]
     url = f"http://{node.public_host}:{port}/index.html"
     # the fan-out's rolling deploy left v1 as blue behind the proxy: the next colour is green
     with Prober(url) as prober:
-        done = manual_deploy(app=app, version="v2", targets=[node.name], method="blue-green")
+        done = run_deploy(app=app, version="v2", targets=[node.name], method="blue-green")
         time.sleep(0.3)
     assert "green is live" in done["targets"][node.name]["components"][0]["health"]
     assert prober.failed == [], f"failed probes during the switch: {prober.failed[:5]}"
@@ -252,7 +252,7 @@ def test_blue_green_switches_without_a_failed_probe_and_a_bad_colour_never_serve
                                       f"{app}-web-blue-0": ("exited", "v1")}  # blue stopped, kept until the next deploy
 
     with Prober(url) as prober, pytest.raises(DeployFailed, match=r"not healthy within 5s.*green\) kept serving"):
-        manual_deploy(app=app, version="bad", targets=[node.name], method="blue-green")
+        run_deploy(app=app, version="bad", targets=[node.name], method="blue-green")
     assert prober.failed == [] and set(prober.seen) == {f"{app} v2"}
 
     state = _containers(node, app)
@@ -345,8 +345,8 @@ def test_one_service_is_updated_the_others_keep_running_and_a_failure_restores_t
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import DeployFailed
+    from tests.support.edge_nodes import run_deploy
 
     ctx = compose_node
     app, node = ctx["app"], ctx["node"]
@@ -356,7 +356,7 @@ def test_one_service_is_updated_the_others_keep_running_and_a_failure_restores_t
     before = _ids(ctx, project)
     assert set(before) == {"web", "cache", "worker"}
 
-    done = manual_deploy(app=app, version="v2", targets=[block.name])
+    done = run_deploy(app=app, version="v2", targets=[block.name])
     assert "healthy" in done["targets"][block.name]["components"][0]["health"]
     assert httpx.get(url, timeout=5).text.strip() == "cmp v2"
     after = _ids(ctx, project)
@@ -373,7 +373,7 @@ def test_one_service_is_updated_the_others_keep_running_and_a_failure_restores_t
 
     with pytest.raises(DeployFailed, match=r"not healthy within 4s.*compose file is back as it was.*"
                                            r"web answers again"):
-        manual_deploy(app=app, version="bad", targets=[block.name])
+        run_deploy(app=app, version="bad", targets=[block.name])
     assert path.read_text() == text  # byte for byte, the user's comment included
     assert httpx.get(url, timeout=5).text.strip() == "cmp v2"
     restored = _ids(ctx, project)
@@ -384,8 +384,8 @@ def test_one_service_is_updated_the_others_keep_running_and_a_failure_restores_t
 
 
 def test_blue_green_on_a_compose_project_fails_no_probe(compose_node):
-    from flows.manual_deploy import manual_deploy
     from opsflow.core.errors import DeployFailed
+    from tests.support.edge_nodes import run_deploy
 
     ctx = compose_node
     app, node = ctx["app"], ctx["node"]
@@ -393,12 +393,12 @@ def test_blue_green_on_a_compose_project_fails_no_probe(compose_node):
     block, path = _project(ctx, project, method_ports=False)  # the proxy publishes the port
     url = f"http://{node.public_host}:{ctx['port']}/index.html"
     before = _ids(ctx, project)
-    manual_deploy(app=app, version="v2", targets=[block.name], method="blue-green")  # starts the proxy
+    run_deploy(app=app, version="v2", targets=[block.name], method="blue-green")  # starts the proxy
     assert httpx.get(url, timeout=5).text.strip() == "cmp v2"
     with Prober(url) as prober:
-        done = manual_deploy(app=app, version="v1", targets=[block.name], method="blue-green")
+        done = run_deploy(app=app, version="v1", targets=[block.name], method="blue-green")
         with pytest.raises(DeployFailed, match=r"not healthy within 4s.*the live containers kept serving"):
-            manual_deploy(app=app, version="bad", targets=[block.name], method="blue-green")
+            run_deploy(app=app, version="bad", targets=[block.name], method="blue-green")
     assert "switched with no gap" in done["targets"][block.name]["components"][0]["health"]
     assert prober.failed == [], f"failed probes: {prober.failed[:5]} of {len(prober.failed)}"
     assert prober.seen[-1] == "cmp v1" and "cmp v2" in prober.seen
