@@ -23,7 +23,7 @@ from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesT
 from blocks.application import DeployMethod
 from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
 from opsflow.core.errors import InvalidInput
-from tasks.deploy.compose import compose_diff
+from tasks.deploy.compose_rollout import compose_diff
 from tasks.deploy.docker_host import read_target
 from tasks.deploy.release import check_runtime_secrets, check_target, publish_plan, resolve_release
 from tasks.deploy.target import deploy_to_target, report_outcomes

@@ -72,10 +72,13 @@ def probe_new(proxy, container, release: ComponentRelease, deadline: float) -> t
     return False, exited(container) or seen  # a crash loop explains a timeout better than the timeout
 
 
-def _start_proxy(client, release: ComponentRelease, image: str):
-    """Create and start the proxy; one that cannot start is removed (never left in state Created)."""
+def start_proxy(client, release: ComponentRelease, image: str, network: str | None = None):
+    """Create and start the proxy (on ``network``, else the application's); one that cannot start is
+    removed (never left in state Created)."""
     spec = docker_proxy_spec(release, image)
     kwargs = {k: v for k, v in spec.items() if k != "name"}
+    if network:
+        kwargs["network"] = network
     proxy = client.containers.create(name=spec["name"], **kwargs)
     try:
         proxy.start()
@@ -138,7 +141,7 @@ class _Surge:
             self.displaced = self.plain
             for old in self.displaced:
                 old.stop(timeout=10)
-            self.proxy = self.created_proxy = _start_proxy(self.client, self.release, ensure_proxy_image(self.engine))
+            self.proxy = self.created_proxy = start_proxy(self.client, self.release, ensure_proxy_image(self.engine))
             self.live = []
             get_run_logger().info("started the proxy %s on %s (ports %s)", self.proxy.name, self.engine.name,
                                   self.release.ports)

@@ -9,7 +9,7 @@ from prefect.artifacts import acreate_table_artifact
 
 from blocks import ContainerRegistry, ObjectStore
 from opsflow.core.errors import DeployFailed
-from tasks.deploy.compose import rollout_compose
+from tasks.deploy.compose_rollout import rollout_compose
 from tasks.deploy.docker_host import RolloutResult, rollout_docker
 from tasks.deploy.k8s import rollout_kubernetes
 from tasks.deploy.lock import ensure_deploy_lock, hold_deploy_lock
