@@ -25,7 +25,8 @@ from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOr
 from opsflow.core.errors import InvalidInput
 from tasks.deploy.compose_rollout import compose_diff
 from tasks.deploy.docker_host import read_target
-from tasks.deploy.release import check_runtime_secrets, check_target, publish_plan, resolve_release
+from tasks.deploy.release import check_runtime_secrets, check_target, publish_plan, resolve_release, uses_secrets
+from tasks.deploy.runtime import RuntimeValues, describe
 from tasks.deploy.target import deploy_to_target, report_outcomes
 
 TargetKind = Literal["docker", "kubernetes", "ssh"]
@@ -136,7 +137,8 @@ async def manual_deploy(
                 for rel in resolve_release(registry, application, name, version, replicas, cpu, memory,
                                            chosen_method, roles=[r for r in roles if r in role_names[name]]
                                            if roles else None, env=env, init=init)]
-    shown = check_runtime_secrets(releases)
+    shown = (check_runtime_secrets(releases) if uses_secrets(releases)
+             else {r.key: describe(r.runtime, RuntimeValues()) for r in releases})
     docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
     diffs = {t: compose_diff.submit(b, releases) for t, b in docker_blocks.items() if b.compose_project}
     reads = {t: read_target.submit(b, app, sorted({r.component for r in releases})) for t, b in docker_blocks.items()}

@@ -77,12 +77,17 @@ def check_runtime_secrets(releases: list[ComponentRelease]) -> dict[str, dict]:
     return {r.key: describe(r.runtime, load_runtime(r.runtime, f"{_field(r)}.runtime")) for r in releases}
 
 
-@task(name="check-target", task_run_name="check-target-{target}")
+def uses_secrets(releases: list[ComponentRelease]) -> bool:
+    """Whether any release names a Secret block (else the plan's runtime view needs no task run)."""
+    return any(r.runtime.env_files or r.runtime.secret_files for r in releases)
+
+
 def check_target(releases: list[ComponentRelease], kind: str, target: str, block, info: dict | None) -> list[str]:
     """What ``target`` would refuse, found before anything changes: bind mounts outside its allowed
     roots, CPU/memory the engine refuses or the host does not have (``info``: the engine's
     ``docker info``), a schedule a Docker host cannot run, runtime settings an SSH host's script
-    does not carry. Raises InvalidInput listing every problem."""
+    does not carry. Raises InvalidInput listing every problem. Pure (the flow reads the engine first),
+    so no task run of its own: every task hop costs a deploy time."""
     problems: list[str] = []
     for rel in releases:
         where = _field(rel)

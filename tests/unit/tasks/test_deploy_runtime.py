@@ -123,6 +123,6 @@ def test_ssh_targets_refuse_runtime_configuration_they_cannot_carry():
     from tasks.deploy.release import check_target
 
     with pytest.raises(InvalidInput, match=r"components\[api\]: runtime configuration and batch roles need"):
-        check_target.fn([release()], "ssh", "host-1", None, None)
+        check_target([release()], "ssh", "host-1", None, None)
     plain = release(runtime=RuntimeConfig())
-    assert check_target.fn([plain], "ssh", "host-1", None, None) == []
+    assert check_target([plain], "ssh", "host-1", None, None) == []
