@@ -133,15 +133,17 @@ async def manual_deploy(
     missing = sorted(set(roles or []) - {r for names in role_names.values() for r in names})
     if missing:
         raise InvalidInput(f"no chosen component of {app!r} has the role(s) {missing}; they have {role_names}")
-    releases = [rel for name in chosen if not roles or set(roles) & set(role_names[name])
-                for rel in resolve_release(registry, application, name, version, replicas, cpu, memory,
-                                           chosen_method, roles=[r for r in roles if r in role_names[name]]
-                                           if roles else None, env=env, init=init)]
+    docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
+    # The engines are read while the images are looked up in the registry: neither needs the other.
+    reads = {t: read_target.submit(b, app, sorted(chosen)) for t, b in docker_blocks.items()}
+    resolving = [resolve_release.submit(registry, application, name, version, replicas, cpu, memory, chosen_method,
+                                        roles=[r for r in roles if r in role_names[name]] if roles else None,
+                                        env=env, init=init)
+                 for name in chosen if not roles or set(roles) & set(role_names[name])]
+    releases = [rel for future in resolving for rel in future.result()]
     shown = (check_runtime_secrets(releases) if uses_secrets(releases)
              else {r.key: describe(r.runtime, RuntimeValues()) for r in releases})
-    docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
     diffs = {t: compose_diff.submit(b, releases) for t, b in docker_blocks.items() if b.compose_project}
-    reads = {t: read_target.submit(b, app, sorted({r.component for r in releases})) for t, b in docker_blocks.items()}
     seen = {t: f.result(raise_on_failure=False) for t, f in reads.items()}
     for target, block in blocks.items():
         got = seen.get(target)
