@@ -42,8 +42,9 @@ class HealthCheck(BaseModel):
     path: HttpPath = Field(default="/healthz", description="HTTP path probed on the first port.")
     timeout_s: float = Field(default=2, gt=0, le=60, description="Seconds per probe.")
     deadline_s: float = Field(default=60, gt=0, le=3600, description="Seconds a new version has to become healthy.")
-    drain_s: float = Field(default=2.0, ge=0, le=600, description="Seconds requests already sent to the old "
-                           "version get to finish after traffic moved to the new one (bridge networking).")
+    drain_s: float = Field(default=2.0, ge=0, le=600, description="At most this many seconds for requests "
+                           "already sent to the old version to finish after traffic moved to the new one (bridge "
+                           "networking); the old containers go as soon as the proxy has none open on them.")
 
 
 class DeployDefaults(BaseModel):

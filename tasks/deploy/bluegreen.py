@@ -103,6 +103,35 @@ def write_upstream(proxy, names: list[str]) -> None:
         raise RemoteError(f"could not write the upstream list into {proxy.name}")
 
 
+def read_inflight(proxy) -> dict | None:
+    """The proxy's report: which upstream list it serves and the open requests on other containers."""
+    import json
+
+    import docker.errors
+
+    try:
+        stream, _ = proxy.get_archive(f"{UPSTREAM_DIR}/inflight")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile("inflight")
+            return json.loads(member.read()) if member else None
+    except (docker.errors.NotFound, ValueError, KeyError):
+        return None
+
+
+def wait_drained(proxy, names: list[str], old: list[str], max_s: float) -> tuple[bool, float]:
+    """Wait until the proxy serves ``names`` and has no request open on ``old`` (at most ``max_s``);
+    returns (drained, seconds waited). A proxy that does not report (an older one) waits ``max_s``."""
+    start = time.monotonic()
+    expected = ",".join(names) + ";"
+    while time.monotonic() - start < max_s:
+        report = read_inflight(proxy)
+        if report and report.get("live") == expected and not any(
+                (report.get("draining") or {}).get(name) for name in old):
+            return True, time.monotonic() - start
+        time.sleep(0.05)
+    return False, time.monotonic() - start
+
+
 def colour_of(name: str, base_name: str) -> str | None:
     rest = name[len(base_name) + 1:] if name.startswith(base_name + "-") else ""
     return next((c for c in COLOURS if rest.startswith(c + "-")), None)

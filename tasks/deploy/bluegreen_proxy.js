@@ -6,14 +6,19 @@
 //   node bluegreen_proxy.js probe URL S    exit 0 when URL answers 2xx within S seconds, else 1
 //
 // The live containers are listed in /run/opsflow/upstream as "name1,name2;" (the ';' marks a
-// complete write). The file is read on every request, so switching colour is one file write:
-// requests already forwarded finish on the old colour, every new request goes to the new one.
+// complete write). The file is read on every request (and watched), so switching colour is one
+// file write: requests already forwarded finish on the old colour, every new request goes to the
+// new one. /run/opsflow/inflight says which list the proxy serves and how many requests are still
+// open on containers no longer in it ({"live": "a,b;", "draining": {"old": 2}}), rewritten when
+// either changes, so a deploy stops the old containers as soon as they are idle, not after a guess.
 // A connection per request (no upstream keep-alive) means no request is sent on a socket of a
 // stopped container.
 const fs = require('fs');
 const http = require('http');
 
 const UPSTREAM_FILE = '/run/opsflow/upstream';
+const INFLIGHT_FILE = '/run/opsflow/inflight';
+const open = new Map();  // host -> requests forwarded to it and not finished
 const NAMES = /^([A-Za-z0-9][A-Za-z0-9_.-]*)(,[A-Za-z0-9][A-Za-z0-9_.-]*)*;$/;
 let liveText = '';
 let live = [];
@@ -30,8 +35,26 @@ function upstreams() {
     liveText = text;
     live = text.slice(0, -1).split(',');
     console.log(`${new Date().toISOString()} live upstream: ${live.join(', ')}`);
+    report();
   }
   return live;
+}
+
+function report() {
+  const draining = {};
+  for (const [host, count] of open) if (!live.includes(host)) draining[host] = count;
+  try {
+    fs.writeFileSync(`${INFLIGHT_FILE}.tmp`, JSON.stringify({ live: liveText, draining }));
+    fs.renameSync(`${INFLIGHT_FILE}.tmp`, INFLIGHT_FILE);
+  } catch (err) {
+    console.log(`${new Date().toISOString()} could not write ${INFLIGHT_FILE}: ${err.message}`);
+  }
+}
+
+function track(host, delta) {
+  const count = (open.get(host) || 0) + delta;
+  if (count > 0) open.set(host, count); else open.delete(host);
+  if (!live.includes(host)) report();  // only a draining host's count matters to a deploy
 }
 
 function serve(port) {
@@ -43,6 +66,10 @@ function serve(port) {
       return;
     }
     const host = hosts[turn++ % hosts.length];
+    track(host, 1);
+    let done = false;
+    const finish = () => { if (!done) { done = true; track(host, -1); } };
+    res.on('close', finish);
     const upstream = http.request(
       { host, port, method: req.method, path: req.url, headers: req.headers, agent: false, timeout: 60000 },
       (answer) => {
@@ -95,6 +122,8 @@ if (mode === 'serve') {
     process.exit(2);
   }
   upstreams();
+  report();
+  fs.watchFile(UPSTREAM_FILE, { interval: 50 }, upstreams);  // a switch is seen without traffic too
   ports.forEach(serve);
 } else if (mode === 'probe' && rest.length === 2) {
   probe(rest[0], Number(rest[1]));

@@ -18,7 +18,7 @@ from blocks import ContainerRegistry, DockerHostTarget
 from blocks.application import DeployMethod, RoleKind
 from opsflow.core.errors import DeployFailed
 from opsflow.core.redact import redact
-from tasks.deploy.bluegreen import ensure_proxy_image, read_upstream, write_upstream
+from tasks.deploy.bluegreen import ensure_proxy_image, read_upstream, wait_drained, write_upstream
 from tasks.deploy.compose import (
     ComposeChange,
     compose_command,
@@ -158,7 +158,7 @@ def _beside(client, engine: DockerHostTarget, rel: ComponentRelease, live: list,
             container.remove(force=True)
         raise
     if live:
-        time.sleep(rel.drain_s)
+        wait_drained(proxy, [new[0].name], [c.name for c in live], rel.drain_s)
     for old in live:
         old.remove(force=True)
     return RolloutResult(rel.key, rel.version, previous, True, False, f"healthy ({seen}), switched with no gap",

@@ -26,6 +26,7 @@ from tasks.deploy.bluegreen import (
     ensure_proxy_image,
     probe_in_network,
     read_upstream,
+    wait_drained,
     write_upstream,
 )
 from tasks.deploy.docker_host import (
@@ -201,9 +202,11 @@ class _Surge:
         return "the previous containers were started again" if self.displaced else "nothing was serving before"
 
     def retire(self) -> str:
-        """After a drain, stop (blue-green: kept) or remove the old containers; says what is live."""
+        """Once the proxy has no request open on them (at most ``drain_s``), stop (blue-green: kept)
+        or remove the old containers; says what is live."""
         if self.live and self.proxy is not None:
-            time.sleep(self.release.drain_s)  # requests already forwarded to the old containers finish
+            wait_drained(self.proxy, [c.name for c in self.started], [c.name for c in self.live],
+                         self.release.drain_s)
         for old in self.live:
             if self.blue_green:
                 old.stop(timeout=10)
