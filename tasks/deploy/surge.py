@@ -174,8 +174,8 @@ class _Surge:
                 self._switch([c.name for c in self.started] + [c.name for c in self.live[len(self.started):]])
         if self.proxy is None:
             return seen
-        if self.blue_green or not self.started:
-            self._switch([c.name for c in self.started])
+        # the final list: blue-green switches here at once; rolling drops old replicas beyond the new count
+        self._switch([c.name for c in self.started])
         public = f"http://{self.engine.public_host}:{release.ports[0]}{release.health_path or '/'}"
         healthy, seen = wait_healthy(public, SWITCH_CHECK_S, release.probe_timeout_s)
         if not healthy:
