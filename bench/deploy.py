@@ -59,8 +59,8 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--parts", default="host,edges", help="host (rollback, deploy_ratio), edges (fan-out, "
-                        "blue-green, compose); comma separated")
+    parser.add_argument("--parts", default="host,edges,compose", help="host (rollback, deploy_ratio), edges "
+                        "(fan-out, blue-green), compose (compose projects); comma separated")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     # The stack's server, before Prefect is imported (else a run would start a temporary server).
@@ -89,8 +89,8 @@ def main() -> None:
         for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
             container.remove(force=True)
         client.close()
-    if "edges" in parts:
-        result.update(edge_benchmarks(app, port, args.rounds))
+    if parts & {"edges", "compose"}:
+        result.update(edge_benchmarks(app, port, args.rounds, parts))
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -198,13 +198,18 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
             "deploy_surge_s": round(statistics.median(surge), 3)}
 
 
-def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
+def edge_benchmarks(app: str, port: int, rounds: int, parts: set[str]) -> dict:
     from blocks import DockerHostTarget
     from tests.support.edge_nodes import Prober, edge_nodes
 
     result: dict = {}
-    with edge_nodes(5, Path(tempfile.mkdtemp(prefix="bench-edges-")), prefix=f"bench-{app[-6:]}") as all_nodes:
-        nodes, compose_node = all_nodes[:4], all_nodes[4]
+    count = (4 if "edges" in parts else 0) + (1 if "compose" in parts else 0)
+    with edge_nodes(count, Path(tempfile.mkdtemp(prefix="bench-edges-")), prefix=f"bench-{app[-6:]}") as all_nodes:
+        if "compose" in parts:
+            result.update(compose_benchmarks(app, port, all_nodes[-1], rounds))
+        if "edges" not in parts:
+            return result
+        nodes = all_nodes[:4]
         names = [n.name for n in nodes]
         for node in nodes:
             DockerHostTarget(name=node.name, base_url=node.base_url, public_host=node.public_host,
@@ -238,7 +243,6 @@ def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
             print(f"switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
         result.update({"failed_probes_during_switch": len(failed), "switch_probes": answers,
                        "switches": rounds * 2, "failed_probe_kinds": sorted(set(map(str, failed)))})
-        result.update(compose_benchmarks(app, port, compose_node, rounds))
     return result
 
 
@@ -253,6 +257,12 @@ services:
     image: {web}
     command: ["/bin/busybox", "sleep", "86400"]
 """
+
+
+def _compose(argv: list[str], *args: str) -> None:
+    done = subprocess.run([*argv, *args], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join([*argv, *args])} exited with {done.returncode}: {done.stderr[-1500:]}")
 
 
 def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
@@ -283,7 +293,7 @@ def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
                                  compose_root=str(root / "opsflow"), compose_command=["docker-compose"])
         block.save(block.name, overwrite=True)
         argv = ["docker-compose", "-H", node.base_url, "-p", name, "-f", str(path)]
-        subprocess.run([*argv, "up", "-d"], check=True, capture_output=True)
+        _compose(argv, "up", "-d")
         return block, path, argv
 
     block, path, argv = project("rolling", published=True)
@@ -299,12 +309,12 @@ def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
             text = path.read_text()
             other = images["good"] if version == "good2" else images["good2"]
             path.write_text(text.replace(f"image: {other}", f"image: {images[version]}", 1))
-            subprocess.run([*argv, "up", "-d", "--no-deps", "web"], check=True, capture_output=True)
+            _compose(argv, "up", "-d", "--no-deps", "web")
             _wait_answer(health)
             by_hand.append(time.perf_counter() - start)
         print(f"compose round {i + 1}: manual_deploy {statistics.median(ours[-2:]):.2f}s, by hand "
               f"{statistics.median(by_hand[-2:]):.2f}s", flush=True)
-    subprocess.run([*argv, "down"], check=True, capture_output=True)
+    _compose(argv, "down")
 
     block, path, argv = project("bluegreen", published=False)
     manual_deploy(app=app, version="good", targets=[block.name], method="blue-green")  # the proxy takes the port
@@ -317,7 +327,7 @@ def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
         failed += prober.failed
         answers += len(prober.seen) + len(prober.failed)
         print(f"compose switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
-    subprocess.run([*argv, "down"], check=True, capture_output=True)
+    _compose(argv, "down")
     client.close()
     return {"compose_update_s": round(statistics.median(ours), 3),
             "compose_by_hand_s": round(statistics.median(by_hand), 3),
