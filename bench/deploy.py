@@ -327,6 +327,8 @@ def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
         failed += prober.failed
         answers += len(prober.seen) + len(prober.failed)
         print(f"compose switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
+    for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+        container.remove(force=True)  # opsflow's proxy sits on the project's network
     _compose(argv, "down")
     client.close()
     return {"compose_update_s": round(statistics.median(ours), 3),
