@@ -19,6 +19,9 @@ const http = require('http');
 const UPSTREAM_FILE = '/run/opsflow/upstream';
 const INFLIGHT_FILE = '/run/opsflow/inflight';
 const open = new Map();  // host -> requests forwarded to it and not finished
+const TOKEN = process.env.OPSFLOW_PROXY_TOKEN || '';
+const PROBE_HOST = 'x-opsflow-probe';
+const PROBE_TOKEN = 'x-opsflow-probe-token';
 const NAMES = /^([A-Za-z0-9][A-Za-z0-9_.-]*)(,[A-Za-z0-9][A-Za-z0-9_.-]*)*;$/;
 let liveText = '';
 let live = [];
@@ -59,17 +62,28 @@ function track(host, delta) {
 
 function serve(port) {
   const server = http.createServer((req, res) => {
+    // A deploy probes a new container through the proxy's own port, before it is live: the request
+    // names it and carries this proxy's token (so nobody else reaches a version that is not live).
+    const probe = TOKEN && req.headers[PROBE_TOKEN] === TOKEN ? req.headers[PROBE_HOST] : undefined;
+    delete req.headers[PROBE_HOST];
+    delete req.headers[PROBE_TOKEN];
+    if (probe !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(probe)) {
+      res.writeHead(400, { 'content-type': 'text/plain' });
+      res.end('bad probe target\n');
+      return;
+    }
     const hosts = upstreams();
-    if (!hosts.length) {
+    if (!hosts.length && probe === undefined) {
       res.writeHead(503, { 'content-type': 'text/plain' });
       res.end('no live upstream yet\n');
       return;
     }
-    const host = hosts[turn++ % hosts.length];
-    track(host, 1);
-    let done = false;
-    const finish = () => { if (!done) { done = true; track(host, -1); } };
-    res.on('close', finish);
+    const host = probe || hosts[turn++ % hosts.length];
+    if (!probe) {
+      track(host, 1);
+      let done = false;
+      res.on('close', () => { if (!done) { done = true; track(host, -1); } });
+    }
     const upstream = http.request(
       { host, port, method: req.method, path: req.url, headers: req.headers, agent: false, timeout: 60000 },
       (answer) => {

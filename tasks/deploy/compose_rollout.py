@@ -140,7 +140,7 @@ def _beside(client, engine: DockerHostTarget, rel: ComponentRelease, live: list,
     try:
         if len(new) != 1 or new[0].labels.get(f"{OPSFLOW_LABEL}.image") != rel.image:
             raise DeployFailed(f"`up --scale` did not start one container of {rel.version} for {rel.service_name}")
-        healthy, seen = probe_new(proxy, new[0], rel, time.monotonic() + rel.health_deadline_s)
+        healthy, seen = probe_new(proxy, new[0], rel, time.monotonic() + rel.health_deadline_s, engine.public_host)
         if not healthy:
             raise DeployFailed(f"{rel.service_name} {rel.version} was not healthy within {rel.health_deadline_s:g}s "
                                f"({seen}); the live containers kept serving")
