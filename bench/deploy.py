@@ -1,34 +1,50 @@
-"""Manual deploy benchmark on the stack's Docker engine (standing in for an edge node).
+"""Manual deploy benchmark: rollback, a deploy against plain `docker run`, fan-out, blue-green switches,
+and compose-project edge nodes against `docker-compose up -d` by hand.
 
     uv run python bench/deploy.py [--rounds 5]
 
-Uses the stack of ``opsflow stack up`` (started if needed; ports from the OPSFLOW_* variables).
-Builds two good versions and a bad one of a tiny web image (the bad one has no /healthz;
-``STOPSIGNAL SIGKILL``, since busybox httpd as PID 1 ignores SIGTERM and every stop would
-otherwise wait Docker's 10 s stop timeout), deploys
-the good one, then the bad one ``--rounds`` times while a prober reads the page every 20 ms.
+Uses the stack of ``opsflow stack up`` (started if needed; ports from the OPSFLOW_* variables). Run it
+as root: it starts edge-node engines (tests/support/edge_nodes.py). The web images are busybox httpd
+(``STOPSIGNAL SIGKILL``: busybox httpd as PID 1 ignores SIGTERM, so every stop would otherwise wait
+Docker's 10 s stop timeout): two good versions and a bad one without /healthz.
 
-* ``rollback_s``: from the last answer of the bad version (its health gate has given up and
-  it is being removed) to the first answer of the old version again; median of the rounds.
+On the stack's engine, as a host-networked target (the old container stops before the new one starts):
 
-Then it starts four edge nodes (extra Docker engines with bridge networking, tests/support/edge_nodes.py;
-needs root) and measures:
+* ``rollback_s``: from the last answer of the bad version (its health gate has given up and it is
+  being removed) to the first answer of the old version again (a prober every 20 ms); median.
+* ``deploy_ratio``: a rolling deploy of one component (``manual_deploy`` called in this process,
+  alternating good/good2; the run's wall time, Prefect's flow-run engine included) vs the same
+  replacement as a plain script does it: ``docker rm -f`` + ``docker run -d`` (the docker CLI) +
+  polling the health URL every 20 ms until it answers; medians of ``--rounds`` interleaved pairs.
+  Target <= 2.0. ``deploy_sdk_ratio``: the same against the Docker SDK instead of the CLI.
+  ``deploy_surge_s``: the same deploy on ``edge-local`` (bridge networking: the new container starts
+  beside the old one behind the proxy, then the old one drains and goes).
 
-* ``fanout_ratio``: a rolling deploy to all 4 nodes in one run vs the same deploy to 1 node
-  (medians of ``--rounds`` alternating good/good2 deploys, after a warm-up deploy to all 4);
+On four edge nodes (extra engines with bridge networking):
+
+* ``fanout_ratio``: a rolling deploy to all 4 nodes in one run vs the same deploy to 1 node;
   ``fanout_speedup_vs_one_at_a_time``: the 4-node deploy with ``max_parallel=1`` vs 4. All four
   engines share this machine's cores, which a real fleet does not.
-* ``failed_probes_during_switch``: a prober reads the public port of node 1 every 50 ms during
-  ``--rounds`` blue-green switches good ↔ good2; failed reads (errors, non-200, timeouts) in total.
+* ``failed_probes_during_switch``: failed reads of a prober hitting node 1's public port every 50 ms
+  during ``--rounds`` x 2 blue-green switches good <-> good2.
+
+On a fifth node, a compose project of three services (``web`` = the app, ``cache``, ``worker``):
+
+* ``compose_update_s``: ``manual_deploy`` of ``web`` (rolling: compose recreates it) until healthy;
+  ``compose_by_hand_s``: the same change by hand (the image line edited, ``docker-compose up -d web``,
+  the health URL polled); ``compose_ratio`` = their medians' ratio, target <= 1.3.
+* ``compose_failed_probes_during_switch``: blue-green switches on a compose project (the service
+  behind opsflow's proxy) with a prober every 50 ms; target 0.
 
 Prints one line per round and a final line ``RESULT {json}``.
 
-Measured here (2 cores, ``--rounds 5``): ``rollback_s`` 0.17-0.20, ``failed_probes_during_switch`` 0
-of 544-565 probes, ``fanout_ratio`` 1.72 with the stack's Prefect server on PostgreSQL
-(``OPSFLOW_DATABASE_URL``) and 1.9-2.4 on SQLite. Before the deploy lock stopped going through
-Prefect's client (tasks/deploy/lock.py) it was 2.25: each SQLite 503 on taking the lock cost a 2 s,
-then 4 s sleep. What is left is the four engines and their rollouts sharing two cores (a rollout
-takes 0.6 s alone, 1.0-2.3 s four at a time), and on SQLite the lock requests' lost write races.
+Measured here (2 cores shared with other engineers' test runs, load average 7-9; ``--rounds 3``;
+Prefect on PostgreSQL): ``rollback_s`` 0.28, ``deploy_ratio`` 5.9 (2.03 s vs 0.35 s), ``deploy_surge_s``
+2.8, ``compose_ratio`` 1.96 (4.57 s vs 2.33 s), ``failed_probes_during_switch`` 0 of 373 and
+``compose_failed_probes_during_switch`` 0 of 642, ``fanout_ratio`` 2.0. The targets for the two ratios
+(2.0, 1.3) are not met: what is left is Prefect's flow-run engine and its API round trips per task
+run (each hop 30-50 ms idle, 0.2-0.5 s at that load), the deploy lock's lease calls and, for compose,
+the flow around one `docker-compose up`.
 """
 
 from __future__ import annotations
@@ -37,8 +53,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -50,14 +67,14 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--parts", default="host,edges,compose", help="host (rollback, deploy_ratio), edges "
+                        "(fan-out, blue-green), compose (compose projects); comma separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     # The stack's server, before Prefect is imported (else a run would start a temporary server).
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
 
-    import httpx
-
     from blocks import DockerHostTarget
-    from flows.manual_deploy import manual_deploy
     from opsflow.stack import Stack, StackConfig
     from tests.support.net import free_port
     from tests.support.web_app import push_web_app
@@ -66,64 +83,141 @@ def main() -> None:
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
     uid = uuid.uuid4().hex[:6]
     app, port = f"bench-dep-{uid}", free_port()
-    engine = DockerHostTarget.load("edge-local")
+    edge = DockerHostTarget.load("edge-local")
+    host = DockerHostTarget(name=f"bench-host-{uid}", base_url=edge.base_url, network_mode="host")
+    host.save(host.name, overwrite=True)
     push_web_app(app, port, {"good": True, "good2": True, "bad": False}, deadline_s=3, source="bench")
-    manual_deploy(app=app, version="good", targets=["edge-local"])
-
-    seen: list[tuple[float, str]] = []
-    stop = threading.Event()
-
-    def probe() -> None:
-        with httpx.Client(timeout=0.5) as http:
-            while not stop.is_set():
-                try:
-                    body = http.get(f"http://127.0.0.1:{port}/index.html").text.strip()
-                except httpx.HTTPError:
-                    body = "-"
-                seen.append((time.perf_counter(), body))
-                time.sleep(0.02)
-
-    rollbacks = []
+    result: dict = {}
     try:
-        for i in range(args.rounds):
-            seen.clear()
-            stop.clear()
-            prober = threading.Thread(target=probe, daemon=True)
-            prober.start()
+        if "host" in parts:
+            result.update(rollback_benchmark(app, port, host.name, args.rounds))
+            result.update(deploy_ratio_benchmark(app, port, host, args.rounds))
+    finally:
+        client = edge.get_client()
+        for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        client.close()
+    if parts & {"edges", "compose"}:
+        result.update(edge_benchmarks(app, port, args.rounds, parts))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def manual_deploy(**kwargs):
+    """Run the (async) manual-deploy flow in this process; returns its result."""
+    import asyncio
+
+    from flows.manual_deploy import manual_deploy as flow
+
+    return asyncio.run(flow(**kwargs))
+
+
+def rollback_benchmark(app: str, port: int, target: str, rounds: int) -> dict:
+    from tests.support.edge_nodes import Prober
+
+    manual_deploy(app=app, version="good", targets=[target])
+    rollbacks = []
+    for i in range(rounds):
+        with Prober(f"http://127.0.0.1:{port}/index.html", interval=0.02, timeout=0.5) as prober:
             try:
-                manual_deploy(app=app, version="bad", targets=["edge-local"])
+                manual_deploy(app=app, version="bad", targets=[target])
                 raise AssertionError("the bad version was deployed")
             except Exception as exc:  # noqa: BLE001 - the failed deploy is the point
                 assert "rolled back" in str(exc), exc
             time.sleep(0.5)
-            stop.set()
-            prober.join()
-            last_bad = max(t for t, body in seen if body == "bad")
-            back = min(t for t, body in seen if body == "good" and t > last_bad)
-            rollbacks.append(back - last_bad)
-            print(f"round {i + 1}: old version serving {rollbacks[-1]:.3f}s after the bad one stopped answering",
-                  flush=True)
-    finally:
-        client = engine.get_client()
-        for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
-            container.remove(force=True)
-        client.close()
-    result = {"rollback_s": round(statistics.median(rollbacks), 3), "rollback_max_s": round(max(rollbacks), 3),
-              "rounds": len(rollbacks)}
-    result.update(edge_benchmarks(app, port, args.rounds))
-    print("RESULT " + json.dumps(result), flush=True)
+        last_bad = max(t for t, body in prober.stamps if body == "bad")
+        back = min(t for t, body in prober.stamps if body == "good" and t > last_bad)
+        rollbacks.append(back - last_bad)
+        print(f"round {i + 1}: old version serving {rollbacks[-1]:.3f}s after the bad one stopped answering",
+              flush=True)
+    return {"rollback_s": round(statistics.median(rollbacks), 3), "rollback_max_s": round(max(rollbacks), 3),
+            "rounds": len(rollbacks)}
 
 
-def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
-    import tempfile
-
+def _wait_answer(url: str, deadline_s: float = 30) -> None:
     import httpx
 
-    from blocks import DockerHostTarget
-    from flows.manual_deploy import manual_deploy
-    from tests.support.edge_nodes import edge_nodes
+    end = time.perf_counter() + deadline_s
+    with httpx.Client(timeout=1) as http:
+        while time.perf_counter() < end:
+            try:
+                if http.get(url, headers={"Connection": "close"}).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+    raise AssertionError(f"{url} did not answer")
 
-    with edge_nodes(4, Path(tempfile.mkdtemp(prefix="bench-edges-")), prefix=f"bench-{app[-6:]}") as nodes:
+
+def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
+    """``manual_deploy`` (rolling, host networking) vs ``docker rm -f`` + ``docker run`` + health polling."""
+    from blocks import ContainerRegistry
+    from tasks.registry.lookup import lookup_image
+
+    registry = ContainerRegistry.load("local-registry")
+    repository = registry.repository(f"{app}-web")
+    images = {v: f"{repository}@{lookup_image.fn(registry, repository, v)}" for v in ("good", "good2")}
+    health = f"http://127.0.0.1:{port}/healthz"
+    client = host.get_client()
+    cli_env = {**os.environ, "DOCKER_HOST": host.base_url}
+    ours, plain, sdk = [], [], []
+    try:
+        manual_deploy(app=app, version="good", targets=[host.name])  # warm: the images are on the engine
+        for i in range(rounds):
+            for version in ("good2", "good"):
+                start = time.perf_counter()
+                manual_deploy(app=app, version=version, targets=[host.name])
+                ours.append(time.perf_counter() - start)
+            for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+                container.remove(force=True)
+            for version in ("good2", "good"):
+                start = time.perf_counter()
+                subprocess.run(["docker", "rm", "-f", f"bench-plain-{app}"], env=cli_env, capture_output=True,
+                               check=False)
+                subprocess.run(["docker", "run", "-d", "--name", f"bench-plain-{app}", "--network", "host",
+                                images[version]], env=cli_env, capture_output=True, check=True)
+                _wait_answer(health)
+                plain.append(time.perf_counter() - start)
+            for version in ("good2", "good"):
+                start = time.perf_counter()
+                for old in client.containers.list(all=True, filters={"name": f"^bench-plain-{app}$"}):
+                    old.remove(force=True)
+                client.containers.run(images[version], name=f"bench-plain-{app}", detach=True, network_mode="host")
+                _wait_answer(health)
+                sdk.append(time.perf_counter() - start)
+            for old in client.containers.list(all=True, filters={"name": f"^bench-plain-{app}$"}):
+                old.remove(force=True)
+            manual_deploy(app=app, version="good", targets=[host.name])
+            print(f"round {i + 1}: manual_deploy {statistics.median(ours[-2:]):.2f}s, docker run + health "
+                  f"{statistics.median(plain[-2:]):.2f}s (SDK {statistics.median(sdk[-2:]):.2f}s)", flush=True)
+        for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        surge = []
+        manual_deploy(app=app, version="good", targets=["edge-local"])  # the proxy takes the port
+        for version in ("good2", "good") * rounds:
+            start = time.perf_counter()
+            manual_deploy(app=app, version=version, targets=["edge-local"])
+            surge.append(time.perf_counter() - start)
+    finally:
+        client.close()
+    return {"deploy_ratio": round(statistics.median(ours) / statistics.median(plain), 3),
+            "deploy_s": round(statistics.median(ours), 3), "docker_run_health_s": round(statistics.median(plain), 3),
+            "deploy_sdk_ratio": round(statistics.median(ours) / statistics.median(sdk), 3),
+            "docker_sdk_run_health_s": round(statistics.median(sdk), 3),
+            "deploy_surge_s": round(statistics.median(surge), 3)}
+
+
+def edge_benchmarks(app: str, port: int, rounds: int, parts: set[str]) -> dict:
+    from blocks import DockerHostTarget
+    from tests.support.edge_nodes import Prober, edge_nodes
+
+    result: dict = {}
+    count = (4 if "edges" in parts else 0) + (1 if "compose" in parts else 0)
+    with edge_nodes(count, Path(tempfile.mkdtemp(prefix="bench-edges-")), prefix=f"bench-{app[-6:]}") as all_nodes:
+        if "compose" in parts:
+            result.update(compose_benchmarks(app, port, all_nodes[-1], rounds))
+        if "edges" not in parts:
+            return result
+        nodes = all_nodes[:4]
         names = [n.name for n in nodes]
         for node in nodes:
             DockerHostTarget(name=node.name, base_url=node.base_url, public_host=node.public_host,
@@ -139,39 +233,116 @@ def edge_benchmarks(app: str, port: int, rounds: int) -> dict:
                 times.append(time.perf_counter() - start)
             print(f"round {i + 1}: 1 node {one[-1]:.2f}s, 4 nodes {four[-1]:.2f}s, 4 nodes one at a time "
                   f"{serial[-1]:.2f}s", flush=True)
-
-        url = f"http://{nodes[0].public_host}:{port}/index.html"
-        manual_deploy(app=app, version="good", targets=names[:1], method="blue-green")  # proxy takes the port
-        failed: list[str] = []
-        answers = 0
-        for i in range(rounds * 2):
-            stop = threading.Event()
-
-            def probe(stop: threading.Event = stop) -> None:
-                nonlocal answers
-                while not stop.is_set():
-                    try:
-                        resp = httpx.get(url, timeout=2)
-                        answers += 1
-                        if resp.status_code != 200:
-                            failed.append(f"HTTP {resp.status_code}")
-                    except httpx.HTTPError as exc:
-                        failed.append(type(exc).__name__)
-                    time.sleep(0.05)
-
-            prober = threading.Thread(target=probe, daemon=True)
-            prober.start()
-            manual_deploy(app=app, version="good2" if i % 2 == 0 else "good", targets=names[:1], method="blue-green")
-            time.sleep(0.5)
-            stop.set()
-            prober.join()
-            print(f"switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
-    return {"fanout_ratio": round(statistics.median(four) / statistics.median(one), 3),
+        result.update({
+            "fanout_ratio": round(statistics.median(four) / statistics.median(one), 3),
             "fanout_1_node_s": round(statistics.median(one), 2), "fanout_4_nodes_s": round(statistics.median(four), 2),
             "fanout_4_nodes_one_at_a_time_s": round(statistics.median(serial), 2),
-            "fanout_speedup_vs_one_at_a_time": round(statistics.median(serial) / statistics.median(four), 2),
-            "failed_probes_during_switch": len(failed), "switch_probes": answers, "switches": rounds * 2,
-            "failed_probe_kinds": sorted(set(failed))}
+            "fanout_speedup_vs_one_at_a_time": round(statistics.median(serial) / statistics.median(four), 2)})
+
+        url = f"http://{nodes[0].public_host}:{port}/index.html"
+        failed, answers = [], 0
+        for i in range(rounds * 2):
+            with Prober(url) as prober:
+                manual_deploy(app=app, version="good2" if i % 2 == 0 else "good", targets=names[:1],
+                              method="blue-green")
+                time.sleep(0.5)
+            failed += prober.failed
+            answers += len(prober.seen) + len(prober.failed)
+            print(f"switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
+        result.update({"failed_probes_during_switch": len(failed), "switch_probes": answers,
+                       "switches": rounds * 2, "failed_probe_kinds": sorted(set(map(str, failed)))})
+    return result
+
+
+COMPOSE = """version: "2.4"
+services:
+  web:
+    image: {web}
+{ports}  cache:
+    image: {web}
+    command: ["/bin/busybox", "httpd", "-f", "-p", "{cache_port}", "-h", "/www"]
+  worker:
+    image: {web}
+    command: ["/bin/busybox", "sleep", "86400"]
+"""
+
+
+def _compose(argv: list[str], *args: str) -> None:
+    done = subprocess.run([*argv, *args], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join([*argv, *args])} exited with {done.returncode}: {done.stderr[-1500:]}")
+
+
+def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
+    """A 3-service compose project: ``manual_deploy`` of one service vs the same by hand; blue-green probes."""
+    import docker
+
+    from blocks import ContainerRegistry, DockerHostTarget
+    from tasks.registry.lookup import lookup_image
+    from tests.support.edge_nodes import Prober
+    from tests.support.net import free_port
+
+    registry = ContainerRegistry.load("local-registry")
+    repository = registry.repository(f"{app}-web")
+    images = {v: f"{repository}@{lookup_image.fn(registry, repository, v)}" for v in ("good", "good2")}
+    client = docker.DockerClient(base_url=node.base_url, timeout=120)
+    for image in images.values():
+        client.images.pull(image.split("@")[0], tag=image.split("@")[1], auth_config=registry.auth_config())
+    root = Path(tempfile.mkdtemp(prefix="bench-compose-"))
+    health = f"http://{node.public_host}:{port}/healthz"
+
+    def project(name: str, published: bool):
+        path = root / name / "docker-compose.yml"
+        path.parent.mkdir()
+        ports = f'    ports: ["{port}:{port}"]\n' if published else ""
+        path.write_text(COMPOSE.format(web=images["good"], ports=ports, cache_port=free_port()))
+        block = DockerHostTarget(name=f"{node.name}-{name}", base_url=node.base_url, public_host=node.public_host,
+                                 network_mode="bridge", compose_project=name, compose_file=str(path),
+                                 compose_root=str(root / "opsflow"), compose_command=["docker-compose"])
+        block.save(block.name, overwrite=True)
+        argv = ["docker-compose", "-H", node.base_url, "-p", name, "-f", str(path)]
+        _compose(argv, "up", "-d")
+        return block, path, argv
+
+    block, path, argv = project("rolling", published=True)
+    ours, by_hand = [], []
+    manual_deploy(app=app, version="good", targets=[block.name])  # opsflow's labels on the service
+    for i in range(rounds):
+        for version in ("good2", "good"):
+            start = time.perf_counter()
+            manual_deploy(app=app, version=version, targets=[block.name])
+            ours.append(time.perf_counter() - start)
+        for version in ("good2", "good"):
+            start = time.perf_counter()
+            text = path.read_text()
+            other = images["good"] if version == "good2" else images["good2"]
+            path.write_text(text.replace(f"image: {other}", f"image: {images[version]}", 1))
+            _compose(argv, "up", "-d", "--no-deps", "web")
+            _wait_answer(health)
+            by_hand.append(time.perf_counter() - start)
+        print(f"compose round {i + 1}: manual_deploy {statistics.median(ours[-2:]):.2f}s, by hand "
+              f"{statistics.median(by_hand[-2:]):.2f}s", flush=True)
+    _compose(argv, "down")
+
+    block, path, argv = project("bluegreen", published=False)
+    manual_deploy(app=app, version="good", targets=[block.name], method="blue-green")  # the proxy takes the port
+    failed, answers = [], 0
+    for i in range(rounds * 2):
+        with Prober(f"http://{node.public_host}:{port}/index.html") as prober:
+            manual_deploy(app=app, version="good2" if i % 2 == 0 else "good", targets=[block.name],
+                          method="blue-green")
+            time.sleep(0.5)
+        failed += prober.failed
+        answers += len(prober.seen) + len(prober.failed)
+        print(f"compose switch {i + 1}: {len(failed)} failed probes so far of {answers}", flush=True)
+    for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+        container.remove(force=True)  # opsflow's proxy sits on the project's network
+    _compose(argv, "down")
+    client.close()
+    return {"compose_update_s": round(statistics.median(ours), 3),
+            "compose_by_hand_s": round(statistics.median(by_hand), 3),
+            "compose_ratio": round(statistics.median(ours) / statistics.median(by_hand), 3),
+            "compose_failed_probes_during_switch": len(failed), "compose_switch_probes": answers}
 
 
 if __name__ == "__main__":

@@ -12,15 +12,25 @@ from pydantic_core import PydanticCustomError
 
 from blocks.fields import (
     Argv,
+    BlockName,
     Branch,
+    ContainerPath,
     Cpu,
+    CronSchedule,
+    DnsName,
     EnvKeyPattern,
+    EnvName,
+    EnvValue,
     ForgeRepo,
     HttpPath,
+    LabelKey,
+    LabelValue,
     Memory,
     Name,
     RelativeGlob,
     RelativePath,
+    check_host_path,
+    check_name,
 )
 
 #: Env file keys whose values are public (baked into builds on purpose), so never masked in logs and reports.
@@ -38,6 +48,9 @@ class HealthCheck(BaseModel):
     path: HttpPath = Field(default="/healthz", description="HTTP path probed on the first port.")
     timeout_s: float = Field(default=2, gt=0, le=60, description="Seconds per probe.")
     deadline_s: float = Field(default=60, gt=0, le=3600, description="Seconds a new version has to become healthy.")
+    drain_s: float = Field(default=2.0, ge=0, le=600, description="At most this many seconds for requests "
+                           "already sent to the old version to finish after traffic moved to the new one (bridge "
+                           "networking); the old containers go as soon as the proxy has none open on them.")
 
 
 class DeployDefaults(BaseModel):
@@ -47,6 +60,167 @@ class DeployDefaults(BaseModel):
     cpu: Cpu = Field(default="250m", description="CPU per instance (Kubernetes quantity).")
     memory: Memory = Field(default="256Mi", description="Memory per instance (Kubernetes quantity).")
     method: DeployMethod = Field(default=DeployMethod.rolling, description="Rollout method.")
+
+
+class RestartPolicy(StrEnum):
+    """What the engine does when a container exits (Docker's restart policies)."""
+
+    no = "no"
+    on_failure = "on-failure"
+    always = "always"
+    unless_stopped = "unless-stopped"
+
+
+class SecretFile(BaseModel):
+    """A file the container reads a secret from, filled from a Prefect ``Secret`` block at deploy time."""
+
+    secret_block: BlockName = Field(description="Prefect Secret block whose value is the file's content.")
+    path: ContainerPath = Field(description="Where the file appears in the container, e.g. /run/secrets/db-password.")
+    mode: int = Field(default=0o444, ge=0, le=0o777, description="File mode in the container (decimal in JSON; "
+                      "0o444 = 292: readable by the app's user, whichever it is).")
+
+
+class Volume(BaseModel):
+    """A named volume or a host directory mounted into the container."""
+
+    source: str = Field(description="A named volume (e.g. 'shop-data') or an absolute host path, which must be "
+                        "under one of the target block's allowed_host_paths.")
+    target: ContainerPath = Field(description="Mount point in the container, e.g. /var/lib/app.")
+    read_only: bool = Field(default=False, description="Mount read-only.")
+
+    @field_validator("source")
+    @classmethod
+    def _source_valid(cls, value: str) -> str:
+        return check_host_path(value) if value.startswith("/") else check_name(value)
+
+    @property
+    def is_host_path(self) -> bool:
+        return self.source.startswith("/")
+
+
+class RuntimeConfig(BaseModel):
+    """How a component's containers run: environment, secrets, mounts, command, restart, labels, networks.
+
+    Values from ``env`` are plain configuration and are shown in plans. ``env_files`` and
+    ``secret_files`` name Prefect ``Secret`` blocks read at deploy time: their values reach the
+    engine only (never an image, a plan, a log); plans show names and a fingerprint. Env values
+    are visible in ``docker inspect`` (Env) to whoever may use the engine: prefer ``secret_files``.
+    """
+
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="Environment variables (not secret).")
+    env_files: list[BlockName] = Field(
+        default_factory=list, description="Prefect Secret blocks holding KEY=VALUE lines (a .env file); each "
+        "variable is set in the container at deploy time.")
+    secret_files: list[SecretFile] = Field(default_factory=list, description="Secret files mounted in the container.")
+    volumes: list[Volume] = Field(default_factory=list, description="Named volumes and host paths to mount.")
+    command: list[str] | None = Field(default=None, description="Replaces the image's ENTRYPOINT (argv list).")
+    args: list[str] | None = Field(default=None, description="Replaces the image's CMD (argv list).")
+    restart_policy: RestartPolicy | None = Field(default=None, description="Restart policy (default "
+                                                 "unless-stopped for services, no for batch runs).")
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Extra container labels, e.g. Traefik routing labels; on Kubernetes "
+        "they become pod annotations.")
+    networks: list[Name] = Field(default_factory=list, description="Extra Docker networks to join (created as "
+                                 "bridge networks when missing), e.g. the one Traefik watches.")
+    init: bool | None = Field(default=None, description="Run an init process as PID 1 (docker --init) that "
+                              "forwards signals and reaps zombies: a Node app then stops at once on SIGTERM.")
+
+    @field_validator("command", "args")
+    @classmethod
+    def _argv_valid(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any("\0" in arg for arg in value):
+            raise ValueError("command arguments must not contain NUL bytes")
+        if value is not None and value and not value[0].strip():
+            raise ValueError("the program (first element) must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> RuntimeConfig:
+        targets = [v.target for v in self.volumes] + [f.path for f in self.secret_files]
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"two mounts or secret files share a container path: {dupes}")
+        return self
+
+    def merged(self, over: RuntimeConfig) -> RuntimeConfig:
+        """This configuration with ``over`` on top: maps merged (``over`` wins), lists appended
+        (a mount of ``over`` replaces one of this at the same path), scalars replaced when set."""
+        paths = {v.target for v in over.volumes} | {f.path for f in over.secret_files}
+        return RuntimeConfig(
+            env={**self.env, **over.env}, env_files=list(dict.fromkeys([*self.env_files, *over.env_files])),
+            secret_files=[f for f in self.secret_files if f.path not in paths] + over.secret_files,
+            volumes=[v for v in self.volumes if v.target not in paths] + over.volumes,
+            command=over.command if over.command is not None else self.command,
+            args=over.args if over.args is not None else self.args,
+            restart_policy=over.restart_policy or self.restart_policy, labels={**self.labels, **over.labels},
+            networks=list(dict.fromkeys([*self.networks, *over.networks])),
+            init=over.init if over.init is not None else self.init)
+
+
+class RoleKind(StrEnum):
+    """``service``: long-running, with ports and a health check. ``batch``: runs a command to completion."""
+
+    service = "service"
+    batch = "batch"
+
+
+class Ingress(BaseModel):
+    """How a service role is reached through the cluster's ingress controller (Kubernetes)."""
+
+    host: DnsName = Field(description="Host name routed to the service, e.g. shop.example.com.")
+    path: HttpPath = Field(default="/", description="Path prefix routed to the service.")
+    tls_secret: Name | None = Field(default=None, description="Kubernetes TLS Secret (certificate) for the host.")
+    ingress_class: Name | None = Field(default=None, description="IngressClass, e.g. nginx or traefik; the "
+                                       "target block's default when empty.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Service port; the first port when empty.")
+
+
+class Autoscale(BaseModel):
+    """A HorizontalPodAutoscaler for a service role (Kubernetes): scales with CPU use."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas.")
+    cpu_percent: int = Field(default=70, ge=1, le=1000, description="Target average CPU use, % of the request.")
+
+    @model_validator(mode="after")
+    def _range(self) -> Autoscale:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas})")
+        return self
+
+
+class RunRole(BaseModel):
+    """One way of running a component's image: e.g. ``service`` (ports, health check) and ``batch``
+    (a command, run once per deploy or on a schedule). Each role deploys and rolls back on its own.
+
+    The role named ``service`` keeps the component's container names (``<app>-<component>``);
+    other roles are ``<app>-<component>-<role>``.
+    """
+
+    name: Name = Field(description="Role name, e.g. 'service', 'batch', 'worker'.")
+    kind: RoleKind = Field(default=RoleKind.service, description="service (long-running) or batch (to completion).")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Runtime settings on top of the "
+                                   "component's (e.g. another command).")
+    replicas: int | None = Field(default=None, ge=0, le=100, description="Instances (services); the deploy's when "
+                                 "empty.")
+    cpu: Cpu | None = Field(default=None, description="CPU per instance; the deploy's when empty.")
+    memory: Memory | None = Field(default=None, description="Memory per instance; the deploy's when empty.")
+    schedule: CronSchedule | None = Field(default=None, description="batch: cron schedule (Kubernetes CronJob); "
+                                          "empty: the command runs once per deploy (a Job).")
+    run_deadline_s: float = Field(default=600, gt=0, le=86400, description="batch: seconds a run may take.")
+    ingress: Ingress | None = Field(default=None, description="service, Kubernetes: route external traffic to it.")
+    autoscale: Autoscale | None = Field(default=None, description="service, Kubernetes: scale with CPU use.")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> RunRole:
+        if self.kind == RoleKind.batch and (self.ingress or self.autoscale):
+            raise ValueError(f"role {self.name!r} is a batch role: ingress and autoscale are for service roles")
+        if self.kind == RoleKind.service and self.schedule:
+            raise ValueError(f"role {self.name!r} is a service role: a schedule is for batch roles")
+        return self
+
+
+SERVICE_ROLE = "service"
 
 
 class EnvFile(BaseModel):
@@ -155,6 +329,12 @@ class Component(BaseModel):
     )
     ports: list[int] = Field(default_factory=list, description="Container ports the component listens on.")
     health_check: HealthCheck | None = Field(default=None, description="Health check of a running instance.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="How its containers run: env, "
+                                   "secrets, mounts, command, restart policy, labels, networks, init.")
+    roles: list[RunRole] = Field(default_factory=list, description="Run roles of its image; empty: one 'service' "
+                                 "role with the component's ports and health check.")
+    compose_service: Name | None = Field(default=None, description="Service name in compose-project edge nodes "
+                                         "(roles other than 'service' add '-<role>'); the component's name when empty.")
 
     @field_validator("ports")
     @classmethod
@@ -190,6 +370,26 @@ class Component(BaseModel):
     def junit_globs(self) -> list[str]:
         """Every JUnit report pattern: ``junit_report`` then ``junit_reports``."""
         return ([self.junit_report] if self.junit_report else []) + list(self.junit_reports)
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_unique(cls, roles: list[RunRole]) -> list[RunRole]:
+        names = [r.name for r in roles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"role names must be unique: {dupes}")
+        return roles
+
+    def run_roles(self) -> list[RunRole]:
+        """The roles to deploy: the declared ones, or the one implicit ``service`` role."""
+        return self.roles or [RunRole(name=SERVICE_ROLE)]
+
+    def role(self, name: str) -> RunRole:
+        """The run role called ``name``; raises KeyError naming the known ones."""
+        for role in self.run_roles():
+            if role.name == name:
+                return role
+        raise KeyError(f"component {self.name!r} has no role {name!r}; it has {[r.name for r in self.run_roles()]}")
 
 
 _REPO_RE = re.compile(r"^(https?|ssh|git|file)://[^\s@]*[^\s/]$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")

@@ -275,3 +275,135 @@ def check_block_name(value: str) -> str:
 HttpPath = Annotated[str, AfterValidator(check_http_path), Field(json_schema_extra={"pattern": HTTP_PATH_RE.pattern})]
 BlockName = Annotated[str, AfterValidator(check_block_name),
                       Field(json_schema_extra={"pattern": BLOCK_NAME_RE.pattern})]
+
+
+# --- quantities: conversions for every value the types above accept ---------------------------------
+_MEMORY_FACTORS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+                   "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def cpu_nanos(value: str) -> int:
+    """A CPU quantity (:data:`Cpu`) in billionths of a CPU, as Docker's ``NanoCpus`` takes it."""
+    check_cpu(value)
+    return int(value[:-1]) * 1_000_000 if value.endswith("m") else round(float(value) * 1_000_000_000)
+
+
+def memory_bytes(value: str) -> int:
+    """A memory quantity (:data:`Memory`) in bytes, rounded up as Kubernetes does (``1.5k`` is 1500)."""
+    check_memory(value)
+    number = re.match(r"[0-9.]+", value).group()
+    suffix = value[len(number):]
+    whole, _, frac = number.partition(".")
+    factor = _MEMORY_FACTORS[suffix]
+    # Exact integer arithmetic: a float would round 1Ei's neighbours and 999P differently.
+    fraction = -(-int(frac) * factor // 10 ** len(frac)) if frac else 0  # ceiling division
+    return int(whole) * factor + fraction
+
+
+# --- runtime configuration: environment, labels, paths, DNS names, schedules ------------------------
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,253}[A-Za-z0-9])?$")
+DNS_NAME_RE = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_CRON_FIELD_RE = re.compile(r"^(?:\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?(?:,(?:\*|[0-9A-Za-z]+"
+                            r"(?:-[0-9A-Za-z]+)?)(?:/[0-9]+)?)*$")
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_CRON_NAMES = ({}, {}, {}, {m: i + 1 for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))},
+    {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))})
+RESERVED_LABEL_PREFIXES = ("org.opsflow.", "com.docker.compose.")
+
+
+def check_env_name(value: str) -> str:
+    """An environment variable name every shell and runtime accepts: ``[A-Za-z_][A-Za-z0-9_]*``."""
+    if not isinstance(value, str) or not ENV_NAME_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not a valid environment variable name: use letters, digits and '_', "
+                           "not starting with a digit (e.g. DATABASE_URL)")
+    return value
+
+
+def check_env_value(value: str) -> str:
+    """An environment value: any text without NUL bytes."""
+    if not isinstance(value, str) or "\0" in value:
+        raise InvalidInput("an environment value must be text without NUL bytes")
+    return value
+
+
+def check_label_key(value: str) -> str:
+    """A container label key (``traefik.http.routers.shop.rule``); opsflow's and compose's own are reserved."""
+    if not isinstance(value, str) or not LABEL_KEY_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not a valid label key: letters, digits, '.', '_', '/', '-' (max 255)")
+    if value.startswith(RESERVED_LABEL_PREFIXES):
+        raise InvalidInput(f"label {value!r} uses a reserved prefix ({', '.join(RESERVED_LABEL_PREFIXES)})")
+    return value
+
+
+def check_label_value(value: str) -> str:
+    """A label value: one line of at most 4096 characters (Traefik rules with backticks are fine)."""
+    if not isinstance(value, str) or len(value) > 4096 or _CONTROL_RE.search(value):
+        raise InvalidInput("a label value must be one line of at most 4096 characters without control characters")
+    return value
+
+
+def _check_abs_path(value: str, what: str) -> str:
+    if (not isinstance(value, str) or not value.startswith("/") or "\0" in value or ":" in value
+            or _CONTROL_RE.search(value) or len(value) > 4096):
+        raise InvalidInput(f"{value!r} is not a valid {what}: an absolute path without ':' or control characters")
+    if any(part in ("..", ".") for part in value.split("/")) or "//" in value:
+        raise InvalidInput(f"{value!r} is not a valid {what}: no '.', '..' or empty parts")
+    return value.rstrip("/") or "/"
+
+
+def check_host_path(value: str) -> str:
+    """An absolute, normalized path on a host (a bind mount's source, an allowed root)."""
+    return _check_abs_path(value, "host path")
+
+
+def check_container_path(value: str) -> str:
+    """An absolute, normalized path inside a container (a mount's target, a secret file)."""
+    path = _check_abs_path(value, "container path")
+    if path == "/":
+        raise InvalidInput("a mount target cannot be the container's root '/'")
+    return path
+
+
+def path_under(path: str, roots: list[str]) -> bool:
+    """True when normalized ``path`` is one of ``roots`` or inside one (``/srv/app`` is not under ``/sr``)."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def check_dns_name(value: str) -> str:
+    """A DNS name as an Ingress host takes it: lowercase RFC 1123 labels, optionally ``*.`` first; no IP."""
+    if (not isinstance(value, str) or len(value) > 253 or not DNS_NAME_RE.fullmatch(value)
+            or re.fullmatch(r"[0-9.]+", value)):
+        raise InvalidInput(f"{value!r} is not a DNS name: lowercase letters, digits and '-' in dot-separated "
+                           "labels (e.g. shop.example.com or *.example.com), not an IP address")
+    return value
+
+
+def check_cron(value: str) -> str:
+    """A cron schedule of five fields (minute hour day-of-month month day-of-week) or a macro like ``@daily``."""
+    if isinstance(value, str) and value.strip() in _CRON_MACROS:
+        return value.strip()
+    fields = value.split() if isinstance(value, str) else []
+    bad = f"{value!r} is not a cron schedule: five fields 'minute hour day month weekday', e.g. '30 3 * * *'"
+    if len(fields) != 5:
+        raise InvalidInput(bad)
+    for text, (low, high), names in zip(fields, _CRON_RANGES, _CRON_NAMES, strict=True):
+        if not _CRON_FIELD_RE.fullmatch(text):
+            raise InvalidInput(bad)
+        for number in re.findall(r"[0-9A-Za-z]+", re.sub(r"/[0-9]+", "", text)):
+            got = names.get(number.lower()) if not number.isdigit() else int(number)
+            if got is None or not low <= got <= high:
+                raise InvalidInput(f"{bad}; {number!r} is out of range {low}-{high}")
+    return " ".join(fields)
+
+
+EnvName = Annotated[str, AfterValidator(check_env_name), Field(json_schema_extra={"pattern": ENV_NAME_RE.pattern})]
+EnvValue = Annotated[str, AfterValidator(check_env_value)]
+LabelKey = Annotated[str, AfterValidator(check_label_key)]
+LabelValue = Annotated[str, AfterValidator(check_label_value)]
+HostPath = Annotated[str, AfterValidator(check_host_path)]
+ContainerPath = Annotated[str, AfterValidator(check_container_path)]
+DnsName = Annotated[str, AfterValidator(check_dns_name), Field(json_schema_extra={"pattern": DNS_NAME_RE.pattern})]
+CronSchedule = Annotated[str, AfterValidator(check_cron)]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from prefect.blocks.core import Block
 from pydantic import AfterValidator, Field, model_validator
 
-from blocks.fields import Name, Secret, check_url
+from blocks.fields import HostPath, Name, Secret, check_url
 
 
 def _docker_url(value: str) -> str:
@@ -36,6 +36,10 @@ class KubernetesTarget(Block):
         default=None, description="kubeconfig file; $KUBECONFIG or ~/.kube/config when empty.")
     in_cluster: bool = Field(default=False, description="Use the pod's service account instead of a kubeconfig.")
     request_timeout: float = Field(default=30, gt=0, description="Seconds per Kubernetes API request.")
+    ingress_class: Name | None = Field(default=None, description="IngressClass for Ingresses that name none, "
+                                       "e.g. nginx or traefik; the cluster's default class when empty.")
+    allowed_host_paths: list[HostPath] = Field(
+        default_factory=list, description="Host directories pods may mount (hostPath volumes); none when empty.")
 
     def get_api_client(self):
         """A ``kubernetes.client.ApiClient`` for this cluster."""
@@ -69,12 +73,29 @@ class DockerHostTarget(Block):
         "host: containers share the host's network (for engines started with --bridge=none).",
     )
     timeout: float = Field(default=120, gt=0, description="Seconds per engine API request.")
+    allowed_host_paths: list[HostPath] = Field(
+        default_factory=list, description="Host directories containers may mount (bind mounts must be inside one); "
+        "none when empty (named volumes only).")
+    compose_project: Name | None = Field(
+        default=None, description="Deploy into this docker-compose project on the node instead of plain "
+        "containers: the release sets its services' images, env and secrets, and `up -d` runs for them only.")
+    compose_file: HostPath | None = Field(
+        default=None, description="The project's compose file on the node (the worker runs there); empty: "
+        "opsflow owns <compose_root>/<compose_project>/docker-compose.yml and writes the services itself.")
+    compose_root: HostPath = Field(
+        default="/var/lib/opsflow/compose", description="Where opsflow keeps compose projects it owns and the "
+        "secret files of compose services (directories mode 0700, files 0600).")
+    compose_command: list[str] | None = Field(
+        default=None, description="Compose command, e.g. ['docker', 'compose'] or ['docker-compose']; empty: the "
+        "`docker compose` plugin where present, else `docker-compose`.")
 
     @model_validator(mode="after")
     def _tls_complete(self) -> DockerHostTarget:
         given = [self.tls_client_cert, self.tls_client_key]
         if any(given) and not all(given):
             raise ValueError("tls_client_cert and tls_client_key must be given together")
+        if self.compose_file and not self.compose_project:
+            raise ValueError("compose_file needs compose_project (the project's name on the node)")
         return self
 
     def get_client(self):

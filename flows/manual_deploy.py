@@ -1,36 +1,52 @@
 """Manual deploy: pick an application, a version, resources and one or more targets; see the
-plan; run it, health-gated, with automatic rollback; several edge nodes are deployed concurrently."""
+plan; run it, health-gated, with automatic rollback; several edge nodes are deployed concurrently.
+
+The flow is ``async`` for a measured reason: Prefect 3.8's sync flow engine joins its flow-run
+heartbeat thread on exit, and that thread sleeps in whole seconds (``flow_engine._send_heartbeats``),
+so every sync run ends with up to 1 s of waiting: an empty sync flow took 1.13 s here, the same
+flow async 0.39 s (``bench/deploy.py`` compares a deploy with a plain ``docker run``). Its tasks stay
+sync (they run in worker threads or, called directly, as sync tasks); Python callers run it with
+``asyncio.run(manual_deploy(...))``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, runtime
-from prefect.flow_runs import pause_flow_run
+from prefect.flow_runs import apause_flow_run
 from prefect.futures import as_completed
 from pydantic import Field
 
 from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget, names
 from blocks.application import DeployMethod
-from blocks.fields import BlockName, Cpu, Memory, Name, TagOrDigest
+from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
 from opsflow.core.errors import InvalidInput
-from tasks.deploy.docker_host import running_specs
-from tasks.deploy.release import publish_plan, resolve_release
+from tasks.deploy.compose_rollout import compose_diff
+from tasks.deploy.docker_host import read_target
+from tasks.deploy.release import check_runtime_secrets, check_target, publish_plan, resolve_release, uses_secrets
+from tasks.deploy.runtime import RuntimeValues, describe
 from tasks.deploy.target import deploy_to_target, report_outcomes
 
 TargetKind = Literal["docker", "kubernetes", "ssh"]
 _TARGET_BLOCKS = {"docker": DockerHostTarget, "kubernetes": KubernetesTarget, "ssh": SshHostTarget}
 
 
-def _or_error(result):
-    """What runs on a target, or why it could not be read (that target's deploy fails later; the
-    plan of the others goes on)."""
-    return f"could not read what runs there: {result}" if isinstance(result, BaseException) else result
+def _running(releases, read) -> dict:
+    """Per release, what runs now on a target (its role's containers), or why it could not be read
+    (that target's deploy fails later; the plan of the others goes on)."""
+    if read is None:
+        return {}
+    if isinstance(read, BaseException):
+        return {r.key: f"could not read what runs there: {read}" for r in releases}
+    return {r.key: [c for c in read["running"].get(r.component, [])
+                    if c["labels"].get("org.opsflow.run-role", "service") == r.role] for r in releases}
 
 
-def _load(cls, name: str, what: str):
+async def _load(cls, name: str, what: str):
     try:
-        return cls.load(name)
+        return await cls.aload(name)
     except ValueError as exc:
         raise InvalidInput(f"there is no {what} block named {name!r}; create it in the Prefect UI "
                            "(Blocks) or with `opsflow stack up`, or pick an existing one") from exc
@@ -43,16 +59,19 @@ def _run_name() -> str:
 
 
 @flow(name="manual-deploy", flow_run_name=_run_name, log_prints=True)
-def manual_deploy(
+async def manual_deploy(
     app: Name,
     version: TagOrDigest,
     targets: Annotated[list[Name], Field(min_length=1, max_length=100)] = [names.EDGE_NODE],  # noqa: B006 - Prefect copies parameter defaults per run
     target_kind: TargetKind = "docker",
     components: list[Name] | None = None,
+    roles: list[Name] | None = None,
     replicas: Annotated[int | None, Field(ge=0, le=100)] = None,
     cpu: Cpu | None = None,
     memory: Memory | None = None,
     method: DeployMethod | None = None,
+    env: dict[EnvName, EnvValue] | None = None,
+    init: bool | None = None,
     approve: bool = False,
     max_parallel: Annotated[int, Field(ge=1, le=32)] = 4,
     registry_block: BlockName = names.REGISTRY,
@@ -68,10 +87,14 @@ def manual_deploy(
             all of kind ``target_kind``); several are deployed concurrently.
         target_kind: docker, kubernetes or ssh: the type of the target blocks.
         components: components to deploy; all of the application's when empty.
+        roles: run roles to deploy (e.g. service, batch); every role of each component when empty.
         replicas: instances per component (default: the application's deploy defaults).
         cpu: CPU per instance, a Kubernetes quantity such as 250m (default: the application's).
         memory: memory per instance, such as 256Mi (default: the application's).
         method: rolling or blue-green (default: the application's).
+        env: extra (non-secret) environment variables for this deploy, on top of the components'.
+        init: run an init process as PID 1 (signals forwarded: a Node app stops at once); the
+            components' setting when empty.
         approve: pause after showing the plan until someone resumes the run in the UI.
         max_parallel: targets deployed at the same time.
         registry_block: ContainerRegistry block the images are in.
@@ -79,17 +102,20 @@ def manual_deploy(
     Returns:
         Per target: per component image, version, previous image and health; failed targets with the error.
     Raises:
-        InvalidInput: unknown application, target, component or version, before anything changes.
+        InvalidInput: unknown application, target, component, role or version, a missing Secret
+            block, a bind mount outside the target's allowed paths, limits the engine refuses, a
+            compose file that does not parse or lacks the service: before anything changes.
         DeployFailed: a target did not become healthy (each failed target was rolled back; the
             others are deployed); the message lists the failed targets.
     """
     logger = get_run_logger()
     if len(set(targets)) != len(targets):
         raise InvalidInput(f"targets lists a target twice: {targets}")
-    application = _load(Application, app, "application")
-    registry = _load(ContainerRegistry, registry_block, "container registry")
-    store = _load(ObjectStore, records_store, "object store")
-    blocks = {t: _load(_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets}
+    application, registry, store, *loaded = await asyncio.gather(
+        _load(Application, app, "application"), _load(ContainerRegistry, registry_block, "container registry"),
+        _load(ObjectStore, records_store, "object store"),
+        *(_load(_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets))
+    blocks = dict(zip(targets, loaded, strict=True))
     chosen = components or [c.name for c in application.components]
     unknown = sorted(set(chosen) - {c.name for c in application.components})
     if unknown:
@@ -103,21 +129,37 @@ def manual_deploy(
                                + "; ".join([*(f"target {t} uses network_mode=host" for t in host_networked),
                                             *(f"component {n} has no port" for n in portless)])
                                + "; use method=rolling there")
-    releases = [resolve_release(registry, application, name, version, replicas if replicas is not None
-                                else application.deploy.replicas, cpu or application.deploy.cpu,
-                                memory or application.deploy.memory, chosen_method) for name in chosen]
-    reads = {t: {r.component: running_specs.submit(b, app, r.component) for r in releases}
-             for t, b in blocks.items()} if target_kind == "docker" else {}
+    role_names = {n: [r.name for r in application.component(n).run_roles()] for n in chosen}
+    missing = sorted(set(roles or []) - {r for names in role_names.values() for r in names})
+    if missing:
+        raise InvalidInput(f"no chosen component of {app!r} has the role(s) {missing}; they have {role_names}")
+    docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
+    # The engines are read while the images are looked up in the registry: neither needs the other.
+    reads = {t: read_target.submit(b, app, sorted(chosen)) for t, b in docker_blocks.items()}
+    resolving = [resolve_release.submit(registry, application, name, version, replicas, cpu, memory, chosen_method,
+                                        roles=[r for r in roles if r in role_names[name]] if roles else None,
+                                        env=env, init=init)
+                 for name in chosen if not roles or set(roles) & set(role_names[name])]
+    releases = [rel for future in resolving for rel in future.result()]
+    shown = (check_runtime_secrets(releases) if uses_secrets(releases)
+             else {r.key: describe(r.runtime, RuntimeValues()) for r in releases})
+    diffs = {t: compose_diff.submit(b, releases) for t, b in docker_blocks.items() if b.compose_project}
+    seen = {t: f.result(raise_on_failure=False) for t, f in reads.items()}
+    for target, block in blocks.items():
+        got = seen.get(target)
+        check_target(releases, target_kind, target, block, None if isinstance(got, BaseException) or got is None
+                     else got["info"])
     plans = [publish_plan.submit(
-        releases, target_kind, target,
-        {c: _or_error(f.result(raise_on_failure=False)) for c, f in reads.get(target, {}).items()},
+        releases, target_kind, target, _running(releases, seen.get(target)),
         getattr(block, "namespace", "default"), getattr(block, "os", None) == "windows",
-        getattr(block, "network_mode", "host")) for target, block in blocks.items()]
+        getattr(block, "network_mode", "host"), shown,
+        diffs[target].result() if target in diffs else None,
+        getattr(block, "ingress_class", None)) for target, block in blocks.items()]
     for plan in plans:
         plan.result()
     if approve:
         logger.info("waiting for approval: resume this run in the Prefect UI to deploy, cancel it to stop")
-        pause_flow_run(timeout=24 * 3600)
+        await apause_flow_run(timeout=24 * 3600)
 
     outcomes: dict[str, list[dict] | BaseException] = {}
     waiting, running = list(targets), {}
@@ -133,6 +175,6 @@ def manual_deploy(
         except Exception as exc:  # noqa: BLE001 - one target failing must not stop the others; reported below
             outcomes[target] = exc
             logger.error("deploy to %s failed: %s", target, exc)
-    return report_outcomes(app, version, targets, outcomes)
+    return await report_outcomes(app, version, targets, outcomes)
 
 

@@ -72,8 +72,13 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
             ]).save(names.CLEANUP_POLICY)
         MlflowServer(tracking_uri=cfg.url(cfg.mlflow_port)).save(names.MLFLOW, overwrite=True)
         if docker_url:
-            for node in (names.BUILD_ENGINE, names.EDGE_NODE):
-                DockerHostTarget(name=node, base_url=docker_url, network_mode="host").save(node, overwrite=True)
+            # The build server builds with host networking; the edge node deploys onto opsflow's own
+            # bridge networks (which work on the stack's --bridge=none engine too), so rolling deploys
+            # start the new version beside the old one and blue-green works out of the box.
+            DockerHostTarget(name=names.BUILD_ENGINE, base_url=docker_url, network_mode="host").save(
+                names.BUILD_ENGINE, overwrite=True)
+            DockerHostTarget(name=names.EDGE_NODE, base_url=docker_url, network_mode="bridge").save(
+                names.EDGE_NODE, overwrite=True)
         done.append(f"blocks: {len(BLOCK_CLASSES)} types registered, local blocks saved")
 
         with get_client(sync_client=True) as client:

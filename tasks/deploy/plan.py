@@ -14,14 +14,15 @@ import shlex
 
 from pydantic import BaseModel, Field
 
-from blocks.application import DeployMethod
-from blocks.fields import Cpu, HttpPath, ImageTag, Memory, Name
+from blocks.application import SERVICE_ROLE, Autoscale, DeployMethod, Ingress, RoleKind, RuntimeConfig
+from blocks.fields import Cpu, CronSchedule, HttpPath, ImageTag, Memory, Name, cpu_nanos, memory_bytes
 
 OPSFLOW_LABEL = "org.opsflow"
+ROLE_LABEL = f"{OPSFLOW_LABEL}.run-role"
 
 
 class ComponentRelease(BaseModel):
-    """One component of a release: the image (by digest) and how to run and probe it."""
+    """One run role of one component in a release: the image (by digest) and how to run and probe it."""
 
     app: Name
     component: Name
@@ -33,49 +34,92 @@ class ComponentRelease(BaseModel):
     ports: list[int] = Field(default_factory=list)
     health_path: HttpPath | None = "/healthz"
     health_deadline_s: float = Field(default=60, gt=0, le=3600)
+    probe_timeout_s: float = Field(default=2, gt=0, le=60)
+    drain_s: float = Field(default=2.0, ge=0, le=600, description="Seconds in-flight requests get on the old "
+                           "version after traffic moved away from it.")
     method: DeployMethod = DeployMethod.rolling
+    role: Name = SERVICE_ROLE
+    kind: RoleKind = RoleKind.service
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    schedule: CronSchedule | None = None
+    run_deadline_s: float = Field(default=600, gt=0, le=86400)
+    ingress: Ingress | None = None
+    autoscale: Autoscale | None = None
+    compose_service: Name | None = None
 
     @property
     def base_name(self) -> str:
-        return f"{self.app}-{self.component}"
+        """``<app>-<component>`` for the ``service`` role, ``<app>-<component>-<role>`` for the others."""
+        suffix = "" if self.role == SERVICE_ROLE else f"-{self.role}"
+        return f"{self.app}-{self.component}{suffix}"
+
+    @property
+    def key(self) -> str:
+        """``component`` or ``component/role``: how results and plans name this release."""
+        return self.component if self.role == SERVICE_ROLE else f"{self.component}/{self.role}"
+
+    @property
+    def service_name(self) -> str:
+        """The service in a compose project (``compose_service``, else the component's name; plus ``-<role>``)."""
+        suffix = "" if self.role == SERVICE_ROLE else f"-{self.role}"
+        return f"{self.compose_service or self.component}{suffix}"
+
+    def labels(self) -> dict[str, str]:
+        """opsflow's labels on every container of this release (found again by them)."""
+        return {f"{OPSFLOW_LABEL}.app": self.app, f"{OPSFLOW_LABEL}.component": self.component,
+                ROLE_LABEL: self.role, f"{OPSFLOW_LABEL}.version": self.version,
+                f"{OPSFLOW_LABEL}.image": self.image}
 
 
 def cpu_nano(cpu: str) -> int:
-    return int(float(cpu[:-1]) * 1_000_000) if cpu.endswith("m") else int(float(cpu) * 1_000_000_000)
+    """Docker's NanoCpus for a CPU quantity (see blocks.fields.cpu_nanos)."""
+    return cpu_nanos(cpu)
 
 
-_MEM_FACTORS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-                "Ti": 2**40}
+def restart_policy(release: ComponentRelease) -> dict:
+    """The runtime's policy, else unless-stopped for services and no for batch runs."""
+    name = release.runtime.restart_policy
+    name = name.value if name else ("no" if release.kind == RoleKind.batch else "unless-stopped")
+    return {"Name": name, **({"MaximumRetryCount": 3} if name == "on-failure" else {})}
 
 
-def memory_bytes(memory: str) -> int:
-    number = memory.rstrip("kMGTPEi")
-    return int(float(number) * _MEM_FACTORS[memory[len(number):]])
+def docker_container_specs(release: ComponentRelease, network_mode: str = "host", colour: str | None = None,
+                           env: dict[str, str] | None = None, replicas: int | None = None) -> list[dict]:
+    """The containers of ``release`` on a Docker host: names, labels (app, component, role, version,
+    colour), limits, restart policy and the runtime configuration (``env`` is the environment to
+    set: the real one at deploy time, secrets as placeholders in a plan).
 
-
-def docker_container_specs(release: ComponentRelease, network_mode: str = "host",
-                           colour: str | None = None) -> list[dict]:
-    """The containers of ``release`` on a Docker host: names, labels (app, component, version,
-    colour), limits, restart policy.
-
-    Rolling (no ``colour``): ``<app>-<component>-<i>``; ports are published on the engine's host
-    (``bridge``) or bound directly (``host``), so a component with ports runs one replica per
-    engine. Blue-green: ``<app>-<component>-<colour>-<i>`` on the application's own network,
-    nothing published: the proxy (:func:`docker_proxy_spec`) owns the ports and forwards to them.
+    Without ``colour`` (host networking, where two containers cannot hold one port):
+    ``<base>-<i>``, ports bound directly, so a component with ports runs one replica per engine.
+    With a ``colour`` (bridge networking, or no ports: the new containers start beside the old
+    ones): ``<base>-<colour>-<i>`` on the application's own network, nothing published: the proxy
+    (:func:`docker_proxy_spec`) owns the ports and forwards to them.
     """
-    labels = {f"{OPSFLOW_LABEL}.app": release.app, f"{OPSFLOW_LABEL}.component": release.component,
-              f"{OPSFLOW_LABEL}.version": release.version, f"{OPSFLOW_LABEL}.image": release.image}
-    common = {"image": release.image, "nano_cpus": cpu_nano(release.cpu), "mem_limit": memory_bytes(release.memory),
-              "restart_policy": {"Name": "unless-stopped"}}
+    runtime = release.runtime
+    labels = {**runtime.labels, **release.labels()}
+    common: dict = {"image": release.image, "nano_cpus": cpu_nanos(release.cpu),
+                    "mem_limit": memory_bytes(release.memory), "restart_policy": restart_policy(release),
+                    "environment": dict(env if env is not None else runtime.env) or None,
+                    "entrypoint": runtime.command, "command": runtime.args, "init": runtime.init or None,
+                    "volumes": {v.source: {"bind": v.target, "mode": "ro" if v.read_only else "rw"}
+                                for v in runtime.volumes} or None,
+                    "networks": list(runtime.networks) or None,
+                    "secret_files": sorted(f.path for f in runtime.secret_files) or None}
+    count = release.replicas if replicas is None else replicas
     if colour:
         labels[f"{OPSFLOW_LABEL}.colour"] = colour
+        uses_app_network = bool(release.ports) or network_mode == "bridge"
         return [{"name": f"{release.base_name}-{colour}-{i}", **common, "labels": labels,
-                 "network": bluegreen_network(release.app), "ports": None}
-                for i in range(max(release.replicas, 1))]
-    replicas = min(release.replicas, 1) if release.ports else release.replicas
-    return [{"name": f"{release.base_name}-{i}", **common, "labels": labels, "network_mode": network_mode,
+                 **({"network": bluegreen_network(release.app)} if uses_app_network else
+                    {"network_mode": network_mode}), "ports": None}
+                for i in range(count)]
+    count = min(count, 1) if release.ports else count
+    # bridge: the application's own network, never Docker's default one (an engine started with
+    # --bridge=none has none; user-defined networks work there as well)
+    where = {"network": bluegreen_network(release.app)} if network_mode == "bridge" else {"network_mode": network_mode}
+    return [{"name": f"{release.base_name}-{i}", **common, "labels": labels, **where,
              "ports": {f"{p}/tcp": p for p in release.ports} if network_mode != "host" else None}
-            for i in range(replicas)]
+            for i in range(count)]
 
 
 def bluegreen_network(app: str) -> str:
@@ -84,45 +128,15 @@ def bluegreen_network(app: str) -> str:
 
 
 def docker_proxy_spec(release: ComponentRelease, proxy_image: str) -> dict:
-    """The blue-green proxy of a component: publishes the component's ports and forwards each
-    request to the live colour (see ``tasks/deploy/bluegreen_proxy.js``)."""
+    """The proxy of a component on a bridge-networked engine: publishes the component's ports and
+    forwards each request to the live containers (see ``tasks/deploy/bluegreen_proxy.js``)."""
     return {"name": f"{release.base_name}-proxy", "image": proxy_image,
             "command": ["node", "/opsflow/bluegreen_proxy.js", "serve"],
             "environment": {"OPSFLOW_PROXY_PORTS": ",".join(str(p) for p in release.ports)},
             "labels": {f"{OPSFLOW_LABEL}.app": release.app, f"{OPSFLOW_LABEL}.component": release.component,
-                       f"{OPSFLOW_LABEL}.role": "proxy"},
+                       f"{OPSFLOW_LABEL}.role": "proxy", ROLE_LABEL: release.role},
             "network": bluegreen_network(release.app), "ports": {f"{p}/tcp": p for p in release.ports},
-            "restart_policy": {"Name": "unless-stopped"}}
-
-
-def kubernetes_manifests(release: ComponentRelease, namespace: str, colour: str | None = None) -> list[dict]:
-    """A Deployment (RollingUpdate, readiness probe, resources, progress deadline) and its Service.
-    Blue-green: ``colour`` names the Deployment ``<name>-<colour>`` and the Service selects it."""
-    name = release.base_name + (f"-{colour}" if colour else "")
-    selector = {"app.kubernetes.io/name": release.base_name, **({"opsflow.org/colour": colour} if colour else {})}
-    labels = {**selector, "app.kubernetes.io/part-of": release.app, "app.kubernetes.io/version": release.version[:63]}
-    container: dict = {"name": release.component, "image": release.image,
-                       "resources": {"requests": {"cpu": release.cpu, "memory": release.memory},
-                                     "limits": {"cpu": release.cpu, "memory": release.memory}},
-                       "ports": [{"containerPort": p} for p in release.ports]}
-    if release.health_path and release.ports:
-        container["readinessProbe"] = {"httpGet": {"path": release.health_path, "port": release.ports[0]},
-                                       "periodSeconds": 2, "failureThreshold": 3}
-    deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"replicas": release.replicas, "selector": {"matchLabels": selector},
-                 "progressDeadlineSeconds": int(release.health_deadline_s),
-                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}},
-    }
-    service = {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": release.base_name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/part-of": release.app}},
-        "spec": {"selector": selector, "ports": [{"port": p, "targetPort": p} for p in release.ports]},
-    }
-    return [deployment, service] if release.ports else [deployment]
+            "restart_policy": {"Name": "unless-stopped"}, "init": True}
 
 
 def bash_script(release: ComponentRelease) -> str:

@@ -28,6 +28,13 @@ class DeployedImage(BaseModel):
     repository: str = Field(description="Image repository, e.g. 127.0.0.1:5000/shop/backend.")
     digest: Digest = Field(description="Manifest digest the target runs.")
     tag: str | None = Field(default=None, description="Tag the deploy was asked for, when one was.")
+    role: Name = Field(default="service", description="Run role of the component (service, batch, ...).")
+    replicas: int = Field(default=1, ge=0, description="Instances the target runs (0: scaled to zero, nothing "
+                          "runs; a batch role: its last run).")
+
+    @property
+    def key(self) -> str:
+        return self.component if self.role == "service" else f"{self.component}/{self.role}"
 
 
 class DeployRecord(BaseModel):
@@ -63,6 +70,37 @@ def write_deploy_record(store: ObjectStore, record: DeployRecord) -> str:
     except (BotoCoreError, ClientError) as exc:
         raise RemoteError(f"could not write deploy record s3://{store.bucket}/{record.key}: {exc}") from exc
     return record.key
+
+
+def read_deploy_record(store: ObjectStore, app: str, target: str) -> DeployRecord | None:
+    """The record of ``app`` on ``target``, or None when there is none yet."""
+    client = store.get_client()
+    try:
+        body = client.get_object(Bucket=store.bucket, Key=record_key(app, target))["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise RemoteError(f"could not read deploy record s3://{store.bucket}/{record_key(app, target)}: {exc}") \
+            from exc
+    except BotoCoreError as exc:
+        raise RemoteError(f"could not read deploy record s3://{store.bucket}/{record_key(app, target)}: {exc}") \
+            from exc
+    try:
+        return DeployRecord.model_validate(json.loads(body))
+    except ValueError as exc:
+        raise RemoteError(f"deploy record s3://{store.bucket}/{record_key(app, target)} is unreadable ({exc}); "
+                          "fix or delete it") from exc
+
+
+def merged_record(before: DeployRecord | None, now: DeployRecord) -> DeployRecord:
+    """``now`` (what this deploy changed) on top of ``before``: the components and roles this deploy
+    did not touch keep their entries, so a deploy of one component never drops another's images."""
+    if before is None:
+        return now
+    keys = {img.key for img in now.images}
+    images = [*now.images, *(img for img in before.images if img.key not in keys)]
+    previous = [*now.previous, *(img for img in before.previous if img.key not in keys)]
+    return now.model_copy(update={"images": images, "previous": previous})
 
 
 def read_deploy_records(store: ObjectStore) -> list[DeployRecord]:

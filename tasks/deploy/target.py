@@ -1,65 +1,80 @@
-"""One manual deploy on one target: take the target's deploy lock, roll every component out
-(Docker host rolling or blue-green, Kubernetes, SSH script), record what runs; and the results
-table of a deploy to several targets."""
+"""One manual deploy on one target: take the target's deploy lock, roll every component role out
+(Docker host rolling or blue-green, a compose project, Kubernetes, SSH script), record what runs;
+and the results table of a deploy to several targets."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, runtime, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 
 from blocks import ContainerRegistry, ObjectStore
-from blocks.application import DeployMethod
 from opsflow.core.errors import DeployFailed
-from tasks.deploy.bluegreen import ensure_proxy_image, rollout_blue_green
-from tasks.deploy.docker_host import rollout_docker
+from tasks.deploy.compose_rollout import rollout_compose
+from tasks.deploy.docker_host import RolloutResult, rollout_docker
 from tasks.deploy.k8s import rollout_kubernetes
 from tasks.deploy.lock import ensure_deploy_lock, hold_deploy_lock
 from tasks.deploy.plan import ComponentRelease, bash_script, powershell_script
-from tasks.deploy.records import DeployedImage, DeployRecord, record_deploy
+from tasks.deploy.records import DeployedImage, DeployRecord, merged_record, read_deploy_record, record_deploy
 from tasks.deploy.ssh_host import run_deploy_script
+
+
+def _image(release: ComponentRelease, image: str, replicas: int, tag: str | None = None) -> DeployedImage:
+    repository, digest = image.split("@", 1)
+    return DeployedImage(component=release.component, role=release.role, repository=repository, digest=digest,
+                         tag=tag, replicas=replicas)
+
+
+def _roll_out(release: ComponentRelease, kind: str, target_block, registry: ContainerRegistry) -> RolloutResult:
+    if kind == "kubernetes":
+        health = rollout_kubernetes(target_block, release)
+        return RolloutResult(release.key, release.version, None, True, False, health, replicas=release.replicas)
+    if kind == "ssh":
+        windows = target_block.os.value == "windows"
+        output = run_deploy_script(target_block, powershell_script(release) if windows else bash_script(release))
+        return RolloutResult(release.key, release.version, None, True, False,
+                             (output.strip().splitlines() or ["done"])[-1], replicas=min(release.replicas, 1))
+    return rollout_docker(target_block, registry, release)
 
 
 @task(name="deploy-to-target", task_run_name="deploy-{app}-to-{target}")
 def deploy_to_target(app: str, version: str, target: str, kind: str, target_block, registry: ContainerRegistry,
                      releases: list[ComponentRelease], store: ObjectStore) -> list[dict]:
-    """Roll every component out on one target, holding that target's deploy lock, and record
-    what runs there. Raises what the rollout raised (after its rollback)."""
-    windows = kind == "ssh" and target_block.os.value == "windows"
+    """Roll every release (component role) out on one target, holding that target's deploy lock,
+    and record what runs there: the new images of the roles that were deployed, the previous ones,
+    and (merged from the earlier record) the roles this deploy did not touch. When a role fails,
+    the ones deployed before it are recorded as they run, then the error is raised (after its
+    rollback)."""
     lock = ensure_deploy_lock(f"deploy-{app}-{target}")
-    results = []
+    results: list[dict] = []
+    done: list[tuple[ComponentRelease, RolloutResult]] = []
     holder = {"type": "task_run", "id": str(runtime.task_run.id)} if runtime.task_run.id else None
+    tag = version if not version.startswith("sha256:") else None
     with hold_deploy_lock(lock, holder=holder, timeout_s=3600, logger=get_run_logger()):
-        for release in releases:
-            if kind == "kubernetes":
-                health, previous_image = rollout_kubernetes(target_block, release), None
-            elif kind == "ssh":
-                script = powershell_script(release) if windows else bash_script(release)
-                output = run_deploy_script(target_block, script)
-                health, previous_image = (output.strip().splitlines() or ["done"])[-1], None
+        try:
+            if kind == "docker" and target_block.compose_project:
+                done = list(zip(releases, rollout_compose(target_block, registry, releases), strict=True))
             else:
-                if release.method == DeployMethod.blue_green:
-                    outcome = rollout_blue_green(target_block, registry, release, ensure_proxy_image(target_block))
-                else:
-                    outcome = rollout_docker(target_block, registry, release)
-                health, previous_image = outcome.message, outcome.previous_image
-            results.append({"component": release.component, "image": release.image, "version": release.version,
-                            "previous": previous_image, "health": health})
-        record_deploy(store, DeployRecord(
-            app=app, target=target, target_kind=kind,
-            images=[DeployedImage(component=r.component, repository=r.image.split("@")[0],
-                                  digest=r.image.split("@")[1],
-                                  tag=version if not version.startswith("sha256:") else None)
-                    for r in releases],
-            previous=[DeployedImage(component=x["component"], repository=x["previous"].split("@")[0],
-                                    digest=x["previous"].split("@")[1]) for x in results if x["previous"]],
-            flow_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None))
+                for release in releases:
+                    done.append((release, _roll_out(release, kind, target_block, registry)))
+        finally:
+            if done:
+                before = read_deploy_record(store, app, target)
+                record_deploy(store, merged_record(before, DeployRecord(
+                    app=app, target=target, target_kind=kind,
+                    images=[_image(r, r.image, out.replicas, tag) for r, out in done],
+                    previous=[_image(r, out.previous_image, 1) for r, out in done if out.previous_image],
+                    flow_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None)))
+    for release, outcome in done:
+        results.append({"component": release.key, "image": release.image, "version": release.version,
+                        "previous": outcome.previous_image, "health": outcome.message,
+                        "replicas": outcome.replicas})
     return results
 
 
-def report_outcomes(app: str, version: str, targets: list[str], outcomes: dict) -> dict:
+async def report_outcomes(app: str, version: str, targets: list[str], outcomes: dict) -> dict:
     """The per-target results table artifact of the flow run; raises when any target failed,
-    listing them (a single target's own error as it was). Called in the flow, not a task: the
-    outcomes hold the targets' exceptions, which are no task parameters."""
+    listing them (a single target's own error as it was). Awaited in the (async) flow, not a task:
+    the outcomes hold the targets' exceptions, which are no task parameters."""
     rows = []
     for target in targets:
         got = outcomes[target]
@@ -67,8 +82,9 @@ def report_outcomes(app: str, version: str, targets: list[str], outcomes: dict) 
             rows.append({"target": target, "result": "FAILED", "components": "", "detail": str(got).splitlines()[0]})
         else:
             rows.append({"target": target, "result": "deployed", "components": ", ".join(
-                f"{r['component']} {r['version']}" for r in got), "detail": "; ".join(r["health"] for r in got)})
-    create_table_artifact(table=rows, key=f"deploy-{app}-results", description=f"Deploy of {app} {version}")
+                f"{r['component']} {r['version']}" + (" (0 replicas)" if r.get("replicas") == 0 else "")
+                for r in got), "detail": "; ".join(r["health"] for r in got)})
+    await acreate_table_artifact(table=rows, key=f"deploy-{app}-results", description=f"Deploy of {app} {version}")
     failed = [t for t in targets if isinstance(outcomes[t], BaseException)]
     if failed:
         if len(targets) == 1:

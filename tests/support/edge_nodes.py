@@ -13,10 +13,12 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from opsflow.stack.services import docker_ping, docker_storage_driver
 
@@ -98,3 +100,50 @@ def edge_nodes(count: int, root: Path, prefix: str = "edge") -> Iterator[list[Ed
         for node in nodes:
             _stop(node)
         shutil.rmtree(root, ignore_errors=True)
+
+
+class Prober:
+    """Reads ``url`` every ``interval`` seconds (20 Hz by default; a new connection each time, as
+    separate clients would) while the ``with`` block runs; ``seen`` holds the bodies of 200 answers,
+    ``failed`` every error or other status, ``stamps`` (perf_counter, body or "-") for each read."""
+
+    def __init__(self, url: str, interval: float = 0.05, timeout: float = 2):
+        import httpx
+
+        self.url, self.interval, self.seen, self.failed = url, interval, [], []
+        self.stamps: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._http = httpx.Client(timeout=timeout, headers={"Connection": "close"})
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import httpx
+
+        while not self._stop.is_set():
+            try:
+                resp = self._http.get(self.url)
+                (self.seen if resp.status_code == 200 else self.failed).append(resp.text.strip() or resp.status_code)
+                self.stamps.append((time.perf_counter(), resp.text.strip() if resp.status_code == 200 else "-"))
+            except httpx.HTTPError as exc:
+                self.failed.append(type(exc).__name__)
+                self.stamps.append((time.perf_counter(), "-"))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._http.close()
+
+
+def run_deploy(**kwargs):
+    """Run the (async) ``manual-deploy`` flow in this process and return what it returns (its final
+    state with ``return_state=True``)."""
+    import asyncio
+
+    from flows.manual_deploy import manual_deploy
+
+    return asyncio.run(manual_deploy(**kwargs))

@@ -1,91 +1,185 @@
-"""Manual deploy to a Docker host (the stack's engine as edge node): rollout, rollback (the plans:
-tests/unit/flows/test_manual_deploy.py)."""
+"""Manual deploy to a Docker host with host networking (the stack's engine, as a block with network_mode=host):
+the old container must stop before the new one starts there, so every failure point of a rolling
+deploy (image missing, container cannot be created, exits at once, never healthy) must end with the
+previous version answering again, its outage bounded; limits the engine refuses and bad input are
+rejected before anything stops (the plans: tests/unit/flows/test_manual_deploy.py)."""
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import httpx
 import pytest
 
+from tests.support.edge_nodes import Prober
 from tests.support.net import free_port
 from tests.support.web_app import push_web_app
 
+pytestmark = [pytest.mark.stack, pytest.mark.docker]
+DEADLINE_S = 3
+HOST = "edge-local-host"
 
-@pytest.mark.stack
-@pytest.mark.docker
-def test_rollout_then_failed_deploy_rolls_back_and_the_old_version_serves(stack, docker_client):
-    from blocks import ObjectStore
-    from flows.manual_deploy import manual_deploy
-    from opsflow.core.errors import InvalidInput
+
+@pytest.fixture(scope="module")
+def host_app(stack, docker_url):
+    """One application with v1, v3 (healthy), v2 (never healthy), exits, nocmd pushed, and the stack's
+    engine as a host-networked target ``HOST``."""
+    from blocks import DockerHostTarget
+
+    DockerHostTarget(name=HOST, base_url=docker_url, network_mode="host").save(HOST, overwrite=True)
+    app, port = f"dep-{uuid.uuid4().hex[:6]}", free_port()
+    digests = push_web_app(app, port, {"v1": True, "v2": False, "v3": True, "exits": "exits", "nocmd": "nocmd"},
+                           deadline_s=DEADLINE_S, page_prefix="shop ")
+    return app, port, digests
+
+
+def _serving(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip()
+
+
+def _running(docker_client, app: str) -> dict[str, str]:
+    return {c.name: c.labels["org.opsflow.version"]
+            for c in docker_client.containers.list(filters={"label": f"org.opsflow.app={app}"})}
+
+
+def test_every_failure_point_ends_with_the_previous_version_answering(stack, docker_client, host_app):
+    from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
+    from opsflow.core.errors import DeployFailed
+    from tasks.deploy.docker_host import rollout_docker
+    from tasks.deploy.plan import ComponentRelease
     from tasks.deploy.records import DeployRecord, record_key
+    from tests.support.edge_nodes import run_deploy
 
-    uid = uuid.uuid4().hex[:6]
-    app, port = f"dep-{uid}", free_port()
-    digests = push_web_app(app, port, {"v1": True, "v2": False, "v3": True}, deadline_s=6, page_prefix="shop ")
+    app, port, digests = host_app
     store = ObjectStore.load("opsflow-artifacts")
-
-    def serving() -> str:
-        return httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip()
-
     try:
-        first = manual_deploy(app=app, version="v1", targets=["edge-local"])
-        assert first["targets"]["edge-local"]["components"][0]["image"].endswith(digests["v1"])
-        assert serving() == "shop v1"
+        first = run_deploy(app=app, version="v1", targets=[HOST])
+        assert first["targets"][HOST]["components"][0]["image"].endswith(digests["v1"])
+        assert _serving(port) == "shop v1"
 
-        with pytest.raises(Exception, match=r"not healthy within 6s.*rolled back; the previous version .* is serving"):
-            manual_deploy(app=app, version="v2", targets=["edge-local"])
-        assert serving() == "shop v1"  # the old version still serves after the failed deploy
-        running = docker_client.containers.list(filters={"label": f"org.opsflow.app={app}"})
-        assert [c.labels["org.opsflow.version"] for c in running] == ["v1"]
+        # never healthy: the gap lasts the health deadline, then the old version is back
+        with Prober(f"http://127.0.0.1:{port}/index.html") as prober, pytest.raises(
+                DeployFailed, match=r"not healthy within 3s.*rolled back; the previous version .* is serving again"):
+            run_deploy(app=app, version="v2", targets=[HOST])
+        assert _serving(port) == "shop v1" and prober.seen[-1] == "shop v1"
+        assert len(prober.failed) <= (DEADLINE_S + 3) * 20, len(prober.failed)  # a gap: host networking
 
-        manual_deploy(app=app, version="v3", targets=["edge-local"])
-        assert serving() == "shop v3"
-        body = store.get_client().get_object(Bucket=store.bucket, Key=record_key(app, "edge-local"))["Body"].read()
+        # exits at once: noticed at once (not after the deadline), the old version is back
+        with Prober(f"http://127.0.0.1:{port}/index.html") as prober, pytest.raises(
+                DeployFailed, match=r"the container exited.*cannot start.*previous version .* is serving again"):
+            run_deploy(app=app, version="exits", targets=[HOST])
+        assert _serving(port) == "shop v1" and len(prober.failed) <= (DEADLINE_S + 3) * 20
+
+        # the engine refuses to create the container (issue 18: it used to leave the app down)
+        with pytest.raises(DeployFailed, match=r"No command specified.*previous version .* is serving again"):
+            run_deploy(app=app, version="nocmd", targets=[HOST])
+        assert _serving(port) == "shop v1"
+
+        # the image cannot be pulled: nothing stopped at all
+        engine, registry = DockerHostTarget.load(HOST), ContainerRegistry.load("local-registry")
+        missing = ComponentRelease(app=app, component="web", image=registry.repository(f"{app}-web") + "@sha256:"
+                                   + "0" * 64, version="gone", ports=[port], health_deadline_s=DEADLINE_S)
+        with pytest.raises(DeployFailed, match=r"could not pull .* the running version was not touched"):
+            rollout_docker.fn(engine, registry, missing)
+        assert _serving(port) == "shop v1"
+        assert _running(docker_client, app) == {f"{app}-web-0": "v1"}  # no -previous left behind
+
+        run_deploy(app=app, version="v3", targets=[HOST])
+        assert _serving(port) == "shop v3"
+        body = store.get_client().get_object(Bucket=store.bucket, Key=record_key(app, HOST))["Body"].read()
         record = DeployRecord.model_validate_json(body)
         assert [i.digest for i in record.images] == [digests["v3"]]
         assert [i.digest for i in record.previous] == [digests["v1"]]
-
-        with pytest.raises(InvalidInput, match="v9 is not in the registry"):
-            manual_deploy(app=app, version="v9", targets=["edge-local"])
-        with pytest.raises(InvalidInput, match="no component"):
-            manual_deploy(app=app, version="v3", targets=["edge-local"], components=["db"])
-        assert serving() == "shop v3"
     finally:
-        for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
-            container.remove(force=True)
-        store.get_client().delete_object(Bucket=store.bucket, Key=record_key(app, "edge-local"))
+        store.get_client().delete_object(Bucket=store.bucket, Key=record_key(app, HOST))
 
 
-@pytest.mark.stack
-@pytest.mark.docker
-def test_bad_input_is_rejected_before_any_target_is_touched(stack, docker_client):
-    from blocks import Application, Component, ObjectStore
-    from flows.manual_deploy import manual_deploy
+def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_client, host_app):
+    from blocks import Application, ObjectStore
     from opsflow.core.errors import InvalidInput
     from tasks.deploy.records import record_key
+    from tests.support.edge_nodes import run_deploy
 
-    app = f"bad-{uuid.uuid4().hex[:6]}"
-    Application(name=app, repository="file:///nowhere/bad.git",
-                components=[Component(name="web", ports=[free_port()])]).save(app)
+    app, port, _ = host_app
+    run_deploy(app=app, version="v1", targets=[HOST])
+    before = {c.name: c.id for c in docker_client.containers.list(filters={"label": f"org.opsflow.app={app}"})}
+    bad_runtime = Application.load(app)
+    bad_runtime.components[0].runtime.env_files = ["no-such-secret"]
+    bad_runtime.components[0].runtime.volumes = [{"source": "/etc", "target": "/host-etc"}]
+    bad_runtime.save(f"{app}-bad", overwrite=True)
     cases = [
-        (dict(app="no-such-app"), InvalidInput, "no application block named 'no-such-app'"),
-        (dict(app=app, targets=["no-such-node"]), InvalidInput, "no docker target block named 'no-such-node'"),
-        (dict(app=app, targets=["edge-local", "edge-local"]), InvalidInput, "lists a target twice"),
-        (dict(app=app, method="blue-green"), InvalidInput, "target edge-local uses network_mode=host"),
-        (dict(app=app), InvalidInput, "is not in the registry"),  # v1 was never pushed for this app
-        (dict(app=app, replicas=-1), Exception, "replicas"),
-        (dict(app=app, memory="12XB"), Exception, "memory"),
-        (dict(app="shop;rm -rf /"), Exception, "app"),
-        (dict(app=app, version="v1$(reboot)"), Exception, "version"),
-        (dict(app=app, cpu="-1"), Exception, "cpu"),
+        # issue 18: each of these failed at container create and left the app down; issue 21: KeyError 'Pi'
+        (dict(cpu="1m", memory="1k"), ("cpu 1m is below the engine's minimum of 10m",
+                                       "components[web].memory 1k is below the engine's minimum of 6Mi")),
+        (dict(cpu="64", memory="1Pi"), (f"cpu 64 is more than {HOST} has", f"memory 1Pi is more than {HOST} has")),
+        (dict(roles=["batch"]), "has the role(s) ['batch']"),
+        (dict(targets=["no-such-node"]), "no docker target block named 'no-such-node'"),
+        (dict(targets=[HOST, HOST]), "lists a target twice"),
+        (dict(method="blue-green"), f"target {HOST} uses network_mode=host"),
+        (dict(version="v9"), "v9 is not in the registry"),
+        (dict(components=["db"]), "has no component"),
+        (dict(app=f"{app}-bad"), "env_files[0] (no-such-secret): there is no readable Secret block"),
     ]
-    for kwargs, error, message in cases:
-        with pytest.raises(error, match=re.escape(message)):
-            manual_deploy(**{"version": "v1", **kwargs})
-    assert docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}) == []
+    for kwargs, messages in cases:
+        with pytest.raises(InvalidInput) as info:
+            run_deploy(**{"app": app, "version": "v1", "targets": [HOST], **kwargs})
+        for message in [messages] if isinstance(messages, str) else messages:
+            assert message in str(info.value), (kwargs, str(info.value))
+    for kwargs, field in [(dict(replicas=-1), "replicas"), (dict(memory="12XB"), "memory"),
+                          (dict(app="shop;rm -rf /"), "app"), (dict(version="v1$(reboot)"), "version"),
+                          (dict(env={"1BAD": "x"}), "env")]:
+        with pytest.raises(Exception, match=field):
+            run_deploy(**{"app": app, "version": "v1", "targets": [HOST], **kwargs})
+    assert {c.name: c.id for c in docker_client.containers.list(
+        filters={"label": f"org.opsflow.app={app}"})} == before  # nothing was stopped or replaced
+    assert _serving(port) == "shop v1"
     store = ObjectStore.load("opsflow-artifacts")
     s3 = store.get_client()
     with pytest.raises(s3.exceptions.NoSuchKey):
-        s3.get_object(Bucket=store.bucket, Key=record_key(app, "edge-local"))
+        s3.get_object(Bucket=store.bucket, Key=record_key(f"{app}-bad", HOST))
+
+
+def test_replicas_zero_says_what_it_does_and_records_the_truth(stack, docker_client, host_app):
+    """Issue 21: replicas 0 reported "deployed" while the old version served, and recorded the new one."""
+    from blocks import ObjectStore
+    from tasks.deploy.records import DeployRecord, record_key
+    from tests.support.edge_nodes import run_deploy
+
+    app, port, digests = host_app
+    store = ObjectStore.load("opsflow-artifacts")
+    try:
+        run_deploy(app=app, version="v1", targets=[HOST])
+        done = run_deploy(app=app, version="v3", targets=[HOST], replicas=0)
+        [result] = done["targets"][HOST]["components"]
+        assert result["replicas"] == 0 and result["health"].startswith("scaled to 0: removed 1 container(s)")
+        assert f"nothing of web runs on {HOST} now" in result["health"]
+        assert _running(docker_client, app) == {}
+        with pytest.raises(httpx.HTTPError):
+            _serving(port)
+        body = store.get_client().get_object(Bucket=store.bucket, Key=record_key(app, HOST))["Body"].read()
+        record = DeployRecord.model_validate_json(body)
+        assert [(i.digest, i.replicas) for i in record.images] == [(digests["v3"], 0)]
+        assert [i.digest for i in record.previous] == [digests["v1"]]
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        store.get_client().delete_object(Bucket=store.bucket, Key=record_key(app, HOST))
+
+
+def test_the_stacks_edge_node_deploys_blue_green_out_of_the_box(stack, docker_client, host_app):
+    """`edge-local` (the stack's engine, started with --bridge=none) deploys onto opsflow's own bridge
+    networks: blue-green switches there without a failed probe (issue 18: `network bridge not found`)."""
+    from tests.support.edge_nodes import run_deploy
+
+    app, port, _ = host_app
+    for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+        container.remove(force=True)  # the host-networked tests' containers hold the port
+    try:
+        run_deploy(app=app, version="v1", targets=["edge-local"], method="blue-green")
+        with Prober(f"http://127.0.0.1:{port}/index.html") as prober:
+            done = run_deploy(app=app, version="v3", targets=["edge-local"], method="blue-green")
+        assert "is live" in done["targets"]["edge-local"]["components"][0]["health"]
+        assert prober.failed == [] and prober.seen[-1] == "shop v3", prober.failed[:5]
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)

@@ -65,7 +65,7 @@ SetEnv DOCKER_HOST={docker_url}
 
 def test_deploy_over_ssh_runs_the_script_and_a_failed_health_check_rolls_back(stack, sshd, docker_client):
     from blocks import SshHostTarget
-    from flows.manual_deploy import manual_deploy
+    from tests.support.edge_nodes import run_deploy
 
     uid = uuid.uuid4().hex[:6]
     app, port = f"ssh-{uid}", free_port()
@@ -79,13 +79,13 @@ def test_deploy_over_ssh_runs_the_script_and_a_failed_health_check_rolls_back(st
         return httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip()
 
     try:
-        done = manual_deploy(app=app, version="v1", targets=[f"host-{uid}"], target_kind="ssh")
+        done = run_deploy(app=app, version="v1", targets=[f"host-{uid}"], target_kind="ssh")
         assert done["targets"][f"host-{uid}"]["components"][0]["health"] == "deployed v1" and serving() == "v1"
         with pytest.raises(Exception, match=r"(?s)exited with 1:.*previous version is serving again"):
-            manual_deploy(app=app, version="v2", targets=[f"host-{uid}"], target_kind="ssh")
+            run_deploy(app=app, version="v2", targets=[f"host-{uid}"], target_kind="ssh")
         assert serving() == "v1"  # the script put v1 back on the host
         with pytest.raises(Exception, match="has no known_hosts"):
-            manual_deploy(app=app, version="v1", targets=[f"unpinned-{uid}"], target_kind="ssh")
+            run_deploy(app=app, version="v1", targets=[f"unpinned-{uid}"], target_kind="ssh")
         assert serving() == "v1"
     finally:
         for name in (f"{app}-web", f"{app}-web-previous"):

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from tasks.deploy.plan import ComponentRelease, bash_script, kubernetes_manifests, powershell_script
+from tasks.deploy.k8s_manifests import kubernetes_manifests
+from tasks.deploy.plan import ComponentRelease, bash_script, powershell_script
 
 IMAGE = "127.0.0.1:5000/shop-web@sha256:" + "a" * 64
 

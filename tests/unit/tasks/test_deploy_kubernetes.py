@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tasks.deploy.k8s import COMPLETE, FAILED, PROGRESSING, next_colour, previous_manifest, rollout_verdict
-from tasks.deploy.plan import ComponentRelease, kubernetes_manifests
+from tasks.deploy.k8s_manifests import kubernetes_manifests
+from tasks.deploy.plan import ComponentRelease
 
 
 def dep(generation=2, observed=2, replicas=3, updated=3, available=3, total=3, conditions=()):
