@@ -143,8 +143,8 @@ def hostile(stack, stack_database, docker_client, forge_emulator, tmp_path_facto
 def _secrets(stack_database) -> list[str]:
     store = ObjectStore.load("opsflow-artifacts")
     planted = [BUILD_TOKEN, CERT_LINE, TOKEN, store.secret_access_key.get_secret_value()]
-    if stack_database and stack_database.get("password"):
-        planted.append(stack_database["password"])
+    if stack_database is not None:  # the Prefect server's PostgreSQL password (opsflow.stack.postgres.Cluster)
+        planted.append(stack_database.password())
     return planted
 
 

@@ -71,7 +71,7 @@ def test_a_user_runs_the_gitops_pipelines_from_the_ui_and_reads_the_pushed_diges
     summary = ui.open_artifact(f"gitops-pr-{app}")
     shown = summary.text
     assert f"opsflow GitOps · {app} · PR #{PR}" in shown and head[:7] in shown
-    for component, passed in (("backend", "10 passed"), ("frontend", "6 passed")):
+    for component, passed in (("backend", "10 passed"), ("frontend", "7 passed")):
         row = next(line for line in shown.splitlines() if line.startswith(component + " "))
         assert f"{app}/{component}/" in row and passed in row, row
     ui.screenshot("gitops-pr-artifact")
