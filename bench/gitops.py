@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -172,12 +171,12 @@ def main() -> None:
     args = parser.parse_args()
 
     # Before Prefect is imported: this process is a client of the stack's server, never an ephemeral one.
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
+    from opsflow.core.prefect_api import use_local_stack
+
+    use_local_stack()
     from opsflow.stack import Stack, StackConfig
 
     cfg = StackConfig.from_env()
-    if cfg.prefect_api_url != os.environ["PREFECT_API_URL"]:
-        sys.exit(f"set PREFECT_API_URL={cfg.prefect_api_url} (the stack's server) and run again")
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
     with tempfile.TemporaryDirectory(prefix="opsflow-bench-") as tmp:
         from flows.gitops_pr import gitops_pr

@@ -112,7 +112,9 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
+    from opsflow.core.prefect_api import use_local_stack
+
+    use_local_stack()  # the stack's API URL and auth string, before Prefect is imported
     from opsflow.stack import Stack, StackConfig
 
     cfg = StackConfig.from_env()

@@ -49,10 +49,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    from prefect.settings import temporary_settings
+
     from opsflow.deploy import deploy_all
 
-    api_url = args.api_url or _stack_config(args).prefect_api_url
-    deploy_all(api_url, with_kubernetes=not args.no_kubernetes)
+    if args.api_url:  # another server: its auth string comes from PREFECT_API_AUTH_STRING, as for any client
+        deploy_all(args.api_url, with_kubernetes=not args.no_kubernetes)
+        return 0
+    cfg = _stack_config(args)
+    with temporary_settings(cfg.client_settings()):
+        deploy_all(cfg.prefect_api_url, with_kubernetes=not args.no_kubernetes)
     return 0
 
 

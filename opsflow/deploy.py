@@ -70,7 +70,12 @@ def ensure_work_pools(with_kubernetes: bool = True) -> list[str]:
 
 
 def apply_deployments(api_url: str, prefect_file: Path = PREFECT_FILE, project_dir: Path = PROJECT_ROOT) -> str:
-    """``prefect deploy --all`` on ``prefect_file``, from the project directory; returns its output."""
+    """``prefect deploy --all`` on ``prefect_file``, from the project directory; returns its output.
+
+    The server's auth string (this process's ``PREFECT_API_AUTH_STRING`` setting) goes to the command in
+    its environment, never in its arguments."""
+    from prefect.settings import get_current_settings
+
     if not prefect_file.is_file():
         raise OpsflowError(f"no deployment file at {prefect_file}")
     prefect = Path(sys.executable).with_name("prefect")
@@ -78,7 +83,10 @@ def apply_deployments(api_url: str, prefect_file: Path = PREFECT_FILE, project_d
             "--prefect-file", str(prefect_file)]
     env = {"PREFECT_API_URL": api_url, "OPSFLOW_PROJECT_DIR": str(project_dir),
            "PREFECT_CLI_PROMPT": "false", "PREFECT_UI_URL": api_url.removesuffix("/api")}
-    return run(argv, cwd=project_dir, env=env, timeout=600,
+    auth = get_current_settings().api.auth_string
+    if auth is not None:
+        env["PREFECT_API_AUTH_STRING"] = auth.get_secret_value()
+    return run(argv, cwd=project_dir, env=env, timeout=600, secrets=[env.get("PREFECT_API_AUTH_STRING", "")],
                hint="check deployments/prefect.yaml and that the Prefect server is up")
 
 

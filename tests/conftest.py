@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from opsflow.core.prefect_api import AUTH_FILE, ensure_auth_string  # the ground: imports no Prefect
+
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 _BASE = int(os.environ.get("OPSFLOW_TEST_PORT_BASE", "24000"))
@@ -19,8 +21,13 @@ TEST_PORTS = {"prefect_port": _BASE + 200, "s3_port": _BASE + 900, "registry_por
 
 # Each port base gets its own state directory, so two sessions (other ports) can run side by side.
 _SUFFIX = "" if _BASE == 24000 else f"-{_BASE}"
+STACK_HOME = OUTPUT / f"stack{_SUFFIX}"
 (OUTPUT / f"prefect-client{_SUFFIX}").mkdir(parents=True, exist_ok=True)
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{TEST_PORTS['prefect_port']}/api"
+# The session's server runs with auth on (PREFECT_SERVER_API_AUTH_STRING, the stack's 0600 file): every
+# client of it, this process and whatever it starts, authenticates with the same string.
+os.environ["PREFECT_API_AUTH_STRING"] = ensure_auth_string(STACK_HOME / AUTH_FILE)
+os.environ.pop("PREFECT_API_KEY", None)
 os.environ["PREFECT_HOME"] = str(OUTPUT / f"prefect-client{_SUFFIX}")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -67,7 +74,7 @@ def stack_database():
 
 @pytest.fixture(scope="session")
 def stack_config(stack_database) -> StackConfig:
-    return StackConfig(home=OUTPUT / f"stack{_SUFFIX}", **TEST_PORTS,
+    return StackConfig(home=STACK_HOME, **TEST_PORTS,
                        database_url=stack_database["url"] if stack_database else None)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from blocks import names
 from opsflow.core.errors import InvalidInput
+from opsflow.core.prefect_api import AUTH_FILE, STATE_FILE, ensure_auth_string
 
 SERVICES = ("docker", "s3", "registry", "prefect", "mlflow", "worker-vault-build", "worker-edge")
 BUCKETS = (names.ARTIFACT_STORE, names.DATA_STORE, "opsflow-mlflow")  # object store blocks are named as their buckets
@@ -70,7 +71,24 @@ class StackConfig:
 
     @property
     def state_file(self) -> Path:
-        return self.home / "stack.json"
+        return self.home / STATE_FILE
+
+    @property
+    def auth_file(self) -> Path:
+        """The Prefect server's auth string (``PREFECT_SERVER_API_AUTH_STRING``), mode 0600."""
+        return self.home / AUTH_FILE
+
+    def api_auth_string(self) -> str:
+        """The shared credential of this stack's Prefect server, generated on first use."""
+        return ensure_auth_string(self.auth_file)
+
+    def client_env(self) -> dict[str, str]:
+        """What a Prefect client of this stack needs in its environment: the API URL and the auth string."""
+        return {"PREFECT_API_URL": self.prefect_api_url, "PREFECT_API_AUTH_STRING": self.api_auth_string()}
+
+    def client_settings(self) -> dict[str, str]:
+        """The same as ``temporary_settings`` updates (for code that already imported Prefect)."""
+        return {"api.url": self.prefect_api_url, "api.auth_string": self.api_auth_string()}
 
     @property
     def logs(self) -> Path:

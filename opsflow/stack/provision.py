@@ -44,11 +44,11 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
     from prefect.workers.process import ProcessWorker
 
     done: list[str] = []
-    with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
+    with temporary_settings(cfg.client_settings()):
         for cls in BLOCK_CLASSES:
             cls.register_type_and_schema()
         for block_name in OBJECT_STORES:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from opsflow.core.prefect_api import basic_auth_header
 from opsflow.stack.config import WORK_POOLS, StackConfig
 
 
@@ -125,9 +126,11 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+    # Every client the stack starts (workers) authenticates with the server's shared credential; it travels
+    # in the environment (readable by the same user only), never in a process's arguments.
     prefect_env = {
         "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_API_URL": cfg.prefect_api_url,
+        **cfg.client_env(),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
@@ -171,7 +174,7 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         binary_hint="install CNCF distribution (apt-get install docker-registry)",
     )
 
-    server_env = dict(prefect_env)
+    server_env = {**prefect_env, "PREFECT_SERVER_API_AUTH_STRING": prefect_env["PREFECT_API_AUTH_STRING"]}
     if cfg.database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = cfg.database_url
     specs["prefect"] = ServiceSpec(
@@ -224,7 +227,8 @@ def worker_name(pool: str) -> str:
 def worker_online(cfg: StackConfig, pool: str) -> bool:
     """True when this host's worker for ``pool`` has sent a heartbeat to the server."""
     try:
-        resp = httpx.post(f"{cfg.prefect_api_url}/work_pools/{pool}/workers/filter", json={}, timeout=3)
+        resp = httpx.post(f"{cfg.prefect_api_url}/work_pools/{pool}/workers/filter", json={}, timeout=3,
+                          headers=basic_auth_header(cfg.api_auth_string()))
     except httpx.HTTPError:
         return False
     if resp.status_code != 200:

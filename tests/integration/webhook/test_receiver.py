@@ -8,6 +8,7 @@ import uuid
 import httpx
 import pytest
 
+from opsflow.core.prefect_api import api_client
 from tests.support.deliveries import pr_payload, push_payload, run_id_of, signed
 from tests.support.net import free_port
 from tests.support.webhook_receiver import DEPLOYMENT, REPO, SECRET, ReceiverProcess
@@ -105,9 +106,10 @@ def test_an_accepted_delivery_emits_an_event(receiver, hooks_setup):
     delivery = headers["X-GitHub-Delivery"]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = httpx.post(f"{hooks_setup.prefect_api_url}/events/filter", timeout=10, json={
-            "filter": {"event": {"name": ["opsflow.webhook.accepted"]},
-                       "resource": {"id": [f"opsflow.webhook.delivery.{delivery}"]}}}).json()
+        with api_client() as api:
+            found = api.post("events/filter", json={
+                "filter": {"event": {"name": ["opsflow.webhook.accepted"]},
+                           "resource": {"id": [f"opsflow.webhook.delivery.{delivery}"]}}}).json()
         if found.get("events"):
             event = found["events"][0]
             assert event["payload"]["deployment"] == f"gitops-pr/{DEPLOYMENT}"
