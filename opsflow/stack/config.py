@@ -101,18 +101,33 @@ class StackConfig:
     def prefect_api_url(self) -> str:
         return f"{self.url(self.prefect_port)}/api"
 
+    @property
+    def registry_url(self) -> str:
+        """The registry's API: TLS with the stack's own CA, logins from its htpasswd file."""
+        return f"https://{self.host}:{self.registry_port}"
+
     def ports(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _PORT_FIELDS}
 
 
 def load_credentials(home: Path) -> dict[str, str]:
-    """The stack's generated S3 credentials, created (mode 0600) on first use."""
+    """The stack's generated S3 and registry credentials, created (mode 0600) on first use; a file from an
+    older stack gains the registry login."""
     path = home / "credentials.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    creds = json.loads(path.read_text()) if path.exists() else {}
+    missing = {
+        "s3_access_key": lambda: "opsflow" + secrets.token_hex(6),
+        "s3_secret_key": lambda: secrets.token_urlsafe(30),
+        "registry_user": lambda: "opsflow",
+        "registry_password": lambda: secrets.token_urlsafe(24),
+    }
+    if all(key in creds for key in missing):
+        return creds
+    creds.update({key: make() for key, make in missing.items() if key not in creds})
     home.mkdir(parents=True, exist_ok=True)
-    creds = {"s3_access_key": "opsflow" + secrets.token_hex(6), "s3_secret_key": secrets.token_urlsafe(30)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(creds, fh)
+    os.replace(tmp, path)
     return creds

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 
 from opsflow.core.prefect_api import basic_auth_header
-from opsflow.stack.config import WORK_POOLS, StackConfig
+from opsflow.stack.config import WORK_POOLS, StackConfig, load_credentials
+from opsflow.stack.tls import RegistryDoor
 
 
 @dataclass
@@ -167,8 +168,8 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
     specs["registry"] = ServiceSpec(
         name="registry",
         argv=[registry_bin, "serve", str(home / "registry" / "config.yml")],
-        url=cfg.url(cfg.registry_port),
-        healthy=_http_ok(f"{cfg.url(cfg.registry_port)}/v2/"),
+        url=cfg.registry_url,
+        healthy=lambda: registry_answers(cfg),
         port=cfg.registry_port,
         start_timeout=30,
         binary_hint="install CNCF distribution (apt-get install docker-registry)",
@@ -236,9 +237,28 @@ def worker_online(cfg: StackConfig, pool: str) -> bool:
     return any(w.get("name") == worker_name(pool) and w.get("status") == "ONLINE" for w in resp.json())
 
 
+def registry_door(cfg: StackConfig) -> RegistryDoor:
+    return RegistryDoor(cfg.home / "registry")
+
+
+def registry_answers(cfg: StackConfig, timeout: float = 2.0) -> bool:
+    """True when the registry answers ``/v2/`` over TLS verified with the stack's CA (401 included: it asks
+    for the login, so it is up)."""
+    import ssl
+
+    door = registry_door(cfg)
+    try:
+        context = ssl.create_default_context(cafile=str(door.ca_file))
+        return httpx.get(f"{cfg.registry_url}/v2/", timeout=timeout, verify=context).status_code in (200, 401)
+    except (httpx.HTTPError, OSError, ssl.SSLError):
+        return False
+
+
 def registry_config(cfg: StackConfig) -> str:
-    """The CNCF distribution config: filesystem storage under home, deletes enabled, loopback only."""
+    """The CNCF distribution config: filesystem storage under home, deletes enabled, loopback only, TLS with
+    the stack's CA and HTTP Basic logins from its htpasswd file."""
     root = cfg.home / "registry" / "data"
+    door = registry_door(cfg)
     return f"""version: 0.1
 log:
   level: info
@@ -252,8 +272,15 @@ storage:
   maintenance:
     uploadpurging:
       enabled: false
+auth:
+  htpasswd:
+    realm: opsflow-registry
+    path: {door.htpasswd_file}
 http:
   addr: {cfg.host}:{cfg.registry_port}
+  tls:
+    certificate: {door.cert_file}
+    key: {door.key_file}
   headers:
     X-Content-Type-Options: [nosniff]
 """
@@ -262,5 +289,7 @@ http:
 def ensure_dirs(cfg: StackConfig) -> None:
     for sub in ("logs", "prefect", "registry/data", "mlflow", "s3", "docker"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
+    creds = load_credentials(cfg.home)
+    registry_door(cfg).ensure([cfg.host, "localhost"], creds["registry_user"], creds["registry_password"])
     (cfg.home / "registry" / "config.yml").write_text(registry_config(cfg))
     Path(cfg.home).chmod(0o700)

@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from blocks import ContainerRegistry, DockerHostTarget
 from opsflow.core.errors import DeployFailed, InvalidInput, RemoteError
 from tasks.deploy.plan import OPSFLOW_LABEL, ComponentRelease, docker_container_specs
+from tasks.images.push import engine_refusal, trust_registry_ca
 
 
 @dataclass
@@ -73,7 +74,14 @@ def pull_if_missing(client, registry: ContainerRegistry, image: str) -> None:
     except docker.errors.ImageNotFound:
         pass
     repository, digest = image.split("@", 1)
-    client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
+    trust_registry_ca(client.api.base_url, "this node's engine", registry, get_run_logger())
+    try:
+        client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
+    except docker.errors.APIError as exc:
+        advice = engine_refusal(str(exc.explanation or exc), registry)
+        if not advice:
+            raise
+        raise RemoteError(f"pull of {image} failed: {exc.explanation or exc}; {advice}") from None
 
 
 def find_container(client, name: str):
