@@ -44,6 +44,7 @@ from opsflow.stack import (  # noqa: E402 - after the Prefect settings above are
 pytest_plugins = [
     "tests.support.forge",
     "tests.support.run_logger",
+    "tests.support.token_registry",
 ]
 
 # The session's Prefect server runs on PostgreSQL, as a real platform's should: on SQLite, Prefect 3.8's
