@@ -205,7 +205,7 @@ def _issuer_handler(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's handler name
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
             user, valid = issuer.user_of(self.headers.get("Authorization", ""))
@@ -293,7 +293,7 @@ http:
     key: {self.root / "registry.key"}
 """)
         binary = shutil.which("registry") or shutil.which("docker-registry") or "docker-registry"
-        log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - the process writes to it until stopped
+        log = open(self.root / "registry.log", "ab")
         self.process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         log.close()
