@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from pydantic import SecretStr
 
 from opsflow.core.errors import RegistryAuthError, RegistryTlsError
 from opsflow.registry.v2 import request
@@ -26,7 +27,7 @@ def test_wrong_password_names_the_registry_and_the_user_and_echoes_no_secret(sta
     from tasks.registry.lookup import lookup_image
 
     good = _registries(token_registry)[kind]
-    bad = good.model_copy(update={"password": "not-the-password-7f3a"})
+    bad = good.model_copy(update={"password": SecretStr("not-the-password-7f3a")})
     with pytest.raises(RegistryAuthError) as info:
         lookup_image.fn(bad, f"{good.host}/nothing/here", "v1")
     message = str(info.value)
