@@ -5,18 +5,19 @@ from __future__ import annotations
 
 
 def push_web_app(app: str, port: int, versions: dict[str, bool], deadline_s: float, page_prefix: str = "",
-                 source: str = "test") -> dict[str, str]:
+                 source: str = "test", registry_block: str = "local-registry") -> dict[str, str]:
     """Save application ``app`` (one component ``web`` on ``port``, health check ``/healthz`` within
     ``deadline_s``) and push one image per version, tagged with it, built on the ``build-server``
     engine: ``/index.html`` reads ``<page_prefix><version>``, ``/healthz`` exists only when
-    ``versions[version]`` is true. ``STOPSIGNAL SIGKILL``: busybox httpd as PID 1 ignores SIGTERM,
+    ``versions[version]`` is true; the images go to the registry of block ``registry_block``.
+    ``STOPSIGNAL SIGKILL``: busybox httpd as PID 1 ignores SIGTERM,
     so every stop would otherwise wait Docker's 10 s stop timeout. Returns version → digest."""
     from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck
     from tasks.images.base import prepare_busybox_context
     from tasks.images.build import build_image
     from tasks.images.push import push_image
 
-    registry = ContainerRegistry.load("local-registry")
+    registry = ContainerRegistry.load(registry_block)
     builder = DockerHostTarget.load("build-server")
     repository = registry.repository(f"{app}-web")
     digests = {}

@@ -60,6 +60,31 @@ def test_rollout_then_failed_deploy_rolls_back_and_the_old_version_serves(stack,
 
 @pytest.mark.stack
 @pytest.mark.docker
+def test_a_deploy_from_the_token_auth_registry_pulls_with_the_blocks_login(stack, token_registry, docker_client):
+    """The image is resolved (token flow, the block's CA) and pulled by the edge engine with the block's login."""
+    from blocks import ObjectStore
+    from flows.manual_deploy import manual_deploy
+    from tasks.deploy.records import record_key
+
+    uid = uuid.uuid4().hex[:6]
+    app, port = f"tok-{uid}", free_port()
+    digests = push_web_app(app, port, {"v1": True}, deadline_s=20, page_prefix="token ",
+                           registry_block="token-registry")
+    image = f"{token_registry.netloc}/{app}-web@{digests['v1']}"
+    try:
+        docker_client.images.remove(image, force=True)  # the build engine is the edge engine here: pull it anew
+        done = manual_deploy(app=app, version="v1", targets=["edge-local"], registry_block="token-registry")
+        assert done["targets"]["edge-local"]["components"][0]["image"] == image
+        assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip() == "token v1"
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        store = ObjectStore.load("opsflow-artifacts")
+        store.get_client().delete_object(Bucket=store.bucket, Key=record_key(app, "edge-local"))
+
+
+@pytest.mark.stack
+@pytest.mark.docker
 def test_bad_input_is_rejected_before_any_target_is_touched(stack, docker_client):
     from blocks import Application, Component, ObjectStore
     from flows.manual_deploy import manual_deploy
