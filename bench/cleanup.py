@@ -53,7 +53,7 @@ def main() -> None:
     from tasks.registry.plan import plan_cleanup
     from tests.support.registry_images import manifest_exists, push_image, put_blob
 
-    cfg = StackConfig.from_env()
+    cfg = StackConfig.running()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
     registry = ContainerRegistry.load(names.REGISTRY)
     policy = RegistryCleanupPolicy(rules=[CleanupRule(priority=1, tags=["build-*"], keep_newest=10,

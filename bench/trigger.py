@@ -143,7 +143,7 @@ def main() -> None:
                 # Warm-up: the first run builds and stores the artifacts; later commits share the tree.
                 sha = repo.commit("warm-up", branch="bench")
                 headers, body = delivery(1, sha)
-                run_id = run_id_of(http.post(url, content=body, headers=headers), url)
+                run_id = run_id_of(http.post(url, content=body, headers=headers), url, SECRET)
                 print("warm-up run:", wait_final(client, run_id, 600), flush=True)
 
                 latencies, answers = [], []
@@ -154,7 +154,7 @@ def main() -> None:
                     answer = http.post(url, content=body, headers=headers)
                     answers.append(time.time() - sent)
                     assert answer.status_code == 202, answer.text
-                    run_id = run_id_of(answer, url)
+                    run_id = run_id_of(answer, url, SECRET)
                     latency = first_task_start(client, run_id).timestamp() - sent
                     latencies.append(latency)
                     state = wait_final(client, run_id)

@@ -64,6 +64,18 @@ class StackConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @classmethod
+    def running(cls, **overrides) -> StackConfig:
+        """``from_env``, with the ports of the stack already running under that home (a running stack keeps
+        the ports it was started with): what a client started in a fresh shell connects to."""
+        cfg = cls.from_env(**overrides)
+        try:
+            ports = json.loads(cfg.state_file.read_text()).get("ports") or {}
+        except (OSError, ValueError):
+            return cfg
+        known = {k: int(v) for k, v in ports.items() if k in _PORT_FIELDS}
+        return replace(cfg, **known) if known else cfg
+
     def with_services(self, services: tuple[str, ...]) -> StackConfig:
         return replace(self, services=services)
 

@@ -23,6 +23,27 @@ EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab":
 _DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _ZERO = "0" * 40
 PR_ACTIONS = {"opened", "synchronize", "synchronized", "reopened", "open", "update", "reopen"}
+# The forges' payloads nest a handful of levels; JSON nested a thousand deep only exhausts the parser's stack.
+MAX_NESTING = 64
+_JSON_TOKENS = re.compile(rb'\\.|[\[\]{}"]', re.DOTALL)  # an escape (one unit), a bracket or a quote
+
+
+def _nesting(body: bytes) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text (brackets inside strings do not count); linear, no recursion."""
+    depth = deepest = 0
+    in_string = False
+    for match in _JSON_TOKENS.finditer(body):
+        token = match.group()
+        if in_string:
+            in_string = token != b'"'
+        elif token == b'"':
+            in_string = True
+        elif token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -112,10 +133,14 @@ def parse(kind: str, headers: dict[str, str], body: bytes) -> Trigger | Ignored:
     event = headers.get(EVENT_HEADERS[kind], "")
     if not event:
         raise InvalidDelivery(f"missing header {EVENT_HEADERS[kind]}")
+    if _nesting(body) > MAX_NESTING:
+        raise InvalidDelivery(f"the body's JSON is nested deeper than {MAX_NESTING} levels")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidDelivery("the body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidDelivery(f"the body's JSON is nested deeper than {MAX_NESTING} levels") from None
     if not isinstance(data, dict):
         raise InvalidDelivery("the body is not a JSON object")
     parse_event = _parse_gitlab if kind == "gitlab" else _parse_github_like

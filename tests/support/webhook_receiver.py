@@ -27,6 +27,8 @@ class ReceiverProcess:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     extra_env: dict = field(default_factory=dict)
+    # Short deadlines: a test's slow clients are cut off in seconds; valid deliveries take milliseconds.
+    args: list[str] = field(default_factory=lambda: ["--header-timeout", "2", "--body-timeout", "2"])
 
     @property
     def url(self) -> str:
@@ -36,7 +38,8 @@ class ReceiverProcess:
         self.log = self.journal.with_suffix(".log")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "opsflow.webhook", "serve", "--forge-block", "hooks-forge", "--port",
-             str(self.port), "--journal", str(self.journal), "--deployment", DEPLOYMENT, "--max-body", "65536"],
+             str(self.port), "--journal", str(self.journal), "--deployment", DEPLOYMENT, "--max-body", "65536",
+             *self.args],
             cwd=ROOT, env={**os.environ, "PREFECT_API_URL": self.api_url, **self.extra_env},
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
