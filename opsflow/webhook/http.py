@@ -8,7 +8,8 @@ measured 250 clients sending their headers slowly, every one held 60 s; so :clas
 (uvicorn's own h11 protocol, subclassed; uvicorn takes a protocol class in ``Config(http=…)``) adds:
 
 * a header deadline: a request's head (request line and headers) must arrive within ``header_timeout_s``
-  of the connection being ready for it (opened, or the previous response sent); else ``408`` and close;
+  of the connection being opened, or of its first byte on a kept-alive connection; else ``408`` and close
+  (an idle kept-alive connection is closed by uvicorn after ``timeout_keep_alive``);
 * a refusal of any request whose head repeats ``Content-Length`` (``400``): two lengths, even equal ones,
   are how request smuggling starts, and no forge sends them.
 
@@ -68,6 +69,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:  # a request's head is coming in
+            if self._deadline is None:  # the first bytes of the next request on a kept-alive connection
+                self._arm()
             self._head += data
             end = self._head.find(b"\r\n\r\n")
             if end >= 0:
@@ -82,10 +85,8 @@ class GuardedH11Protocol(H11Protocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._head.clear()
-            self._arm()
+        super().on_response_complete()  # an idle kept-alive connection is uvicorn's: closed after timeout_keep_alive
+        self._head.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

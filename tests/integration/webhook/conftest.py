@@ -50,8 +50,11 @@ def hooks_setup(stack):
 
 
 @pytest.fixture(scope="module")
-def receiver(hooks_setup, tmp_path_factory):
+def receiver(hooks_setup, tmp_path_factory, request):
+    """The receiver for a test module; a module's ``RECEIVER_ARGS`` replace the default (short) deadlines."""
     proc = ReceiverProcess(free_port(), tmp_path_factory.mktemp("hooks") / "deliveries.sqlite3",
-                           hooks_setup.prefect_api_url).start()
+                           hooks_setup.prefect_api_url)
+    proc.args = getattr(request.module, "RECEIVER_ARGS", proc.args)
+    proc.start()
     yield proc
     assert proc.stop() == 0

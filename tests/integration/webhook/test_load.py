@@ -18,6 +18,7 @@ from tests.support.webhook_receiver import REPO, SECRET
 pytestmark = pytest.mark.stack
 TOTAL = 500
 CONCURRENT = 200  # connections (and requests) in flight at once
+RECEIVER_ARGS = ["--header-timeout", "10", "--body-timeout", "10"]  # the defaults: 200 client threads are slow
 
 
 def _rss_kib(pid: int) -> int:
