@@ -61,6 +61,28 @@ def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, redact: list[
     return common.in_component_order(application, outcomes)
 
 
+def build_and_test_untrusted(cfg: common.PipelineConfig, checkout: Checkout) -> list[ComponentOutcome]:
+    """An untrusted pull request: build and test every component without env files and store nothing (an
+    artifact a merge could pick up must never come from code nobody vetted)."""
+    chains = [(c, build_app.submit(checkout, c, [])) for c in cfg.application.components]
+    chains = [(c, build, run_tests.submit(checkout, c, [], wait_for=[build])) for c, build in chains]
+    outcomes = []
+    for comp, build, tested in chains:
+        tested.wait()
+        outcome = ComponentOutcome(comp.name)
+        if not build.state.is_completed():
+            outcome.error = common.outcome_error(build.state)
+        else:
+            result = tested.result(raise_on_failure=False)
+            report = getattr(result, "report", result)  # TestsFailed carries its report
+            if hasattr(report, "summary"):
+                outcome.tests, outcome.seconds = report.summary(), build.result().duration_s + report.seconds
+            else:
+                outcome.error = common.outcome_error(tested.state)
+        outcomes.append(outcome)
+    return outcomes
+
+
 @flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True)
 def gitops_pr(
     app: Name,
@@ -73,7 +95,9 @@ def gitops_pr(
 
     Components run in parallel. Re-running for a SHA whose artifacts are stored and tested
     builds nothing. The commit status goes pending → success/failure and one PR comment is
-    kept up to date.
+    kept up to date. A pull request from a fork or by an author without write access is held
+    (nothing runs; the status and comment say why) or run without secrets, storing nothing, as the
+    application's ``untrusted_prs`` says, until a maintainer adds its ``trusted_label``.
 
     Args:
         app: name of the Application block.
@@ -86,15 +110,23 @@ def gitops_pr(
     Raises:
         PipelineFailed: a component failed to build, store or pass its tests (all are named).
     """
-    cfg = common.load_config(app, store_block, forge_block)
+    cfg = common.load_config(app, store_block, forge_block, with_secrets=False)
     title = f"opsflow GitOps · {cfg.application.name} · PR #{pr}"
     key = common.report_key("gitops-pr", cfg.application.name)
+    trust = common.pull_request_trust(cfg, pr)
+    if trust.held:
+        common.report_held(cfg, sha, CONTEXT, pr, key, title, trust)
+        return []
     with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building and testing") as result, \
             common.workspace() as paths:
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
         paths.append(checkout.path)
-        written = fetch_env_files(checkout, cfg.application.env_files, cfg.secrets)
-        redact = redaction_list(checkout, written) + ([cfg.forge.token.get_secret_value()] if cfg.forge else [])
-        result.components = build_and_test(cfg, checkout, redact)
+        if not trust.trusted:  # run without secrets: no env files, nothing stored
+            result.components = build_and_test_untrusted(cfg, checkout)
+        else:
+            cfg.secrets = common.load_secrets(cfg.application)
+            written = fetch_env_files(checkout, cfg.application.env_files, cfg.secrets)
+            redact = redaction_list(checkout, written) + ([cfg.forge.token.get_secret_value()] if cfg.forge else [])
+            result.components = build_and_test(cfg, checkout, redact)
     common.raise_if_failed(result.components)
     return [o.__dict__ for o in result.components]
