@@ -318,3 +318,19 @@ def test_the_delivery_status_needs_the_webhook_secrets_signature(receiver):
     assert httpx.get(url, timeout=5, headers=status_headers("not-the-secret", delivery)).status_code == 401
     signed_status = httpx.get(url, timeout=5, headers=status_headers(SECRET, delivery))
     assert signed_status.status_code == 200 and signed_status.json()["delivery"] == delivery
+
+
+def test_the_trusted_label_on_a_held_pull_request_starts_a_run_of_its_own(receiver):
+    """A maintainer's label is a delivery that starts the PR deployment again (the held run was the first)."""
+    head = _sha()
+    opened = signed("github", "pull_request", pr_payload("github", "opened", 15, head, REPO), SECRET)
+    first = run_id_of(httpx.post(receiver.url, content=opened[1], headers=opened[0], timeout=10), receiver.url, SECRET)
+    labeled_payload = {**pr_payload("github", "labeled", 15, head, REPO), "label": {"name": "safe-to-test"}}
+    headers, body = signed("github", "pull_request", labeled_payload, SECRET)
+    answer = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
+    assert answer.status_code == 202 and answer.json()["deployment"] == f"gitops-pr/{DEPLOYMENT}"
+    second = run_id_of(answer, receiver.url, SECRET)
+    assert second != first and _run(second)[0].parameters == _run(first)[0].parameters
+    other = {**labeled_payload, "label": {"name": "needs-review"}}
+    headers, body = signed("github", "pull_request", other, SECRET)
+    assert httpx.post(receiver.url, content=body, headers=headers, timeout=10).status_code == 204
