@@ -85,32 +85,14 @@ def main() -> None:
 
     use_local_stack()  # the stack's API URL and auth string, before Prefect is imported
 
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
-    from opsflow.samples import save_shop_blocks
     from opsflow.stack import Stack, StackConfig
-    from opsflow.stack.forge_emulator import ForgeEmulator
     from tests.support.deliveries import pr_payload, signed
     from tests.support.net import free_port
-    from tests.support.webhook_receiver import DEPLOYMENT, POOL, REPO, SECRET, ReceiverProcess
+    from tests.support.webhook_receiver import REPO, SECRET, ReceiverProcess, prepare_hook_targets
 
     cfg = StackConfig.running()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
-        except ObjectAlreadyExists:
-            pass
-    for entry in ("flows/gitops_pr.py:gitops_pr", "flows/gitops_merge.py:gitops_merge"):
-        flow.from_source(source=str(ROOT), entrypoint=entry).deploy(
-            name=DEPLOYMENT, work_pool_name=POOL, build=False, push=False, print_next_steps=False, ignore_warnings=True)
-    block = ForgeEmulator().block("github")
-    block.webhook_secret = SECRET
-    block.save("hooks-forge", overwrite=True)
-    save_shop_blocks("file:///nowhere/hooks.git", name="hooks-app", forge_repo=REPO)
+    prepare_hook_targets()
 
     def make() -> tuple[dict, bytes]:
         return signed("github", "pull_request",

@@ -55,3 +55,40 @@ class ReceiverProcess:
     def stop(self) -> int:
         self.proc.terminate()
         return self.proc.wait(30)
+
+
+def prepare_hook_targets() -> None:
+    """The blocks and (worker-less) deployments a test receiver routes to: the ``hooks-forge`` GitForge block
+    (webhook secret ``SECRET``), the ``hooks-app`` application on ``REPO``, and ``gitops-pr``/``gitops-merge``
+    deployed as ``DEPLOYMENT`` on pool ``POOL``, which no worker serves (runs stay scheduled)."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+
+    from opsflow.samples import save_shop_blocks
+    from opsflow.stack.forge_emulator import ForgeEmulator
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    for entry in ("flows/gitops_pr.py:gitops_pr", "flows/gitops_merge.py:gitops_merge"):
+        # A SQLite-backed server still writing a load test's burst answers 503 ("database is locked") for a
+        # while on a busy machine; wait for it rather than fail.
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                flow.from_source(source=str(ROOT), entrypoint=entry).deploy(
+                    name=DEPLOYMENT, work_pool_name=POOL, build=False, push=False, print_next_steps=False,
+                    ignore_warnings=True)
+                break
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 503 or time.monotonic() > deadline:
+                    raise
+                time.sleep(5)
+    block = ForgeEmulator().block("github")  # only its block: deliveries are signed with the block's secret
+    block.webhook_secret = SECRET
+    block.save("hooks-forge", overwrite=True)
+    save_shop_blocks("file:///nowhere/hooks.git", name="hooks-app", forge_repo=REPO)
