@@ -120,7 +120,7 @@ class Stack:
             raise
         if not started:
             self.say("nothing to start: every service is already running")
-        self.say(f"Prefect UI: {cfg.url(cfg.prefect_port)}")
+        self.say(f"Prefect UI: {cfg.url(cfg.prefect_port)} (log in with the auth string in {cfg.auth_file})")
         return started
 
     def _docker_url(self, cfg: StackConfig, records: dict) -> str | None:

@@ -169,3 +169,24 @@ def test_a_robot_account_that_may_not_list_the_catalog_cleans_the_listed_reposit
         assert robot and not any(a["type"] == "registry" for r in robot for a in r["access"])
     finally:
         http.close()
+
+
+def test_a_kept_tag_that_no_longer_pulls_after_garbage_collection_fails_the_check_loudly(stack, run_logger_off):
+    """What ``garbage-collect --delete-untagged`` does to a kept multi-arch image (distribution 2.8), done by
+    hand: a platform manifest of the kept index is deleted. The check after garbage collection names the tag."""
+    from blocks import ContainerRegistry
+    from opsflow.core.errors import RegistryBroken
+    from tasks.registry.gc import verify_kept_images
+    from tasks.registry.plan import KEEP, CleanupPlan, PlanRow
+
+    registry = ContainerRegistry.load("local-registry")
+    repo = f"gc-check-{uuid.uuid4().hex[:8]}/app"
+    with registry.get_client() as http:
+        index, children = push_index(http, repo, "v3.0.0", 10)
+        single = push_image(http, repo, ["v3.0.1"], 10)
+        rows = [PlanRow(repo, "v3.0.0", index, None, 0, "always-keep", KEEP, "release"),
+                PlanRow(repo, "v3.0.1", single, None, 0, "always-keep", KEEP, "release")]
+        assert verify_kept_images.fn(registry, CleanupPlan(rows)) == 2
+        assert http.delete(f"/v2/{repo}/manifests/{children[1]}").status_code == 202
+    with pytest.raises(RegistryBroken, match=rf"1 kept tag\(s\) .*{repo}:v3\.0\.0: child {children[1][:19]}"):
+        verify_kept_images.fn(registry, CleanupPlan(rows))
