@@ -9,11 +9,13 @@ that host. (Docker treats registries on 127.0.0.0/8 as insecure and does not ver
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prefect import get_run_logger, task
 
@@ -50,6 +52,14 @@ def certs_dir() -> Path:
     return Path(os.environ.get("OPSFLOW_DOCKER_CERTS_DIR", "/etc/docker/certs.d"))
 
 
+def _loopback(host: str) -> bool:
+    name = urlsplit(f"//{host}").hostname or ""
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost"
+
+
 def trust_registry_ca(engine_url: str, engine_name: str, registry: ContainerRegistry,
                       logger: logging.Logger | logging.LoggerAdapter) -> Path | None:
     """Install the registry block's ``ca_cert`` as ``certs.d/<host>/ca.crt`` for an engine on this machine
@@ -58,7 +68,7 @@ def trust_registry_ca(engine_url: str, engine_name: str, registry: ContainerRegi
     Returns the file (unchanged when it already holds the CA), or None when there is nothing to install or
     the engine is elsewhere (a warning then says what to put where on the engine's host).
     """
-    if not registry.ca_cert:
+    if not registry.ca_cert or _loopback(registry.host):  # Docker verifies no registry on 127.0.0.0/8 or localhost
         return None
     target = certs_dir() / registry.host / "ca.crt"
     if not engine_url.startswith(("unix://", "http+docker://local")):
