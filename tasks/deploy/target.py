@@ -34,7 +34,7 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
                 health, previous_image = rollout_kubernetes(target_block, release), None
             elif kind == "ssh":
                 script = powershell_script(release) if windows else bash_script(release)
-                output = run_deploy_script(target_block, script)
+                output = run_deploy_script(target_block, script, registry=registry)
                 health, previous_image = (output.strip().splitlines() or ["done"])[-1], None
             else:
                 if release.method == DeployMethod.blue_green:

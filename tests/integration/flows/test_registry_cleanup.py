@@ -182,7 +182,7 @@ def test_a_kept_tag_that_no_longer_pulls_after_garbage_collection_fails_the_chec
     registry = ContainerRegistry.load("local-registry")
     repo = f"gc-check-{uuid.uuid4().hex[:8]}/app"
     with registry.get_client() as http:
-        index, children = push_index(http, repo, "v3.0.0", 10)
+        index, children = push_index(http, repo, "v3.0.0", 10, child_tags={"amd64": "c-amd64", "arm64": "c-arm64"})
         single = push_image(http, repo, ["v3.0.1"], 10)
         rows = [PlanRow(repo, "v3.0.0", index, None, 0, "always-keep", KEEP, "release"),
                 PlanRow(repo, "v3.0.1", single, None, 0, "always-keep", KEEP, "release")]
