@@ -29,10 +29,17 @@ class ReceiverProcess:
     extra_env: dict = field(default_factory=dict)
     # Short deadlines: a test's slow clients are cut off in seconds; valid deliveries take milliseconds.
     args: list[str] = field(default_factory=lambda: ["--header-timeout", "2", "--body-timeout", "2"])
+    ca_pem: str | None = None  # served with --tls-cert/--tls-key: the CA its certificate is verified with
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/github"
+        return f"{'https' if self.ca_pem else 'http'}://127.0.0.1:{self.port}/hooks/github"
+
+    @property
+    def verify(self):
+        import ssl
+
+        return ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else True
 
     def start(self, api_url: str | None = None) -> ReceiverProcess:
         self.log = self.journal.with_suffix(".log")
@@ -45,7 +52,8 @@ class ReceiverProcess:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url.replace("/hooks/github", "/healthz"), timeout=1,
+                             verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 assert self.proc.poll() is None, f"the receiver exited: {self.log.read_text()[-2000:]}"

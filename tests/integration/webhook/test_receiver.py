@@ -334,3 +334,21 @@ def test_the_trusted_label_on_a_held_pull_request_starts_a_run_of_its_own(receiv
     other = {**labeled_payload, "label": {"name": "needs-review"}}
     headers, body = signed("github", "pull_request", other, SECRET)
     assert httpx.post(receiver.url, content=body, headers=headers, timeout=10).status_code == 204
+
+
+def test_with_a_certificate_and_key_the_receiver_serves_https_only(hooks_setup, tmp_path):
+    from opsflow.stack.tls import issue, make_ca
+
+    ca = make_ca("webhook test CA")
+    issue(ca, "127.0.0.1", ["127.0.0.1", "localhost"]).write(tmp_path / "hooks.crt", tmp_path / "hooks.key")
+    tls = ReceiverProcess(free_port(), tmp_path / "journal.sqlite3", hooks_setup.prefect_api_url, ca_pem=ca.cert_pem)
+    tls.args = [*tls.args, "--tls-cert", str(tmp_path / "hooks.crt"), "--tls-key", str(tmp_path / "hooks.key")]
+    tls.start()
+    try:
+        headers, body = signed("github", "pull_request", pr_payload("github", "opened", 16, _sha(), REPO), SECRET)
+        answer = httpx.post(tls.url, content=body, headers=headers, timeout=10, verify=tls.verify)
+        assert answer.status_code == 202, answer.text
+        with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer from a TLS port
+            httpx.post(tls.url.replace("https://", "http://"), content=body, headers=headers, timeout=5)
+    finally:
+        assert tls.stop() == 0
