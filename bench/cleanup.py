@@ -2,7 +2,10 @@
 
     uv run python bench/cleanup.py [--repos 20] [--tags 100] [--concurrency 8]
 
-Uses the stack of ``opsflow stack up`` (started if needed; ports from the OPSFLOW_* variables).
+Uses the stack of ``opsflow stack up`` (started if needed; ports from the OPSFLOW_* variables), found
+in a fresh shell by itself: its API URL and auth string come from its home (``$OPSFLOW_HOME`` or
+``.opsflow``) before Prefect is imported, so no temporary Prefect server is ever started. The registry
+is the stack's (TLS with its CA, htpasswd login): the ``local-registry`` block.
 Pushes two identical sets of repositories through the v2 API (tags of many ages, some release
 tags, some digests marked in use, some digests shared by two tags), then:
 
@@ -36,9 +39,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
+    from opsflow.core.prefect_api import use_local_stack
+
+    use_local_stack()  # the stack's API URL and auth string, before Prefect is imported
+
     import httpx
 
-    from blocks import ContainerRegistry
+    from blocks import ContainerRegistry, names
     from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
     from opsflow.stack import Stack, StackConfig
     from tasks.registry.apply import apply_registry_cleanup
@@ -46,13 +53,14 @@ def main() -> None:
     from tasks.registry.plan import plan_cleanup
     from tests.support.registry_images import manifest_exists, push_image, put_blob
 
-    cfg = StackConfig.from_env()
+    cfg = StackConfig.running()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
-    registry = ContainerRegistry(url=cfg.url(cfg.registry_port), verify_tls=False)
+    registry = ContainerRegistry.load(names.REGISTRY)
     policy = RegistryCleanupPolicy(rules=[CleanupRule(priority=1, tags=["build-*"], keep_newest=10,
                                                       older_than_days=7)])
     run = uuid.uuid4().hex[:6]
-    http = httpx.Client(base_url=registry.url, timeout=60, limits=httpx.Limits(max_connections=32))
+    http = registry.get_client()
+    http.timeout = httpx.Timeout(60)
 
     def populate(prefix: str) -> tuple[dict[str, str], set[str]]:
         """Push the set; return {repo:tag → digest} of protected tags and the in-use digests."""
@@ -92,9 +100,9 @@ def main() -> None:
 
     def plan_for(prefix: str, in_use: set[str]):
         t0 = time.perf_counter()
-        images = inventory_registry(registry, [f"bench-{run}-{prefix}/*"], concurrency=args.concurrency)
-        plan = plan_cleanup(images, policy, in_use)
-        return plan, time.perf_counter() - t0, len(images)
+        found = inventory_registry(registry, [f"bench-{run}-{prefix}/*"], concurrency=args.concurrency)
+        plan = plan_cleanup(found.images, policy, in_use, existing=found.existing)
+        return plan, time.perf_counter() - t0, len(found.images)
 
     plan_a, plan_s, tags_a = plan_for("a", in_use_a)
     print(f"plan: {tags_a} tags, {len(plan_a.deletions())} manifests to delete, {len(plan_a.untags())} untags "

@@ -72,7 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     # The stack's server, before Prefect is imported (else a run would start a temporary server).
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
+    from opsflow.core.prefect_api import use_local_stack
+
+    use_local_stack()
 
     from blocks import DockerHostTarget
     from opsflow.stack import Stack, StackConfig

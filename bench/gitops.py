@@ -364,12 +364,12 @@ def main() -> None:
     parts = set(args.only.split(","))
 
     # Before Prefect is imported: this process is a client of the stack's server, never an ephemeral one.
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
+    from opsflow.core.prefect_api import use_local_stack
+
+    use_local_stack()
     from opsflow.stack import Stack, StackConfig
 
     cfg = StackConfig.from_env()
-    if cfg.prefect_api_url != os.environ["PREFECT_API_URL"]:
-        sys.exit(f"set PREFECT_API_URL={cfg.prefect_api_url} (the stack's server) and run again")
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
     result: dict = {"rounds": args.rounds}
     with tempfile.TemporaryDirectory(prefix="opsflow-bench-") as tmp:

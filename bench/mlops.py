@@ -247,7 +247,9 @@ def main() -> None:
     chosen = [m for m in args.only.split(",") if m]
     if unknown := sorted(set(chosen) - set(MEASUREMENTS)):
         parser.error(f"unknown measurement(s) {unknown}")
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
+    from opsflow.core.prefect_api import use_local_stack
+
+    use_local_stack()  # the stack's API URL and auth string, before Prefect is imported
     from opsflow.stack import Stack, StackConfig
 
     cfg = StackConfig.from_env()

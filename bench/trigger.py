@@ -110,7 +110,9 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=500)
     args = parser.parse_args()
 
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{os.environ.get('OPSFLOW_PREFECT_PORT', '4200')}/api"
+    from opsflow.core.prefect_api import use_local_stack
+
+    use_local_stack()  # the stack's API URL and auth string, before Prefect is imported
     import httpx
     from prefect import flow as prefect_flow
     from prefect.client.orchestration import get_client
@@ -140,7 +142,7 @@ def main() -> None:
         receiver = subprocess.Popen(
             [sys.executable, "-m", "opsflow.webhook", "serve", "--forge-block", "bench-forge", "--port", str(port),
              "--journal", str(Path(tmp) / "journal.sqlite3")],
-            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": cfg.prefect_api_url})
+            cwd=ROOT, env={**os.environ, **cfg.client_env()})
         procs.append(receiver)
         url = f"http://127.0.0.1:{port}/hooks/github"
         http = httpx.Client(timeout=10)
@@ -155,7 +157,7 @@ def main() -> None:
                 # Warm-up: the first run builds and stores the artifacts; later commits share the tree.
                 sha = repo.commit("warm-up", branch="bench")
                 headers, body = delivery(1, sha)
-                run_id = run_id_of(http.post(url, content=body, headers=headers), url)
+                run_id = run_id_of(http.post(url, content=body, headers=headers), url, SECRET)
                 print("warm-up run:", wait_final(client, run_id, 600), flush=True)
 
                 latencies, answers = [], []
@@ -166,7 +168,7 @@ def main() -> None:
                     answer = http.post(url, content=body, headers=headers)
                     answers.append(time.time() - sent)
                     assert answer.status_code == 202, answer.text
-                    run_id = run_id_of(answer, url)
+                    run_id = run_id_of(answer, url, SECRET)
                     latency = first_task_start(client, run_id).timestamp() - sent
                     latencies.append(latency)
                     state = wait_final(client, run_id)
@@ -181,7 +183,7 @@ def main() -> None:
                     pass
                 stock = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", STOCK_POOL,
                                           "--type", "process"],
-                                         cwd=ROOT, env={**os.environ, "PREFECT_API_URL": cfg.prefect_api_url,
+                                         cwd=ROOT, env={**os.environ, **cfg.client_env(),
                                                         "PREFECT_WORKER_QUERY_SECONDS": "1"},
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 procs.append(stock)

@@ -10,6 +10,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from blocks import names
 from blocks.fields import (
     Argv,
     BlockName,
@@ -23,6 +24,7 @@ from blocks.fields import (
     EnvValue,
     ForgeRepo,
     HttpPath,
+    Label,
     LabelKey,
     LabelValue,
     Memory,
@@ -40,6 +42,13 @@ DEFAULT_PUBLIC_KEYS = ("PUBLIC_*", "NEXT_PUBLIC_*", "VITE_*")
 class DeployMethod(StrEnum):
     rolling = "rolling"
     blue_green = "blue-green"
+
+
+class UntrustedPullRequests(StrEnum):
+    """What a pull request from a fork, or by an author without write access, does."""
+
+    hold = "hold"
+    run_without_secrets = "run-without-secrets"
 
 
 class HealthCheck(BaseModel):
@@ -415,6 +424,16 @@ class Application(Block):
         "whose experiment is declared in the repository's opsflow-ml.yaml).")
     env_files: list[EnvFile] = Field(default_factory=list, description="Env/secret files written into the checkout.")
     ml_project: bool = Field(default=False, description="Run the MLOps pipeline instead of GitOps for this repository.")
+    untrusted_prs: UntrustedPullRequests = Field(
+        default=UntrustedPullRequests.hold,
+        description="A pull request from a fork, or by an author the forge does not list as a collaborator/member "
+        "with write access, runs code nobody vetted on the build server. hold: nothing runs until a maintainer adds "
+        "trusted_label (the status and a PR comment say so). run-without-secrets: it is built and tested without "
+        "the env files and stores nothing (no artifact a merge could pick up); MLOps pull requests are held.")
+    trusted_label: Label = Field(
+        default=names.TRUSTED_LABEL,
+        description="The label a maintainer adds to a held pull request to run it as a trusted one (its later "
+        "pushes too, while the label stays).")
     deploy: DeployDefaults = Field(default_factory=DeployDefaults, description="Defaults for manual deploys.")
 
     @field_validator("repository")

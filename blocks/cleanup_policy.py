@@ -12,6 +12,9 @@ Semantics (as ECR lifecycle policies and GitLab cleanup policies, with Harbor's 
 * A manifest is deleted only when every tag on it expired. Expired tags of a manifest that
   keeps another tag are untagged (``untag_shared``) or kept, and the plan says why. Digests
   in use (running containers, pods, recorded deploys) are never touched.
+* An image index and the manifests it references are one unit (no tag of a platform manifest goes while
+  its index stays); signatures and attestations (``sha256-<digest>.sig``/``.att``, OCI referrers) are
+  kept as long as their subject and deleted with it (``tasks/registry/plan.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,23 @@ Patterns = Annotated[list[str], AfterValidator(check_patterns)]
 
 def matches_any(name: str, patterns: list[str]) -> bool:
     return any(compile_pattern(p).match(name) for p in patterns)
+
+
+def is_pattern(name: str) -> bool:
+    """Whether ``name`` is a glob or ``re:`` pattern rather than one exact repository name."""
+    return name.startswith("re:") or any(ch in name for ch in "*?[")
+
+
+_REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+
+def check_repository_names(names: list[str]) -> list[str]:
+    """Exact repository names as the v2 API spells them (``team/app``), no host."""
+    bad = [n for n in names if not _REPOSITORY_RE.fullmatch(n)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a repository name: use the path without the registry host, "
+                         "e.g. 'team/app' (lowercase; no globs here)")
+    return names
 
 
 class CleanupRule(BaseModel):
@@ -99,6 +119,11 @@ class RegistryCleanupPolicy(Block):
     always_keep: Patterns = Field(
         default_factory=lambda: list(DEFAULT_ALWAYS_KEEP),
         description="Tags never deleted (globs or 're:<regex>'): release versions, latest, stable by default.",
+    )
+    repositories: Annotated[list[str], AfterValidator(check_repository_names)] = Field(
+        default_factory=list,
+        description="Repositories by exact name (e.g. 'team/app'). Where the registry refuses to list its catalog "
+        "to the cleanup's user (Harbor robot accounts, GitLab), these are what the cleanup looks at.",
     )
     untag_shared: bool = Field(
         default=True,

@@ -407,3 +407,37 @@ HostPath = Annotated[str, AfterValidator(check_host_path)]
 ContainerPath = Annotated[str, AfterValidator(check_container_path)]
 DnsName = Annotated[str, AfterValidator(check_dns_name), Field(json_schema_extra={"pattern": DNS_NAME_RE.pattern})]
 CronSchedule = Annotated[str, AfterValidator(check_cron)]
+# --- TLS and labels -------------------------------------------------------------------------------------
+
+_PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----")
+
+
+def check_pem_certificates(value: str | None) -> str | None:
+    """One or more PEM certificates (a CA bundle), e.g. a private registry's CA; checked by loading them."""
+    if value is None or not value.strip():
+        return None
+    import ssl
+
+    if not _PEM_CERT_RE.search(value):
+        raise InvalidInput("is not a PEM certificate: paste the CA's certificate, '-----BEGIN CERTIFICATE-----' "
+                           "through '-----END CERTIFICATE-----'")
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=value)
+    except (ssl.SSLError, ValueError) as exc:
+        raise InvalidInput(f"the PEM certificate does not load ({exc}); paste the CA certificate itself") from None
+    return value.strip() + "\n"
+
+
+PemCertificates = Annotated[str | None, AfterValidator(check_pem_certificates)]
+
+LABEL_RE = re.compile(r"^[^\s,\x00-\x1f][^,\x00-\x1f]{0,48}[^\s,\x00-\x1f]$|^[^\s,\x00-\x1f]$")
+
+
+def check_label(value: str) -> str:
+    """A pull request label name as the forges allow it (1-50 characters, no commas or control characters)."""
+    if not isinstance(value, str) or not LABEL_RE.fullmatch(value):
+        raise InvalidInput(f"{value!r} is not a label name: use 1-50 characters without commas, e.g. 'safe-to-test'")
+    return value
+
+
+Label = Annotated[str, AfterValidator(check_label), Field(json_schema_extra={"pattern": LABEL_RE.pattern})]

@@ -24,3 +24,4 @@ KUBERNETES_POOL = "kubernetes"
 # Deployment names (a deployment is ``<flow name>/<deployment name>``).
 DEFAULT_DEPLOYMENT = "default"  #: the webhook starts ``<flow>/default``
 NIGHTLY_DEPLOYMENT = "nightly"  #: the scheduled cleanups
+TRUSTED_LABEL = "safe-to-test"  #: the label a maintainer adds to run a held pull request

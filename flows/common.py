@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from blocks import Application, GitForge, MlflowServer, ObjectStore
 from opsflow.core.errors import PipelineFailed
 from opsflow.core.redact import install_log_redaction, register
+from tasks.pr_trust import RUN, TrustDecision, check_pull_request_trust
 from tasks.reporting import report_status, upsert_pr_comment
 from tasks.summaries import ComponentOutcome, failure_report, pipeline_report
 from tasks.workspace import cleanup_workspace
@@ -67,8 +68,8 @@ def block_secrets(*blocks) -> list[str]:
 
 
 def load_config(app: str, store_block: str | None, forge_block: str | None,
-                mlflow_block: str | None = None) -> PipelineConfig:
-    """Load the application, its object store, forge, MLflow server and env file secrets.
+                mlflow_block: str | None = None, with_secrets: bool = True) -> PipelineConfig:
+    """Load the application, its object store, forge, MLflow server and (``with_secrets``) env file secrets.
 
     Every secret value loaded is registered for redaction (``opsflow.core.redact``) and the run's log
     handlers mask them from here on.
@@ -79,7 +80,7 @@ def load_config(app: str, store_block: str | None, forge_block: str | None,
         application=application,
         store=ObjectStore.load(store_block) if store_block else None,
         forge=GitForge.load(forge_block) if forge_block else None,
-        secrets={e.secret_block: Secret.load(e.secret_block) for e in application.env_files},
+        secrets=load_secrets(application) if with_secrets else {},
         mlflow=MlflowServer.load(mlflow_block) if mlflow_block else None,
     )
     register(block_secrets(cfg.store, cfg.forge, cfg.mlflow))
@@ -89,6 +90,34 @@ def load_config(app: str, store_block: str | None, forge_block: str | None,
 def public_names(application: Application) -> list[str]:
     """Names that are never masked even when an env file value equals one: the app's and its components'."""
     return [application.name, *(c.name for c in application.components), application.forge_repo]
+
+
+def load_secrets(application: Application) -> dict[str, Secret]:
+    """The Secret blocks of the application's env files."""
+    return {e.secret_block: Secret.load(e.secret_block) for e in application.env_files}
+
+
+def pull_request_trust(cfg: PipelineConfig, pr: int, can_run_untrusted: bool = True) -> TrustDecision:
+    """Whether this pull request's code may run with secrets (``tasks/pr_trust.py``). A run that reports to no
+    forge was started by a Prefect user, not by a forge delivery: trusted."""
+    if not cfg.reports_to_forge:
+        return TrustDecision(RUN, "no forge to ask: started by hand")
+    return check_pull_request_trust(cfg.forge, cfg.application, pr, can_run_untrusted)
+
+
+def report_held(cfg: PipelineConfig, sha: str, context: str, pr: int, key: str, title: str,
+                decision: TrustDecision) -> None:
+    """A held pull request: why, as the run's report, a pending status and the PR comment."""
+    body = (f"### ⏸ {title} · `{sha[:7]}`\n**held:** {decision.reason}. Nothing of this pull request ran: no "
+            f"checkout, no env files, no build.\n\nA maintainer who has read the change adds the label "
+            f"`{decision.label}` to run it (its later pushes run too while the label stays).\n")
+    if run_url():
+        body += f"\n[Prefect run]({run_url()})\n"
+    create_markdown_artifact(markdown=body, key=key, description=f"{title} (held)")
+    if cfg.reports_to_forge:
+        status = f"held until a maintainer adds the label {decision.label!r}"
+        report_status(cfg.forge, cfg.repo, sha, "pending", context, status[:140], run_url())
+        upsert_pr_comment(cfg.forge, cfg.repo, pr, key, body)
 
 
 def run_url() -> str | None:

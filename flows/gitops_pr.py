@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from prefect import flow
 
 from blocks import names
@@ -10,7 +13,7 @@ from flows import common
 from tasks.app_tests import run_tests
 from tasks.artifacts.store import plan_artifact, record_test_results, save_artifact
 from tasks.build import build_app
-from tasks.build.caches import TreeCache
+from tasks.build.caches import DEFAULT_MAX_BYTES, TreeCache
 from tasks.build.deps import install_deps
 from tasks.env_files import fetch_env_files, redaction_list
 from tasks.git import Checkout, clone_repo
@@ -81,6 +84,36 @@ def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, extra_secrets
     return common.in_component_order(application, outcomes)
 
 
+def build_and_test_untrusted(cfg: common.PipelineConfig, checkout: Checkout, scratch: Path) -> list[ComponentOutcome]:
+    """An untrusted pull request: build and test every component without env files and store nothing (an
+    artifact a merge could pick up must never come from code nobody vetted). Its dependencies install into
+    a cache of its own under ``scratch`` (deleted with the workspace): the build server's shared cache is
+    never written by code nobody vetted."""
+    cache = TreeCache(scratch / "dependency-cache", DEFAULT_MAX_BYTES)
+    chains = []
+    for comp in cfg.application.components:
+        installed = install_deps.submit(checkout, comp, cache)
+        build = build_app.submit(checkout, comp, [], cache=cache, wait_for=[installed])
+        chains.append((comp, installed, build, run_tests.submit(checkout, comp, [], cache=cache, wait_for=[build])))
+    outcomes = []
+    for comp, installed, build, tested in chains:
+        tested.wait()
+        outcome = ComponentOutcome(comp.name)
+        if not installed.state.is_completed():
+            outcome.error = common.outcome_error(installed.state)
+        elif not build.state.is_completed():
+            outcome.error = common.outcome_error(build.state)
+        else:
+            result = tested.result(raise_on_failure=False)
+            report = getattr(result, "report", result)  # TestsFailed carries its report
+            if hasattr(report, "summary"):
+                outcome.tests, outcome.seconds = report.summary(), build.result().duration_s + report.seconds
+            else:
+                outcome.error = common.outcome_error(tested.state)
+        outcomes.append(outcome)
+    return outcomes
+
+
 @flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True)
 def gitops_pr(
     app: Name,
@@ -95,7 +128,10 @@ def gitops_pr(
     Components run in parallel. Re-running for a SHA whose artifacts are stored and tested
     builds nothing. Builds and tests run with a scrubbed environment (nothing of the worker's).
     The commit status goes pending → success/failure and one PR comment is kept up to date; a run
-    for an older head never overwrites the comment of a newer one.
+    for an older head never overwrites the comment of a newer one. A pull request from a fork or by
+    an author without write access is held (nothing runs; the status and comment say why) or run
+    without secrets, storing nothing, as the application's ``untrusted_prs`` says, until a
+    maintainer adds its ``trusted_label``.
 
     Args:
         app: name of the Application block.
@@ -108,13 +144,23 @@ def gitops_pr(
     Raises:
         PipelineFailed: a component failed to build, store or pass its tests (all are named).
     """
-    cfg = common.load_config(app, store_block, forge_block)
+    cfg = common.load_config(app, store_block, forge_block, with_secrets=False)
     title = f"opsflow GitOps · {cfg.application.name} · PR #{pr}"
     key = common.report_key("gitops-pr", cfg.application.name)
+    trust = common.pull_request_trust(cfg, pr)
+    if trust.held:
+        common.report_held(cfg, sha, CONTEXT, pr, key, title, trust)
+        return []
     with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building and testing") as result, \
             common.workspace() as paths:
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
         paths.append(checkout.root)
-        result.components = build_and_test(cfg, checkout, common.block_secrets(cfg.forge))
+        if not trust.trusted:  # run without secrets: no env files, nothing stored, a cache of its own
+            scratch = Path(tempfile.mkdtemp(prefix="opsflow-run-untrusted-"))
+            paths.append(scratch)
+            result.components = build_and_test_untrusted(cfg, checkout, scratch)
+        else:
+            cfg.secrets = common.load_secrets(cfg.application)
+            result.components = build_and_test(cfg, checkout, common.block_secrets(cfg.forge))
     common.raise_if_failed(result.components)
     return [o.__dict__ for o in result.components]

@@ -9,7 +9,10 @@ from blocks import names
 from blocks.fields import BlockName, Branch, Name, PrNumber, Sha
 from flows.common import (
     load_config,
+    load_secrets,
     publish_report,
+    pull_request_trust,
+    report_held,
     report_key,
     report_pending,
     reported_failure,
@@ -48,11 +51,18 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = 
         branch: the PR's head branch, tagged on the MLflow run (``opsflow.branch``; the webhook passes it).
     Returns:
         The verdict, the MLflow run id and URL, and the metric rows.
+        A pull request from a fork or by an author without write access is held (verdict ``held``) until a
+        maintainer adds the application's ``trusted_label``.
     Raises:
         MlopsError: a step failed (data, experiment, MLflow); the status and the comment say what to do.
     """
-    cfg = load_config(app, store_block, forge_block, mlflow_block)
+    cfg = load_config(app, store_block, forge_block, mlflow_block, with_secrets=False)
     server, key = cfg.mlflow, report_key("mlops-pr", cfg.application.name)
+    trust = pull_request_trust(cfg, pr, can_run_untrusted=False)  # an experiment needs the data store's keys
+    if trust.held:
+        report_held(cfg, sha, CONTEXT, pr, key, TITLE, trust)
+        return {"verdict": "held", "reason": trust.reason, "run_id": None, "url": None, "rows": []}
+    cfg.secrets = load_secrets(cfg.application)
     report_pending(cfg, sha, CONTEXT, "evaluating the model")
     with reported_failure(cfg, sha, CONTEXT, pr, key, TITLE, "evaluation failed"), workspace() as paths:
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)

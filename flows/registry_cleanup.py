@@ -12,9 +12,9 @@ from blocks import ContainerRegistry, DockerHostTarget, KubernetesTarget, Object
 from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy, policy_from_dict
 from blocks.fields import BlockName
 from tasks.registry.apply import apply_registry_cleanup
-from tasks.registry.gc import collect_registry_garbage
+from tasks.registry.gc import collect_registry_garbage, verify_kept_images
 from tasks.registry.in_use import find_deployed_images, find_pod_images, find_running_images
-from tasks.registry.inventory import inventory_registry
+from tasks.registry.inventory import Inventory, find_referrers, inventory_registry
 from tasks.registry.plan import CleanupPlan, ImageRecord, plan_cleanup
 
 PLAN_KEY = "registry-cleanup-plan"
@@ -23,7 +23,7 @@ PLAN_KEY = "registry-cleanup-plan"
 def _policy(policy_block: str, rules: list[CleanupRule] | None, always_keep: list[str] | None) -> RegistryCleanupPolicy:
     """The block's policy, with the run form's overrides (validated the same way)."""
     base = RegistryCleanupPolicy.load(policy_block)
-    data = base.model_dump(include={"rules", "always_keep", "untag_shared"})
+    data = base.model_dump(include={"rules", "always_keep", "untag_shared", "repositories"})
     if rules:
         data["rules"] = [r.model_dump() for r in rules]
     if always_keep is not None:
@@ -32,12 +32,13 @@ def _policy(policy_block: str, rules: list[CleanupRule] | None, always_keep: lis
 
 
 @task(name="plan-registry-cleanup", task_run_name="plan-registry-cleanup")
-def make_cleanup_plan(images: list[ImageRecord], policy: RegistryCleanupPolicy, in_use: set[str],
-                      apply: bool) -> CleanupPlan:
+def make_cleanup_plan(inventory: Inventory, policy: RegistryCleanupPolicy, in_use: set[str], apply: bool,
+                      referrers: list[ImageRecord] | None = None) -> CleanupPlan:
     """Plan the cleanup and publish it: a table artifact (every tag and its verdict) and a summary."""
-    plan = plan_cleanup(images, policy, in_use)
+    plan = plan_cleanup([*inventory.images, *(referrers or [])], policy, in_use, existing=inventory.existing)
     create_table_artifact(
-        key=PLAN_KEY, description="Registry cleanup plan" + (" (applied)" if apply else " (dry run)"),
+        key=PLAN_KEY, description=f"Registry cleanup plan ({'applied' if apply else 'dry run'}; repositories "
+                                  f"from {inventory.source})",
         table=[{"repository": r.repository, "tag": r.tag, "digest": r.digest[:19],
                 "created": r.created.isoformat(timespec="seconds") if r.created else "", "size": r.size,
                 "rule": r.rule, "action": r.action, "reason": r.reason} for r in plan.rows])
@@ -53,7 +54,8 @@ def registry_cleanup(
     always_keep: Annotated[list[str] | None, Field(
         description="Replace the policy's always-keep patterns for this run.")] = None,
     repositories: Annotated[list[str] | None, Field(
-        description="Only these repositories (globs or 're:<regex>'); all when empty.")] = None,
+        description="Only these repositories (globs or 're:<regex>'); all when empty. Where the registry refuses "
+        "to list its catalog, exact names here (and the policy's repositories) are what is cleaned.")] = None,
     docker_hosts: Annotated[list[BlockName], Field(
         description="Docker host blocks whose containers' images are in use.")] = (names.BUILD_ENGINE, names.EDGE_NODE),
     kubernetes_targets: Annotated[list[BlockName] | None, Field(
@@ -73,7 +75,8 @@ def registry_cleanup(
         policy_block: RegistryCleanupPolicy block with the lifecycle rules.
         rules: replace the policy's rules for this run (same validation as the block).
         always_keep: replace the policy's always-keep patterns for this run.
-        repositories: only these repositories (globs or 're:<regex>'); all when empty.
+        repositories: only these repositories (globs or 're:<regex>'); all when empty. Exact names here and in
+            the policy's ``repositories`` are the inventory where the registry refuses its catalog.
         docker_hosts: Docker host blocks whose containers' images count as in use.
         kubernetes_targets: Kubernetes target blocks whose pods' images count as in use.
         deploy_records_store: object store block with the manual deploys' records (in use too).
@@ -81,10 +84,12 @@ def registry_cleanup(
         garbage_collect: after deleting, run the registry's garbage collection (its gc_command).
         concurrency: registry API calls at a time when applying (1-32).
     Returns:
-        The plan summary (tags, manifests and bytes selected) and, when applied, what was deleted
-        and the bytes garbage collection freed.
+        The plan summary (tags, manifests and bytes selected, where the repository list came from) and,
+        when applied, what was deleted, the bytes garbage collection freed and the kept tags verified after it.
     Raises:
-        InvalidInput: an invalid policy (the rule is named), before anything is read or deleted.
+        InvalidInput: an invalid policy (the rule is named), before anything is read or deleted; a registry
+            that refuses its catalog while no repository is listed by name.
+        RegistryBroken: after garbage collection a kept tag no longer resolves or pulls (they are named).
     """
     policy = _policy(policy_block, rules, always_keep)
     registry = ContainerRegistry.load(registry_block)
@@ -96,17 +101,24 @@ def registry_cleanup(
     for found in [*(find_running_images.submit(e) for e in engines), *(find_pod_images.submit(c) for c in clusters),
                   *([find_deployed_images.submit(store)] if store else [])]:
         in_use |= found.result()
-    images = inventory_registry(registry, repositories or None)
-    plan = make_cleanup_plan(images, policy, in_use, apply)
-    summary = {**plan.summary(), "in_use_digests": len(in_use), "applied": apply}
+    inventory = inventory_registry(registry, repositories or None, listed=[*policy.repositories, *(repositories or [])])
+    # Referrers (signatures pushed with a subject) of what the rules delete go with it: ask the registry for them.
+    first = plan_cleanup(inventory.images, policy, in_use, existing=inventory.existing)
+    referrers = find_referrers(registry, first.deletions()) if first.deletions() else []
+    plan = make_cleanup_plan(inventory, policy, in_use, apply, referrers)
+    summary = {**plan.summary(), "in_use_digests": len(in_use), "applied": apply,
+               "repositories": len(inventory.repositories), "inventory": inventory.source}
     if apply and plan.selected:
         result = apply_registry_cleanup(registry, plan, concurrency)
         summary.update(deleted_manifests=len(result.deleted_manifests), untagged=len(result.untagged),
                        already_gone=len(result.already_gone), apply_seconds=round(result.seconds, 2))
         if garbage_collect:
             summary["bytes_freed"] = collect_registry_garbage(registry)
+            if registry.gc_command:
+                summary["verified_tags"] = verify_kept_images(registry, plan, concurrency)
     mode = "applied" if apply else "dry run: nothing was deleted"
     lines = [f"# Registry cleanup of {registry.url} ({mode})", "",
+             f"- repositories: {summary['repositories']}, from {inventory.source}",
              f"- tags examined: {summary['tags']}, digests in use: {summary['in_use_digests']}",
              (f"- manifests to delete: {summary['delete_manifests']} ({summary['delete_tags']} tags), "
              f"tags to untag: {summary['untag']}, kept: {summary['keep']}"),
@@ -116,6 +128,8 @@ def registry_cleanup(
                      f"{summary['apply_seconds']} s")
     if summary.get("bytes_freed") is not None:
         lines.append(f"- garbage collection freed {summary['bytes_freed']:,} bytes")
+    if "verified_tags" in summary:
+        lines.append(f"- after garbage collection all {summary['verified_tags']} kept tags still resolve and pull")
     create_markdown_artifact(markdown="\n".join(lines) + "\n", key="registry-cleanup-summary",
                              description="Registry cleanup summary")
     print("\n".join(lines[2:]))

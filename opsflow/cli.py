@@ -68,27 +68,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _api_url(args: argparse.Namespace) -> str:
-    """``--api-url``, else ``$PREFECT_API_URL``, else the local stack's."""
-    return args.api_url or os.environ.get("PREFECT_API_URL") or _stack_config(args).prefect_api_url
+def _api_target(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """``--api-url``, else ``$PREFECT_API_URL`` (its auth string from ``PREFECT_API_AUTH_STRING``, as for any
+    client), else the local stack's URL with the stack's auth string; and the Prefect settings to apply."""
+    url = args.api_url or os.environ.get("PREFECT_API_URL")
+    if url:
+        return url, {}
+    cfg = _stack_config(args)
+    return cfg.prefect_api_url, cfg.client_settings()
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
     if args.command == "deploy":
         print("opsflow: `opsflow deploy` is now `opsflow apply` (it applies the Prefect deployments; a deploy of an "
               "application is the manual-deploy flow); running `opsflow apply`", file=sys.stderr)
+    from prefect.settings import temporary_settings
+
     from opsflow.deploy import deploy_all
 
-    deploy_all(_api_url(args), with_kubernetes=not args.no_kubernetes, repository=args.repository,
-               commit=args.commit, notify_block=args.notify_block, only=args.only or None)
+    url, settings = _api_target(args)
+    with temporary_settings(settings):
+        deploy_all(url, with_kubernetes=not args.no_kubernetes, repository=args.repository,
+                   commit=args.commit, notify_block=args.notify_block, only=args.only or None)
     return EXIT_OK
 
 
 def _cmd_runs_watch(args: argparse.Namespace) -> int:
+    from prefect.settings import temporary_settings
+
     from opsflow.runs import watch
 
-    os.environ.setdefault("PREFECT_API_URL", _api_url(args))
-    return watch(args.run, interval=args.interval, timeout=args.timeout)
+    url, settings = _api_target(args)
+    with temporary_settings({"api.url": url, **settings}):
+        return watch(args.run, interval=args.interval, timeout=args.timeout)
 
 
 def _stack_options(p: argparse.ArgumentParser) -> None:

@@ -72,10 +72,10 @@ def run_step(cfg: StackConfig, deployment: str, parameters: dict, timeout: float
 
 def run_demo(cfg: StackConfig) -> dict:
     """The whole demo; prints what a person wants to see and returns it."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     Stack(cfg).up()
-    with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
+    with temporary_settings(cfg.client_settings()):
         applied = deploy_all(cfg.prefect_api_url, with_kubernetes=False, say=lambda line: None)
         print(f"{len(applied)} deployments of deployments/prefect.yaml applied (work pools {names.BUILD_POOL}, "
               f"{names.EDGE_POOL})")
@@ -131,7 +131,7 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
     Prefect UI under the ``mlops-pr`` and ``mlops-merge`` flows. The demo's registered model is
     deleted first, so every demo starts with no champion.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     from blocks import ObjectStore
     from flows.mlops_merge import mlops_merge
@@ -142,7 +142,7 @@ def run_mlops_demo(cfg: StackConfig) -> dict:
     Stack(cfg).up()
     forge = ForgeEmulator().start()
     try:
-        with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
+        with temporary_settings(cfg.client_settings()):
             root = cfg.home / "demo" / "ml-repo"
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)

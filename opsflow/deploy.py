@@ -134,6 +134,8 @@ def code_source(repository: str | None = None, commit: str | None = None, root: 
 def apply_deployments(api_url: str, source: CodeSource, prefect_file: Path = PREFECT_FILE,
                       project_dir: Path = PROJECT_ROOT, only: list[str] | None = None) -> str:
     """``prefect deploy --all`` (or ``--name`` each of ``only``) on ``prefect_file``; returns its output."""
+    from prefect.settings import get_current_settings
+
     if not prefect_file.is_file():
         raise OpsflowError(f"no deployment file at {prefect_file}: reinstall opsflow (the wheel carries it)")
     prefect = Path(sys.executable).with_name("prefect")
@@ -146,7 +148,12 @@ def apply_deployments(api_url: str, source: CodeSource, prefect_file: Path = PRE
         argv.append("--all")
     env = {"PREFECT_API_URL": api_url, "PREFECT_CLI_PROMPT": "false", "PREFECT_UI_URL": api_url.removesuffix("/api"),
            **source.env()}
-    return run(argv, cwd=project_dir, env=env, timeout=900,
+    # The server's auth string (this process's PREFECT_API_AUTH_STRING setting) goes to the command in its
+    # environment, never in its arguments.
+    auth = get_current_settings().api.auth_string
+    if auth is not None:
+        env["PREFECT_API_AUTH_STRING"] = auth.get_secret_value()
+    return run(argv, cwd=project_dir, env=env, timeout=900, secrets=[env.get("PREFECT_API_AUTH_STRING", "")],
                hint="check deployments/prefect.yaml and that the Prefect server is up")
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from opsflow.core.prefect_api import AUTH_FILE, ensure_auth_string  # the ground: imports no Prefect
+
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 _BASE = int(os.environ.get("OPSFLOW_TEST_PORT_BASE", "24000"))
@@ -20,8 +22,13 @@ TEST_PORTS = {"prefect_port": _BASE + 200, "s3_port": _BASE + 900, "registry_por
 
 # Each port base gets its own state directory, so two sessions (other ports) can run side by side.
 _SUFFIX = "" if _BASE == 24000 else f"-{_BASE}"
+STACK_HOME = OUTPUT / f"stack{_SUFFIX}"
 (OUTPUT / f"prefect-client{_SUFFIX}").mkdir(parents=True, exist_ok=True)
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{TEST_PORTS['prefect_port']}/api"
+# The session's server runs with auth on (PREFECT_SERVER_API_AUTH_STRING, the stack's 0600 file): every
+# client of it, this process and whatever it starts, authenticates with the same string.
+os.environ["PREFECT_API_AUTH_STRING"] = ensure_auth_string(STACK_HOME / AUTH_FILE)
+os.environ.pop("PREFECT_API_KEY", None)
 os.environ["PREFECT_HOME"] = str(OUTPUT / f"prefect-client{_SUFFIX}")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -38,6 +45,7 @@ from opsflow.stack import (  # noqa: E402 - after the Prefect settings above are
 pytest_plugins = [
     "tests.support.forge",
     "tests.support.run_logger",
+    "tests.support.token_registry",
 ]
 
 # The session's Prefect server runs on PostgreSQL, `opsflow stack up`'s default (a private cluster under the
@@ -56,7 +64,7 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def stack_config() -> StackConfig:
-    return StackConfig(home=OUTPUT / f"stack{_SUFFIX}", **TEST_PORTS, database=TEST_DATABASE)
+    return StackConfig(home=STACK_HOME, **TEST_PORTS, database=TEST_DATABASE)
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,22 @@ class DeletesDisabled(RemoteError):
     """The registry refuses deletes (CNCF distribution without storage.delete.enabled)."""
 
 
+class RegistryAuthError(RemoteError):
+    """The registry or its token service refused the credentials; the message names the registry and the user."""
+
+
+class RegistryTlsError(RemoteError):
+    """The registry's TLS certificate is not trusted; the message names the block's CA setting."""
+
+
+class CatalogRefused(RemoteError):
+    """The registry will not list its repositories to this user (``/v2/_catalog``; Harbor robot accounts)."""
+
+
+class RegistryBroken(RemoteError):
+    """A tag the cleanup kept no longer resolves or pulls (after garbage collection); the message lists them."""
+
+
 class MlopsError(OpsflowError):
     """An MLOps step failed; the message says what happened and what to do."""
 

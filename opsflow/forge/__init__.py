@@ -3,8 +3,8 @@
 ``GitForge.get_client()`` builds one; :func:`forge_client` does the same from plain values.
 """
 
-from opsflow.forge.api import Comment, CommentRef, CommitState, ForgeClient
+from opsflow.forge.api import Comment, CommentRef, CommitState, ForgeClient, PullRequestInfo
 from opsflow.forge.clients import CLIENTS, GiteaClient, GitHubClient, GitLabClient, forge_client
 
 __all__ = ["CLIENTS", "Comment", "CommentRef", "CommitState", "ForgeClient", "GitHubClient", "GitLabClient",
-           "GiteaClient", "forge_client"]
+           "GiteaClient", "PullRequestInfo", "forge_client"]

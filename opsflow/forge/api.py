@@ -65,6 +65,18 @@ class Comment:
 
 
 @dataclass(frozen=True)
+class PullRequestInfo:
+    """What decides whether a pull request's code is trusted: where it comes from, who wrote it, its labels."""
+
+    number: int
+    author: str
+    head_sha: str
+    from_fork: bool
+    author_can_write: bool  # the forge lists the author as a collaborator/member with write access
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CommentRef:
     """The comment an upsert wrote to, and whether it had to be created."""
 
@@ -75,7 +87,8 @@ class CommentRef:
 
 @runtime_checkable
 class ForgeClient(Protocol):
-    """What opsflow does on a forge: set commit statuses, list/create/update PR comments.
+    """What opsflow does on a forge: set commit statuses, list/create/update PR comments, read a pull request
+    and whether its author may write to the repository.
 
     ``repo`` is ``owner/name`` (GitLab also takes nested groups: ``group/sub/name``); ``pr`` is the
     pull request number (GitLab: the merge request iid). Close the client, or use it in ``with``.
@@ -89,6 +102,8 @@ class ForgeClient(Protocol):
     def create_comment(self, repo: str, pr: int, body: str) -> Comment: ...
 
     def update_comment(self, repo: str, pr: int, comment_id: int, body: str) -> Comment: ...
+
+    def pull_request(self, repo: str, pr: int) -> PullRequestInfo: ...
 
     def close(self) -> None: ...
 

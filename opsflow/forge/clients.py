@@ -14,14 +14,44 @@ from opsflow.forge.api import (
     Comment,
     CommitState,
     ForgeClient,
+    PullRequestInfo,
     _check_status,
     _ForgeApi,
     _status_json,
+    check_number,
 )
+
+# Permissions that may push to the repository (GitHub: role names too; Gitea: owner).
+WRITE_PERMISSIONS = {"admin", "maintain", "write", "owner"}
+GITLAB_DEVELOPER = 30  # GitLab access levels: 30 Developer, 40 Maintainer, 50 Owner
 
 
 class _StatusesApi(_ForgeApi):
-    """GitHub's commit status call, which Gitea copies (its states include ours one for one)."""
+    """GitHub's commit status, pull request and collaborator permission calls, which Gitea copies (its states
+    include ours one for one)."""
+
+    def pull_request(self, repo: str, pr: int) -> PullRequestInfo:
+        """The pull request (``GET /repos/{repo}/pulls/{pr}``) and its author's permission
+        (``GET /repos/{repo}/collaborators/{user}/permission``; 404: not a collaborator)."""
+        self._repo(repo)
+        check_number(pr, "pull request number")
+        url = self._url(f"/repos/{repo}/pulls/{pr}")
+        data = self._json(self._send("GET", url, repo), f"GET {url}", dict)
+        author = str((data.get("user") or {}).get("login") or "")
+        head = (data.get("head") or {}).get("repo") or {}
+        base = (data.get("base") or {}).get("repo") or {}
+        from_fork = not head or head.get("full_name") != base.get("full_name") or bool(head.get("fork"))
+        permission = ""
+        if author:
+            url = self._url(f"/repos/{repo}/collaborators/{quote(author, safe='')}/permission")
+            resp = self._send("GET", url, repo, accept=lambda r: r.status_code in (403, 404))
+            if resp.is_success:
+                found = self._json(resp, f"GET {url}", dict)
+                permission = str(found.get("role_name") or found.get("permission") or "")
+                permission = permission if permission in WRITE_PERMISSIONS else str(found.get("permission") or "")
+        labels = tuple(str(label.get("name")) for label in data.get("labels") or [] if isinstance(label, dict))
+        return PullRequestInfo(pr, author, str((data.get("head") or {}).get("sha") or ""), from_fork,
+                               permission in WRITE_PERMISSIONS, labels)
 
     def set_status(self, repo: str, sha: str, state: CommitState, context: str, description: str,
                    target_url: str | None = None) -> None:
@@ -147,6 +177,26 @@ class GitLabClient(_ForgeApi):
 
     def _comment_path(self, repo: str, pr: int, comment_id: int) -> tuple[str, str]:
         return "PUT", f"/projects/{self._project(repo)}/merge_requests/{pr}/notes/{comment_id}"
+
+    def pull_request(self, repo: str, pr: int) -> PullRequestInfo:
+        """The merge request (``GET /projects/:id/merge_requests/:iid``) and its author's membership
+        (``GET /projects/:id/members/all/:user_id``, inherited members included; 404: not a member)."""
+        self._repo(repo)
+        check_number(pr, "merge request iid")
+        url = self._url(f"/projects/{self._project(repo)}/merge_requests/{pr}")
+        data = self._json(self._send("GET", url, repo), f"GET {url}", dict)
+        author = data.get("author") or {}
+        level = 0
+        if isinstance(author.get("id"), int):
+            url = self._url(f"/projects/{self._project(repo)}/members/all/{author['id']}")
+            resp = self._send("GET", url, repo, accept=lambda r: r.status_code == 404)
+            if resp.is_success:
+                level = int(self._json(resp, f"GET {url}", dict).get("access_level") or 0)
+        from_fork = data.get("source_project_id") != data.get("target_project_id")
+        labels = tuple(str(label.get("name") if isinstance(label, dict) else label)
+                       for label in data.get("labels") or [])
+        return PullRequestInfo(pr, str(author.get("username") or ""), str(data.get("sha") or ""), from_fork,
+                               level >= GITLAB_DEVELOPER, labels)
 
     def _comment(self, raw: dict, repo: str, pr: int) -> Comment:
         # Notes carry no web URL; build it from the instance's address (api_url without /api/v4).

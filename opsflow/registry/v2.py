@@ -1,7 +1,16 @@
 """The registry's distribution v2 HTTP API (CNCF distribution, Harbor, ...): the client and the calls opsflow makes.
 
-``ContainerRegistry.get_client()`` builds the client; the functions here take it and retry connection
-errors, 429 and 5xx with an exponential back-off.
+``ContainerRegistry.get_client()`` builds the client (Basic or token auth: ``opsflow.registry.auth``; the
+block's CA for TLS); the functions here take it and retry connection errors, 429 and 5xx with an
+exponential back-off. A certificate the CA setting does not trust, and refused credentials, fail at once
+with a message naming the setting to fix.
+
+Why httpx and not a registry library: oras-py and python-dxf both speak the token flow, but both are
+built on ``requests`` (a second HTTP stack beside the httpx every other opsflow client uses, with its own
+timeout and retry semantics), neither is in the lock, and neither covers what cleanup needs beside the
+plain v2 calls (OCI indexes as units, the referrers API, the placeholder untag, Harbor's project API).
+The Docker SDK's registry data goes through an engine and cannot list, tag or delete. The token flow is
+one ``httpx.Auth`` (``opsflow/registry/auth.py``, ~150 lines), so httpx stays.
 """
 
 from __future__ import annotations
@@ -11,7 +20,8 @@ import time
 
 import httpx
 
-from opsflow.core.errors import DeletesDisabled, RemoteError
+from opsflow.core.errors import CatalogRefused, DeletesDisabled, RegistryTlsError, RemoteError, RemoteUnavailable
+from opsflow.registry.auth import RegistryAuth, describe_tls_failure, tls_verify
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -26,10 +36,11 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 def open_client(url: str, username: str | None = None, password: str | None = None, verify: bool = True,
-                timeout: float = 30) -> httpx.Client:
-    """An httpx client on the registry's API with its credentials (HTTP Basic)."""
-    auth = httpx.BasicAuth(username, password) if username and password is not None else None
-    return httpx.Client(base_url=url, auth=auth, verify=verify, timeout=timeout, headers={"Accept": MANIFEST_TYPES})
+                timeout: float = 30, ca_cert: str | None = None) -> httpx.Client:
+    """An httpx client on the registry's API: Basic or token auth with the credentials, TLS verified with
+    the system's CAs plus ``ca_cert`` (PEM)."""
+    return httpx.Client(base_url=url, auth=RegistryAuth(url, username, password), verify=tls_verify(ca_cert, verify),
+                        timeout=timeout, headers={"Accept": MANIFEST_TYPES})
 
 
 def repository_path(host: str, repository: str) -> str:
@@ -45,11 +56,22 @@ def image_name(repository: str) -> str:
 
 
 def request(client: httpx.Client, method: str, path: str, attempts: int = 4, **kwargs) -> httpx.Response:
-    """One API call with retries on connection errors, 429 and 5xx (exponential back-off)."""
+    """One API call with retries on connection errors, 429 and 5xx (exponential back-off).
+
+    Raises:
+        RegistryTlsError: the certificate is not trusted (not retried: the CA setting must change).
+        RegistryAuthError: the credentials were refused (not retried).
+        RemoteError: still failing after ``attempts``.
+    """
     last: Exception | str = ""
     for attempt in range(attempts):
         try:
             resp = client.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            tls = describe_tls_failure(str(client.base_url).rstrip("/"), exc)
+            if tls:
+                raise RegistryTlsError(tls) from None
+            last = exc
         except httpx.HTTPError as exc:
             last = exc
         else:
@@ -57,7 +79,8 @@ def request(client: httpx.Client, method: str, path: str, attempts: int = 4, **k
                 return resp
             last = f"HTTP {resp.status_code}"
         time.sleep(min(0.2 * 2 ** attempt, 5))
-    raise RemoteError(f"registry: {method} {path} failed after {attempts} attempts: {last}")
+    raise RemoteUnavailable(f"registry {str(client.base_url).rstrip('/')}: {method} {path} failed after {attempts} "
+                      f"attempts: {last}")
 
 
 def _paged(client: httpx.Client, path: str, key: str) -> list[str]:
@@ -68,6 +91,13 @@ def _paged(client: httpx.Client, path: str, key: str) -> list[str]:
         resp = request(client, "GET", url)
         if resp.status_code == 404:
             return items
+        if resp.status_code in (401, 403):
+            where = str(client.base_url).rstrip("/")
+            if url.startswith("/v2/_catalog"):
+                raise CatalogRefused(f"registry {where} refuses to list its repositories to this user "
+                                     f"(GET /v2/_catalog answered {resp.status_code})")
+            raise RemoteError(f"registry {where}: GET {url} answered {resp.status_code}; the block's user may not "
+                              "read this repository")
         if resp.status_code != 200:
             raise RemoteError(f"registry: GET {url} answered {resp.status_code}: {resp.text[:200]}")
         items += resp.json().get(key) or []
@@ -77,6 +107,11 @@ def _paged(client: httpx.Client, path: str, key: str) -> list[str]:
 
 
 def list_repositories(client: httpx.Client) -> list[str]:
+    """Every repository of the registry's catalog.
+
+    Raises:
+        CatalogRefused: the registry does not list its catalog to this user (401/403, e.g. a Harbor robot).
+    """
     return _paged(client, "/v2/_catalog?n=1000", "repositories")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from blocks import names
 from opsflow.core.errors import InvalidInput
-from opsflow.core.files import read_or_create_private
+from opsflow.core.prefect_api import AUTH_FILE, STATE_FILE, ensure_auth_string
 
 #: Every service of the stack, in start order (a service waits for those it ``needs``). Add one here and in
 #: ``services.build_specs``.
@@ -76,6 +76,18 @@ class StackConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @classmethod
+    def running(cls, **overrides) -> StackConfig:
+        """``from_env``, with the ports of the stack already running under that home (a running stack keeps
+        the ports it was started with): what a client started in a fresh shell connects to."""
+        cfg = cls.from_env(**overrides)
+        try:
+            ports = json.loads(cfg.state_file.read_text()).get("ports") or {}
+        except (OSError, ValueError):
+            return cfg
+        known = {k: int(v) for k, v in ports.items() if k in _PORT_FIELDS}
+        return replace(cfg, **known) if known else cfg
+
     def with_services(self, services: tuple[str, ...]) -> StackConfig:
         return replace(self, services=services)
 
@@ -83,7 +95,24 @@ class StackConfig:
 
     @property
     def state_file(self) -> Path:
-        return self.home / "stack.json"
+        return self.home / STATE_FILE
+
+    @property
+    def auth_file(self) -> Path:
+        """The Prefect server's auth string (``PREFECT_SERVER_API_AUTH_STRING``), mode 0600."""
+        return self.home / AUTH_FILE
+
+    def api_auth_string(self) -> str:
+        """The shared credential of this stack's Prefect server, generated on first use."""
+        return ensure_auth_string(self.auth_file)
+
+    def client_env(self) -> dict[str, str]:
+        """What a Prefect client of this stack needs in its environment: the API URL and the auth string."""
+        return {"PREFECT_API_URL": self.prefect_api_url, "PREFECT_API_AUTH_STRING": self.api_auth_string()}
+
+    def client_settings(self) -> dict[str, str]:
+        """The same as ``temporary_settings`` updates (for code that already imported Prefect)."""
+        return {"api.url": self.prefect_api_url, "api.auth_string": self.api_auth_string()}
 
     @property
     def logs(self) -> Path:
@@ -96,14 +125,33 @@ class StackConfig:
     def prefect_api_url(self) -> str:
         return f"{self.url(self.prefect_port)}/api"
 
+    @property
+    def registry_url(self) -> str:
+        """The registry's API: TLS with the stack's own CA, logins from its htpasswd file."""
+        return f"https://{self.host}:{self.registry_port}"
+
     def ports(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _PORT_FIELDS}
 
 
 def load_credentials(home: Path) -> dict[str, str]:
-    """The stack's generated S3 credentials, created (mode 0600) on first use."""
-    def make() -> str:
-        return json.dumps({"s3_access_key": "opsflow" + secrets.token_hex(6),
-                           "s3_secret_key": secrets.token_urlsafe(30)})
-
-    return json.loads(read_or_create_private(home / "credentials.json", make))
+    """The stack's generated S3 and registry credentials, created (mode 0600) on first use; a file from an
+    older stack gains the registry login."""
+    path = home / "credentials.json"
+    creds = json.loads(path.read_text()) if path.exists() else {}
+    missing = {
+        "s3_access_key": lambda: "opsflow" + secrets.token_hex(6),
+        "s3_secret_key": lambda: secrets.token_urlsafe(30),
+        "registry_user": lambda: "opsflow",
+        "registry_password": lambda: secrets.token_urlsafe(24),
+    }
+    if all(key in creds for key in missing):
+        return creds
+    creds.update({key: make() for key, make in missing.items() if key not in creds})
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(creds, fh)
+    os.replace(tmp, path)
+    return creds

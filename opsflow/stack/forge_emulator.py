@@ -5,8 +5,13 @@ prefixes (``/github``, ``/gitea/api/v1``, ``/gitlab/api/v4``). Like the real API
 forge's auth header (401 otherwise), validates status states per forge, keeps statuses and
 comments in memory, paginates comment lists (GitHub: ``Link``, per_page 30/100; GitLab:
 ``X-Next-Page``, per_page 20/100, newest first unless ``sort=asc``; Gitea: all at once) and records
-every request. ``fail_next``/``stall_next`` inject failures for retry tests. (Over 300 lines: one
-server for three forges, whose endpoints differ in paths, auth, states and pagination.)
+every request. ``fail_next``/``stall_next`` inject failures for retry tests. Pull requests and who may
+write to a repository (``add_pull_request``, ``set_permission``, ``add_label``; a pull request it was not
+told about is one of the repository's own, by ``opsflow-dev``, a collaborator with write access) are served
+as the documented reads: GitHub/Gitea ``GET /repos/{o}/{r}/pulls/{n}`` and
+``GET /repos/{o}/{r}/collaborators/{user}/permission``; GitLab ``GET /projects/:id/merge_requests/:iid``
+and ``GET /projects/:id/members/all/:user_id``. (Over 300 lines: one server for three forges, whose
+endpoints differ in paths, auth, states and pagination.)
 
 It is the local stack's stand-in for a forge, as moto is for MinIO: the demo reports its MLOps pull
 requests to it, and the tests use it through the ``forge`` fixture (``tests/support``)::
@@ -32,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 from opsflow.core.threads import start_thread
 
 TOKEN = "opsflow-emulated-forge-token-7d3f2a91c4"  # noqa: S105 - the emulator's own fake token
+DEFAULT_AUTHOR = "opsflow-dev"  # the author of pull requests nobody registered: a collaborator with write access
 PREFIXES = {"github": "/github", "gitea": "/gitea/api/v1", "gitlab": "/gitlab/api/v4"}
 STATES = {
     "github": {"pending", "success", "failure", "error"},
@@ -130,6 +136,8 @@ class ForgeEmulator:
             self._comments: dict[tuple[str, str, int], list[dict]] = {}
             self._faults: list[_Fault] = []
             self._ids = itertools.count(1001)
+            self._pulls: dict[tuple[str, str, int], dict] = {}
+            self._permissions: dict[tuple[str, str, str], str] = {}
 
     @property
     def requests(self) -> list[Request]:
@@ -151,6 +159,23 @@ class ForgeEmulator:
         """Put a comment there directly (as another user would), without a request; returns its id."""
         with self._lock:
             return self._add_comment(kind, repo, pr, body, system)["id"]
+
+    def add_pull_request(self, kind: str, repo: str, pr: int, author: str, head_sha: str, *,
+                         fork_of: str | None = None, labels: tuple[str, ...] = ()) -> None:
+        """A pull request by ``author`` at ``head_sha``; from a fork (``fork_of``: the fork's owner/name) or not."""
+        with self._lock:
+            self._pulls[(kind, repo, pr)] = {"author": author, "author_id": _user_id(author), "sha": head_sha,
+                                             "head_repo": fork_of or repo, "labels": list(labels)}
+
+    def add_label(self, kind: str, repo: str, pr: int, label: str) -> None:
+        """A maintainer adds ``label`` to the pull request."""
+        with self._lock:
+            self._pulls[(kind, repo, pr)]["labels"].append(label)
+
+    def set_permission(self, kind: str, repo: str, user: str, permission: str) -> None:
+        """What ``user`` may do on ``repo``: admin/maintain/write/read/none (GitLab: as access levels)."""
+        with self._lock:
+            self._permissions[(kind, repo, user)] = permission
 
     def fail_next(self, n: int, status: int, path_contains: str = "", *, method: str | None = None,
                   retry_after: str | None = None, applied: bool = False) -> None:
@@ -314,7 +339,54 @@ class ForgeEmulator:
         comment["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return _Answer(200, self._comment_json(kind, comment))
 
+    def _pull(self, kind: str, repo: str, number: int) -> dict:
+        return self._pulls.get((kind, repo, number)) or {
+            "author": DEFAULT_AUTHOR, "author_id": _user_id(DEFAULT_AUTHOR), "sha": "0" * 40, "head_repo": repo,
+            "labels": []}
+
+    def _permission_of(self, kind: str, repo: str, user: str) -> str | None:
+        return self._permissions.get((kind, repo, user), "write" if user == DEFAULT_AUTHOR else None)
+
+    def _get_pull(self, kind: str, req: Request, owner: str, name: str, number: str) -> _Answer:
+        repo = f"{owner}/{name}"
+        pull = self._pull(kind, repo, int(number))
+        head_owner = pull["head_repo"].split("/", 1)[0]
+        return _Answer(200, {
+            "number": int(number), "state": "open", "user": {"login": pull["author"], "id": pull["author_id"]},
+            "head": {"sha": pull["sha"], "ref": "feature", "repo": {"full_name": pull["head_repo"],
+                                                                    "owner": {"login": head_owner},
+                                                                    "fork": pull["head_repo"] != repo}},
+            "base": {"ref": "main", "repo": {"full_name": repo, "owner": {"login": owner}, "fork": False}},
+            "labels": [{"name": label} for label in pull["labels"]]})
+
+    def _permission(self, kind: str, req: Request, owner: str, name: str, user: str) -> _Answer:
+        permission = self._permission_of(kind, f"{owner}/{name}", unquote(user))
+        if permission is None:  # not a collaborator
+            return _Answer(404, {"message": "Not Found"} if kind == "github" else {"message": "not a collaborator"})
+        return _Answer(200, {"permission": "write" if permission == "maintain" else permission,
+                             "role_name": permission, "user": {"login": unquote(user)}})
+
     # -- GitLab --------------------------------------------------------------------------------
+
+    def _gl_get_mr(self, kind: str, req: Request, project: str, iid: str) -> _Answer:
+        repo = unquote(project)
+        pull = self._pull(kind, repo, int(iid))
+        return _Answer(200, {"iid": int(iid), "state": "opened", "sha": pull["sha"],
+                             "author": {"id": pull["author_id"], "username": pull["author"]},
+                             "source_project_id": _project_id(pull["head_repo"]),
+                             "target_project_id": _project_id(repo),
+                             "labels": list(pull["labels"])})
+
+    def _gl_member(self, kind: str, req: Request, project: str, user_id: str) -> _Answer:
+        repo = unquote(project)
+        users = {user for (k, r, user) in self._permissions if (k, r) == (kind, repo)} | {DEFAULT_AUTHOR}
+        for user in users:
+            permission = self._permission_of(kind, repo, user)
+            if _user_id(user) == int(user_id) and permission is not None:
+                levels = {"read": 20, "write": 30, "maintain": 40, "admin": 50}
+                return _Answer(200, {"id": int(user_id), "username": user, "access_level": levels.get(permission, 0)})
+        return _Answer(404, {"message": "404 Not found"})
+
 
     def _gl_params(self, req: Request) -> dict:
         params = {k: v[-1] for k, v in req.query.items()}
@@ -373,6 +445,15 @@ class ForgeEmulator:
         return _Answer(200, self._comment_json(kind, note))
 
 
+def _user_id(login: str) -> int:
+    """A stable numeric id for a user name (GitLab addresses members by id)."""
+    return int.from_bytes(login.encode()[:6].ljust(6, b"\0"), "big") % 10_000_000 + 1
+
+
+def _project_id(repo: str) -> int:
+    return sum(repo.encode()) * 31 + len(repo)
+
+
 def _int(query: dict[str, list[str]], key: str, default: int) -> int:
     try:
         return int(query[key][-1])
@@ -381,6 +462,8 @@ def _int(query: dict[str, list[str]], key: str, default: int) -> int:
 
 
 _REPO_ROUTES = [
+    ("GET", re.compile(rf"/repos/{_SEG}/{_SEG}/pulls/([0-9]+)"), ForgeEmulator._get_pull),
+    ("GET", re.compile(rf"/repos/{_SEG}/{_SEG}/collaborators/{_SEG}/permission"), ForgeEmulator._permission),
     ("POST", re.compile(rf"/repos/{_SEG}/{_SEG}/statuses/{_SEG}"), ForgeEmulator._create_status),
     ("PATCH", re.compile(rf"/repos/{_SEG}/{_SEG}/issues/comments/([0-9]+)"), ForgeEmulator._edit_comment),
     ("GET", re.compile(rf"/repos/{_SEG}/{_SEG}/issues/([0-9]+)/comments"), ForgeEmulator._list_comments),
@@ -388,6 +471,8 @@ _REPO_ROUTES = [
 ]
 # The project is one path segment: its id, or its full path URL-encoded (group%2Fsub%2Fname).
 _GITLAB_ROUTES = [
+    ("GET", re.compile(rf"/projects/{_SEG}/merge_requests/([0-9]+)"), ForgeEmulator._gl_get_mr),
+    ("GET", re.compile(rf"/projects/{_SEG}/members/all/([0-9]+)"), ForgeEmulator._gl_member),
     ("POST", re.compile(rf"/projects/{_SEG}/statuses/{_SEG}"), ForgeEmulator._gl_status),
     ("GET", re.compile(rf"/projects/{_SEG}/merge_requests/([0-9]+)/notes"), ForgeEmulator._gl_list_notes),
     ("POST", re.compile(rf"/projects/{_SEG}/merge_requests/([0-9]+)/notes"), ForgeEmulator._gl_create_note),

@@ -123,7 +123,7 @@ class Stack:
             raise
         if not started:
             self.say("nothing to start: every service is already running")
-        self.say(f"Prefect UI: {cfg.url(cfg.prefect_port)}")
+        self.say(f"Prefect UI: {cfg.url(cfg.prefect_port)} (log in with the auth string in {cfg.auth_file})")
         return started
 
     def _plan(self, wanted: list[str], specs: dict[str, ServiceSpec], records: dict,
@@ -268,7 +268,11 @@ class Stack:
 
     def registry_gc(self) -> int:
         """Garbage-collect the stack's registry: stopped meanwhile (the documented safe way), then
-        started again. Returns the bytes freed in its storage."""
+        started again. Returns the bytes freed in its storage.
+
+        Never ``--delete-untagged``: distribution 2.8 then deletes the untagged platform manifests of a kept
+        multi-arch image (its index then answers 404 for them). Registry cleanup deletes what it removes by
+        digest, so the plain mark-and-sweep frees their blobs."""
         from opsflow.core.files import directory_bytes
         from opsflow.core.proc import run
 
@@ -286,7 +290,7 @@ class Stack:
         records.pop("registry")
         self._save(state)
         try:
-            run([spec.argv[0], "garbage-collect", "--delete-untagged", spec.argv[-1]], timeout=1800)
+            run([spec.argv[0], "garbage-collect", spec.argv[-1]], timeout=1800)
         finally:
             self._start_all(cfg, [spec], records, state, [])
         freed = before - directory_bytes(storage)

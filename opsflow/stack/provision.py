@@ -13,6 +13,7 @@ from blocks import BLOCK_CLASSES, ContainerRegistry, DockerHostTarget, MlflowSer
 from blocks.cleanup_policy import CleanupRule, RegistryCleanupPolicy
 from opsflow.core.errors import ServiceError
 from opsflow.stack.config import BUCKETS, WORK_POOLS, StackConfig
+from opsflow.stack.tls import RegistryDoor
 
 #: Object store blocks ``stack up`` creates, each on the bucket of the same name.
 OBJECT_STORES = (names.ARTIFACT_STORE, names.DATA_STORE)
@@ -43,13 +44,13 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
     """Register opsflow's block types, create the local blocks, the work pools (type ``opsflow``) and the
     automation that crashes runs whose heartbeats stopped. Idempotent."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     from opsflow.core.heartbeats import ensure_zombie_automation
     from opsflow.core.pools import ensure_work_pool
 
     done: list[str] = []
-    with temporary_settings({PREFECT_API_URL: cfg.prefect_api_url}):
+    with temporary_settings(cfg.client_settings()):
         for cls in BLOCK_CLASSES:
             cls.register_type_and_schema()
         for block_name in OBJECT_STORES:
@@ -58,8 +59,10 @@ def provision_prefect(cfg: StackConfig, creds: dict[str, str], docker_url: str |
                 access_key_id=creds["s3_access_key"], secret_access_key=creds["s3_secret_key"],
             ).save(block_name, overwrite=True)
         opsflow_bin = str(Path(sys.executable).parent / "opsflow")
+        door = RegistryDoor(cfg.home / "registry")
         ContainerRegistry(
-            url=cfg.url(cfg.registry_port), verify_tls=False,
+            url=cfg.registry_url, username=creds["registry_user"], password=creds["registry_password"],
+            ca_cert=door.ca_file.read_text(),
             gc_command=[opsflow_bin, "stack", "registry-gc", "--home", str(cfg.home)],
             storage_root=str(cfg.home / "registry" / "data"),
         ).save(names.REGISTRY, overwrite=True)

@@ -14,9 +14,11 @@ from pathlib import Path
 import httpx
 
 from opsflow.core.heartbeats import heartbeat_env
+from opsflow.core.prefect_api import basic_auth_header
 from opsflow.core.retention import server_retention_env
-from opsflow.stack.config import WORK_POOLS, StackConfig
+from opsflow.stack.config import WORK_POOLS, StackConfig, load_credentials
 from opsflow.stack.postgres import Cluster, find_bindir
+from opsflow.stack.tls import RegistryDoor
 
 #: What a worker keeps of the environment of whoever ran ``opsflow stack up`` (nothing else: not the
 #: database URL, not cloud credentials, not tokens; a build inherits its worker's environment).
@@ -157,9 +159,10 @@ def cluster(cfg: StackConfig) -> Cluster:
 def client_env(cfg: StackConfig) -> dict[str, str]:
     """What every Prefect client the stack starts (the workers) needs to reach the stack's server.
 
-    The one place for client credentials: a server with auth adds its ``PREFECT_API_AUTH_STRING`` here.
+    The one place for client credentials: the server's shared credential (``PREFECT_API_AUTH_STRING``)
+    travels in the environment (readable by the same user only), never in a process's arguments.
     """
-    return {"PREFECT_HOME": str(cfg.home / "prefect"), "PREFECT_API_URL": cfg.prefect_api_url,
+    return {"PREFECT_HOME": str(cfg.home / "prefect"), **cfg.client_env(),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
@@ -215,14 +218,16 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
     specs["registry"] = ServiceSpec(
         name="registry",
         argv=[registry_bin, "serve", str(home / "registry" / "config.yml")],
-        url=cfg.url(cfg.registry_port),
-        healthy=_http_ok(f"{cfg.url(cfg.registry_port)}/v2/"),
+        url=cfg.registry_url,
+        healthy=lambda: registry_answers(cfg),
         port=cfg.registry_port,
         start_timeout=30,
         binary_hint="install CNCF distribution (apt-get install docker-registry)",
     )
 
-    server_env = {**prefect_env, **server_retention_env(),  # database vacuum: opsflow.core.retention
+    # The server runs with the shared credential its clients send (PREFECT_SERVER_API_AUTH_STRING).
+    server_env = {**prefect_env, "PREFECT_SERVER_API_AUTH_STRING": prefect_env["PREFECT_API_AUTH_STRING"],
+                  **server_retention_env(),  # database vacuum: opsflow.core.retention
                   "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": str(DEPLOYMENT_SLOT_WAIT_S)}
     database, _ = database_choice(cfg)
     if database == "postgres":
@@ -294,7 +299,8 @@ def api_down(cfg: StackConfig) -> str | None:
 def worker_online(cfg: StackConfig, pool: str) -> bool:
     """True when this host's worker for ``pool`` has sent a heartbeat to the server."""
     try:
-        resp = httpx.post(f"{cfg.prefect_api_url}/work_pools/{pool}/workers/filter", json={}, timeout=3)
+        resp = httpx.post(f"{cfg.prefect_api_url}/work_pools/{pool}/workers/filter", json={}, timeout=3,
+                          headers=basic_auth_header(cfg.api_auth_string()))
     except httpx.HTTPError:
         return False
     if resp.status_code != 200:
@@ -302,9 +308,28 @@ def worker_online(cfg: StackConfig, pool: str) -> bool:
     return any(w.get("name") == worker_name(pool) and w.get("status") == "ONLINE" for w in resp.json())
 
 
+def registry_door(cfg: StackConfig) -> RegistryDoor:
+    return RegistryDoor(cfg.home / "registry")
+
+
+def registry_answers(cfg: StackConfig, timeout: float = 2.0) -> bool:
+    """True when the registry answers ``/v2/`` over TLS verified with the stack's CA (401 included: it asks
+    for the login, so it is up)."""
+    import ssl
+
+    door = registry_door(cfg)
+    try:
+        context = ssl.create_default_context(cafile=str(door.ca_file))
+        return httpx.get(f"{cfg.registry_url}/v2/", timeout=timeout, verify=context).status_code in (200, 401)
+    except (httpx.HTTPError, OSError, ssl.SSLError):
+        return False
+
+
 def registry_config(cfg: StackConfig) -> str:
-    """The CNCF distribution config: filesystem storage under home, deletes enabled, loopback only."""
+    """The CNCF distribution config: filesystem storage under home, deletes enabled, loopback only, TLS with
+    the stack's CA and HTTP Basic logins from its htpasswd file."""
     root = cfg.home / "registry" / "data"
+    door = registry_door(cfg)
     return f"""version: 0.1
 log:
   level: info
@@ -318,8 +343,15 @@ storage:
   maintenance:
     uploadpurging:
       enabled: false
+auth:
+  htpasswd:
+    realm: opsflow-registry
+    path: {door.htpasswd_file}
 http:
   addr: {cfg.host}:{cfg.registry_port}
+  tls:
+    certificate: {door.cert_file}
+    key: {door.key_file}
   headers:
     X-Content-Type-Options: [nosniff]
 """
@@ -328,6 +360,8 @@ http:
 def ensure_dirs(cfg: StackConfig) -> None:
     for sub in ("logs", "prefect", "registry/data", "mlflow", "s3", "docker"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
+    creds = load_credentials(cfg.home)
+    registry_door(cfg).ensure([cfg.host, "localhost"], creds["registry_user"], creds["registry_password"])
     (cfg.home / "registry" / "config.yml").write_text(registry_config(cfg))
     # 0700, or 0711 once a PostgreSQL cluster run by the postgres user lives in it (postgres.Cluster.init):
     # the home stays unlistable, its files keep their own modes.

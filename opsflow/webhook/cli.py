@@ -17,7 +17,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(args.forge_block, host=args.host, port=args.port, journal=Path(args.journal), max_body=args.max_body,
-          deployment=args.deployment, answer_within_s=args.answer_within_ms / 1000)
+          deployment=args.deployment, answer_within_s=args.answer_within_ms / 1000,
+          header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, max_connections=args.max_connections,
+          tls_cert=Path(args.tls_cert) if args.tls_cert else None, tls_key=Path(args.tls_key) if args.tls_key else None)
     return 0
 
 
@@ -41,4 +43,13 @@ def register(subparsers) -> None:
     serve.add_argument("--answer-within-ms", type=int, default=80,
                        help="longest a delivery waits for its run to be created; after that it is answered 202 "
                             "with status 'queued' and the run is created in the background")
+    serve.add_argument("--header-timeout", type=float, default=10,
+                       help="seconds a request's headers may take to arrive; slower clients get 408 and are cut off")
+    serve.add_argument("--body-timeout", type=float, default=10,
+                       help="seconds a request's body may take to arrive; slower clients get 408 and are cut off")
+    serve.add_argument("--max-connections", type=int, default=1000,
+                       help="connections served at once; beyond it new requests are answered 503 at once")
+    serve.add_argument("--tls-cert", help="serve HTTPS with this certificate (chain) file (PEM), for a receiver "
+                       "without a TLS reverse proxy in front")
+    serve.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
     serve.set_defaults(func=_serve)

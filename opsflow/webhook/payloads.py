@@ -1,10 +1,11 @@
 """Reading a delivery: headers and JSON body → what should run, or why nothing should (pure functions).
 
 Documented payloads used: GitHub ``pull_request`` (action, number, pull_request.head.sha, .head.ref, .merged,
-.merge_commit_sha, .base.ref) and ``push`` (ref, after, deleted); Gitea sends the same shapes;
-GitLab ``merge_request`` (object_attributes.action/iid/last_commit.id/merge_commit_sha/target_branch/source_branch)
-and ``push``/``tag_push`` (ref, after/checkout_sha). The repository is ``repository.full_name``
-(GitLab: ``project.path_with_namespace``).
+.merge_commit_sha, .base.ref; ``labeled`` with label.name) and ``push`` (ref, after, deleted); Gitea sends
+the same shapes (its ``pull_request_label`` event: action ``label_updated``, pull_request.labels);
+GitLab ``merge_request`` (object_attributes.action/iid/last_commit.id/merge_commit_sha/target_branch/
+source_branch, changes.labels.previous/current) and ``push``/``tag_push`` (ref, after/checkout_sha). The
+repository is ``repository.full_name`` (GitLab: ``project.path_with_namespace``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,27 @@ EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab":
 _DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _ZERO = "0" * 40
 PR_ACTIONS = {"opened", "synchronize", "synchronized", "reopened", "open", "update", "reopen"}
+# The forges' payloads nest a handful of levels; JSON nested a thousand deep only exhausts the parser's stack.
+MAX_NESTING = 64
+_JSON_TOKENS = re.compile(rb'\\.|[\[\]{}"]', re.DOTALL)  # an escape (one unit), a bracket or a quote
+
+
+def _nesting(body: bytes) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text (brackets inside strings do not count); linear, no recursion."""
+    depth = deepest = 0
+    in_string = False
+    for match in _JSON_TOKENS.finditer(body):
+        token = match.group()
+        if in_string:
+            in_string = token != b'"'
+        elif token == b'"':
+            in_string = True
+        elif token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -47,12 +69,14 @@ class Trigger:
     version: str | None = None
     #: a pull request's source branch (the MLOps runs are tagged with it); not part of what a delivery means
     head_branch: str | None = field(default=None, compare=False)
+    labels: tuple[str, ...] = ()  # a label event: the labels added (Gitea: all the pull request has)
 
     @property
     def idempotency_key(self) -> str:
-        """Deliveries that mean the same run share this key (a merged PR and the push of its merge commit)."""
+        """Deliveries that mean the same run share this key (a merged PR and the push of its merge commit).
+        A label added to a pull request is a run of its own (the one a held run waited for)."""
         if self.stage == "pr":
-            return f"pr:{self.repo}:{self.pr}:{self.sha}"
+            return f"pr:{self.repo}:{self.pr}:{self.sha}" + (":labeled" if self.labels else "")
         return f"merge:{self.repo}:{self.sha}" + (f":{self.version}" if self.version else "")
 
 
@@ -122,25 +146,41 @@ def parse(kind: str, headers: dict[str, str], body: bytes) -> Trigger | Ignored:
     event = headers.get(EVENT_HEADERS[kind], "")
     if not event:
         raise InvalidDelivery(f"missing header {EVENT_HEADERS[kind]}")
+    if _nesting(body) > MAX_NESTING:
+        raise InvalidDelivery(f"the body's JSON is nested deeper than {MAX_NESTING} levels")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidDelivery("the body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidDelivery(f"the body's JSON is nested deeper than {MAX_NESTING} levels") from None
     if not isinstance(data, dict):
         raise InvalidDelivery("the body is not a JSON object")
     parse_event = _parse_gitlab if kind == "gitlab" else _parse_github_like
     return parse_event(kind, delivery, event, data)
 
 
+def _label_names(items) -> tuple[str, ...]:
+    return tuple(str(i.get("name") if isinstance(i, dict) else i) for i in items or [] if i)
+
+
 def _parse_github_like(kind: str, delivery: str, event: str, data: dict) -> Trigger | Ignored:
-    if event == "pull_request":
+    if event in ("pull_request", "pull_request_label"):
         action = _get(data, "action")
         repo = _repo(data, "repository.full_name")
         number = _number(data, "pull_request.number")
-        if action in PR_ACTIONS:
+        if action in PR_ACTIONS or action in ("labeled", "label_updated"):
+            if action == "labeled":
+                labels = _label_names([data.get("label")])
+            elif action == "label_updated":
+                labels = _label_names((data.get("pull_request") or {}).get("labels"))
+            else:
+                labels = ()
+            if action in ("labeled", "label_updated") and not labels:
+                return Ignored(f"pull_request action {action!r} without a label")
             return Trigger(kind, delivery, event, repo, "pr", _sha(data, "pull_request.head.sha"), pr=number,
                            branch=_branch(data, "pull_request.base.ref"),
-                           head_branch=_head_branch(data, "pull_request.head.ref"))
+                           head_branch=_head_branch(data, "pull_request.head.ref"), labels=labels)
         if action == "closed" and _get(data, "pull_request.merged") is True:
             return Trigger(kind, delivery, event, repo, "merge", _sha(data, "pull_request.merge_commit_sha"),
                            pr=number, branch=_branch(data, "pull_request.base.ref"))
@@ -158,9 +198,14 @@ def _parse_gitlab(kind: str, delivery: str, event: str, data: dict) -> Trigger |
         number = _number(data, "object_attributes.iid")
         branch = _branch(data, "object_attributes.target_branch")
         if action in PR_ACTIONS:
+            changes = (data.get("changes") or {}).get("labels") or {}
+            current, previous = _label_names(changes.get("current")), _label_names(changes.get("previous"))
+            added = tuple(sorted(set(current) - set(previous)))
+            if action == "update" and changes and not added:
+                return Ignored("merge_request update that removed labels")
             return Trigger(kind, delivery, event, repo, "pr", _sha(data, "object_attributes.last_commit.id"),
                            pr=number, branch=branch,
-                           head_branch=_head_branch(data, "object_attributes.source_branch"))
+                           head_branch=_head_branch(data, "object_attributes.source_branch"), labels=added)
         if action == "merge":
             return Trigger(kind, delivery, event, repo, "merge", _sha(data, "object_attributes.merge_commit_sha"),
                            pr=number, branch=branch)

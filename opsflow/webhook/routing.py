@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from blocks.names import DEFAULT_DEPLOYMENT
+from blocks.names import DEFAULT_DEPLOYMENT, TRUSTED_LABEL
 from flows.gitops_merge import gitops_merge
 from flows.gitops_pr import gitops_pr
 from flows.mlops_merge import mlops_merge
@@ -27,6 +27,7 @@ class AppInfo:
     name: str
     default_branch: str
     ml_project: bool
+    trusted_label: str = TRUSTED_LABEL
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,16 @@ class Route:
 
 def route(trigger: Trigger, app: AppInfo | None, forge_block: str,
           deployment: str = DEFAULT_DEPLOYMENT) -> Route | Ignored:
-    """The run a trigger asks for (pure): PR → the PR deployment; merge, push to the default branch
-    or a version tag → the merge deployment."""
+    """The run a trigger asks for (pure): PR → the PR deployment (a label event only for the application's
+    trusted label: the run a held pull request waits for); merge, push to the default branch or a version
+    tag → the merge deployment."""
     if app is None:
         return Ignored(f"no application is configured for {trigger.repo}")
     pr_flow, merge_flow = PIPELINES["mlops" if app.ml_project else "gitops"]
     pr_deployment, merge_deployment = f"{pr_flow}/{deployment}", f"{merge_flow}/{deployment}"
     params = {"app": app.name, "sha": trigger.sha, "forge_block": forge_block}
+    if trigger.stage == "pr" and trigger.labels and app.trusted_label not in trigger.labels:
+        return Ignored(f"label(s) {', '.join(trigger.labels)}: not {app.name}'s trusted label {app.trusted_label!r}")
     if trigger.stage == "pr":
         params["pr"] = trigger.pr
         if app.ml_project and trigger.head_branch:
@@ -103,5 +107,6 @@ def load_applications() -> dict[str, AppInfo]:
         data = doc.data or {}
         if data.get("forge_repo"):
             apps[data["forge_repo"]] = AppInfo(name=data["name"], default_branch=data.get("default_branch", "main"),
-                                               ml_project=bool(data.get("ml_project")))
+                                               ml_project=bool(data.get("ml_project")),
+                                               trusted_label=data.get("trusted_label") or TRUSTED_LABEL)
     return apps

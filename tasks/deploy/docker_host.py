@@ -24,6 +24,7 @@ from blocks.application import RoleKind
 from opsflow.core.errors import DeployFailed, RemoteError
 from tasks.deploy.plan import OPSFLOW_LABEL, ROLE_LABEL, ComponentRelease, docker_container_specs
 from tasks.deploy.runtime import RuntimeValues, load_runtime
+from tasks.images.push import engine_refusal, trust_registry_ca
 
 _NOT_CREATE_ARGS = ("name", "networks", "secret_files", "network")
 
@@ -97,11 +98,13 @@ def pull_if_missing(client, registry: ContainerRegistry, image: str) -> None:
     except docker.errors.ImageNotFound:
         pass
     repository, digest = image.split("@", 1)
+    trust_registry_ca(client.api.base_url, "this node's engine", registry, get_run_logger())
     try:
         client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
     except docker.errors.APIError as exc:
-        raise DeployFailed(f"could not pull {image}: {engine_error(exc)}; nothing was changed, the running "
-                           "version was not touched") from exc
+        advice = engine_refusal(str(exc.explanation or exc), registry)
+        raise DeployFailed(f"could not pull {image}: {engine_error(exc)}{'; ' + advice if advice else ''}; nothing "
+                           "was changed, the running version was not touched") from None
 
 
 def find_container(client, name: str):

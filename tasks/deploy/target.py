@@ -30,7 +30,8 @@ def _roll_out(release: ComponentRelease, kind: str, target_block, registry: Cont
         return RolloutResult(release.key, release.version, None, True, False, health, replicas=release.replicas)
     if kind == "ssh":
         windows = target_block.os.value == "windows"
-        output = run_deploy_script(target_block, powershell_script(release) if windows else bash_script(release))
+        output = run_deploy_script(target_block, powershell_script(release) if windows else bash_script(release),
+                                   registry=registry)
         return RolloutResult(release.key, release.version, None, True, False,
                              (output.strip().splitlines() or ["done"])[-1], replicas=min(release.replicas, 1))
     return rollout_docker(target_block, registry, release)

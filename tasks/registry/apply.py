@@ -16,7 +16,7 @@ from opsflow.core.errors import DeletesDisabled, OpsflowError, RemoteError
 from opsflow.core.threads import ContextThreadPool
 from opsflow.registry.v2 import delete_manifest, request, upload_blob
 from tasks.progress import StepProgress
-from tasks.registry.plan import CleanupPlan
+from tasks.registry.plan import INDEX_TYPES, CleanupPlan
 
 
 @dataclass
@@ -50,8 +50,9 @@ def untag(client: httpx.Client, repository: str, tag: str) -> None:
 def apply_registry_cleanup(registry: ContainerRegistry, plan: CleanupPlan, concurrency: int = 8) -> ApplyResult:
     """Delete the plan's manifests and untag its shared tags, ``concurrency`` API calls at a time.
 
-    A failure of one call is recorded and the others go on; the task fails at the end listing
-    them. Raises DeletesDisabled at once when the registry refuses deletes.
+    Untags go first, then indexes, then the other manifests (the platform manifests of deleted indexes
+    among them). A failure of one call is recorded and the others of its phase go on; later phases do not
+    start, and the task fails listing them. Raises DeletesDisabled at once when the registry refuses deletes.
     """
     logger = get_run_logger()
     result = ApplyResult()
@@ -73,10 +74,19 @@ def apply_registry_cleanup(registry: ContainerRegistry, plan: CleanupPlan, concu
         finally:
             progress.advance()
 
-    work = [("untag", r, t) for r, t in plan.untags()] + [("delete", r, d) for r, d in plan.deletions()]
-    with (StepProgress("registry cleanup apply", total=len(work), unit="API calls", logger=logger) as progress,
+    # Untags first, then indexes, then the other manifests: an index is never left pointing at a deleted child.
+    deletions = plan.deletions()
+    indexes = {(r.repository, r.digest) for r in plan.rows if r.action == "delete" and r.media_type in INDEX_TYPES}
+    phases = [[("untag", r, t) for r, t in plan.untags()],
+              [("delete", r, d) for r, d in deletions if (r, d) in indexes],
+              [("delete", r, d) for r, d in deletions if (r, d) not in indexes]]
+    with (StepProgress("registry cleanup apply", total=sum(map(len, phases)), unit="API calls",
+                       logger=logger) as progress,
           registry.get_client() as client, ContextThreadPool(max(1, concurrency)) as pool):
-        list(pool.map(one, work))
+        for work in phases:
+            list(pool.map(one, work))
+            if result.failed:  # the children of an index that could not be deleted must stay
+                break
     result.seconds = time.perf_counter() - started
     logger.info("deleted %d manifests, untagged %d tags, %d already gone, %d failed in %.1fs",
                 len(result.deleted_manifests), len(result.untagged), len(result.already_gone), len(result.failed),

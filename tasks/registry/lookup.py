@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
-import httpx
 from prefect import task
 
 from blocks import ContainerRegistry
 from opsflow.core.errors import RemoteError
-from opsflow.registry.v2 import image_name, repository_path
+from opsflow.registry.v2 import image_name, repository_path, request
 
 
 def _lookup_run_name() -> str:
@@ -21,23 +18,20 @@ def _lookup_run_name() -> str:
 
 @task(name="lookup-image", task_run_name=_lookup_run_name)
 def lookup_image(registry: ContainerRegistry, repository: str, tag: str, attempts: int = 4) -> str | None:
-    """The digest ``repository:tag`` has in the registry, or None when the tag does not exist."""
+    """The digest ``repository:tag`` has in the registry, or None when the tag does not exist.
+
+    Raises:
+        RegistryAuthError: the registry refused the block's credentials (the registry and user are named).
+        RegistryTlsError: the registry's certificate is not trusted (the block's ``ca_cert`` is named).
+        RemoteError: any other refusal, or no answer after ``attempts`` (with back-off).
+    """
     path = f"/v2/{repository_path(registry.host, repository)}/manifests/{tag}"
-    last: Exception | str = ""
     with registry.get_client() as client:
-        for attempt in range(attempts):
-            try:
-                resp = client.head(path)
-            except httpx.HTTPError as exc:
-                last = exc
-            else:
-                if resp.status_code == 200:
-                    return resp.headers.get("Docker-Content-Digest")
-                if resp.status_code == 404:
-                    return None
-                if resp.status_code < 500 and resp.status_code != 429:
-                    raise RemoteError(f"registry {registry.url}: HEAD {path} answered {resp.status_code}; "
-                                      "check the registry credentials in the block")
-                last = f"HTTP {resp.status_code}"
-            time.sleep(min(0.5 * 2 ** attempt, 8))
-    raise RemoteError(f"registry {registry.url} did not answer HEAD {path} after {attempts} attempts: {last}")
+        resp = request(client, "HEAD", path, attempts=attempts)
+    if resp.status_code == 200:
+        return resp.headers.get("Docker-Content-Digest")
+    if resp.status_code == 404:
+        return None
+    who = f"user {registry.username!r}" if registry.username else "an anonymous client"
+    raise RemoteError(f"registry {registry.url}: HEAD {path} answered {resp.status_code}; {who} may not read "
+                      f"{repository}: check the registry credentials in the block")

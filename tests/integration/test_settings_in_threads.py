@@ -15,6 +15,7 @@ from tests.support.paths import ROOT
 pytestmark = [pytest.mark.stack]
 
 SCRIPT = """
+import os
 import sys
 from prefect import flow, get_run_logger, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -32,7 +33,7 @@ def step():
 def check():
     step()
 
-with temporary_settings({PREFECT_API_URL: sys.argv[1]}):
+with temporary_settings({PREFECT_API_URL: sys.argv[1], "api.auth_string": os.environ["TEST_AUTH"]}):
     check()
 print("DONE")
 """
@@ -40,7 +41,8 @@ print("DONE")
 
 def test_command_output_and_progress_go_to_the_callers_server(stack):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PYTHONPATH=str(ROOT), PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="true")
+    env.update(PYTHONPATH=str(ROOT), PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="true",
+               TEST_AUTH=stack.api_auth_string())  # the server's credential, in settings too, never in argv
     done = subprocess.run([sys.executable, "-c", SCRIPT, stack.prefect_api_url], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     out = done.stdout + done.stderr

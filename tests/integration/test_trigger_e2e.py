@@ -104,7 +104,7 @@ def test_a_pull_request_delivery_runs_the_pr_flow_on_the_worker_and_a_merge_deli
     headers, body = _signed("pull_request", _pr_payload("opened", 3, head))
     answer = httpx.post(receiver, content=body, headers=headers, timeout=10)
     assert answer.status_code == 202, answer.text
-    pr_run = _wait(run_id_of(answer, receiver))
+    pr_run = _wait(run_id_of(answer, receiver, SECRET))
     assert pr_run.state.is_completed(), pr_run.state.message
     assert pr_run.work_pool_name == "vault-build" and pr_run.parameters["sha"] == head
     comments = forge_emulator.comments("github", REPO, 3)
@@ -113,12 +113,12 @@ def test_a_pull_request_delivery_runs_the_pr_flow_on_the_worker_and_a_merge_deli
 
     # The same delivery again (a redelivery) starts nothing new.
     again = httpx.post(receiver, content=body, headers=headers, timeout=10)
-    assert again.status_code == 202 and run_id_of(again, receiver) == str(pr_run.id)
+    assert again.status_code == 202 and run_id_of(again, receiver, SECRET) == str(pr_run.id)
 
     headers, body = _signed("pull_request", _pr_payload("closed", 3, head, merged=True, merge_sha=merge_sha))
     merged = httpx.post(receiver, content=body, headers=headers, timeout=10)
     assert merged.status_code == 202, merged.text
-    merge_run = _wait(run_id_of(merged, receiver))
+    merge_run = _wait(run_id_of(merged, receiver, SECRET))
     assert merge_run.state.is_completed(), merge_run.state.message
     assert merge_run.parameters["sha"] == merge_sha
     assert [s["state"] for s in forge_emulator.statuses("github", REPO, merge_sha)] == ["pending", "success"]
@@ -129,7 +129,7 @@ def test_a_pull_request_delivery_runs_the_pr_flow_on_the_worker_and_a_merge_deli
     push = httpx.post(receiver, content=body, headers=headers, timeout=10)
     assert push.status_code in (202, 204)
     if push.status_code == 202:
-        assert run_id_of(push, receiver) == str(merge_run.id)
+        assert run_id_of(push, receiver, SECRET) == str(merge_run.id)
 
 
 @pytest.mark.parametrize("mutate, code", [

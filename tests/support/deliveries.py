@@ -50,9 +50,16 @@ def lower(headers: dict) -> dict:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def run_id_of(answer, receiver_url: str, timeout_s: float = 60) -> str:
+def status_headers(secret: str, delivery: str) -> dict[str, str]:
+    """The signature the receiver's delivery status endpoint asks for."""
+    from opsflow.webhook.server import status_signature
+
+    return {"X-Opsflow-Signature-256": status_signature(secret, delivery)}
+
+
+def run_id_of(answer, receiver_url: str, secret: str, timeout_s: float = 60) -> str:
     """The flow run id of a 202 answer: in the answer, or (status 'queued': the run was still being
-    created when the receiver answered) from the receiver's delivery status endpoint."""
+    created when the receiver answered) from the receiver's delivery status endpoint (signed with ``secret``)."""
     import time
 
     import httpx
@@ -64,7 +71,7 @@ def run_id_of(answer, receiver_url: str, timeout_s: float = 60) -> str:
     url = f"{receiver_url.rstrip('/')}/deliveries/{body['delivery']}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = httpx.get(url, timeout=5).json()
+        status = httpx.get(url, timeout=5, headers=status_headers(secret, body["delivery"])).json()
         if status.get("flow_run_id"):
             return status["flow_run_id"]
         time.sleep(0.1)

@@ -127,15 +127,12 @@ def wait_http(url: str, deadline_s: float = 30) -> object:
     raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
 
 
-def manifest_digest(registry_url: str, repository: str, reference: str) -> str | None:
-    """The digest the registry serves ``repository:reference`` (or ``@digest``) under, or None."""
-    import httpx
-
-    from opsflow.registry.v2 import MANIFEST_TYPES
-
+def manifest_digest(registry, repository: str, reference: str) -> str | None:
+    """The digest the registry (a ContainerRegistry block: its login and CA) serves ``repository:reference``
+    (or ``@digest``) under, or None."""
     path = repository.split("/", 1)[1]
-    resp = httpx.head(f"{registry_url}/v2/{path}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES},
-                      timeout=10)
+    with registry.get_client() as client:
+        resp = client.head(f"/v2/{path}/manifests/{reference}", timeout=10)
     return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
     ElementNotInteractableException,
@@ -23,6 +22,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+
+from opsflow.core.prefect_api import api_client
 
 # Vue re-renders form fields and toasts while we look at them: retry on these (a TimeoutException
 # is an inner, shorter wait giving up; the outer wait goes on until its own deadline).
@@ -98,11 +99,24 @@ class PrefectUI:
     def body_text(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "body").text
 
+    def login(self, auth_string: str) -> None:
+        """Log in as a user of a server with ``PREFECT_SERVER_API_AUTH_STRING`` does: the UI shows its login
+        form (one password field, ``admin:pass``) until the auth string is entered. A server that does not
+        ask for it fails this step: the session's server must run with auth on."""
+        self.open("/dashboard")
+        field = self.find("//form//input[@type='password']", 60)
+        assert "/login" in self.driver.current_url, f"no login page at {self.driver.current_url}"
+        field.send_keys(auth_string)
+        self.click(f"//form//button[{_text_is('Login')}]")
+        self.wait(60).until(lambda d: "/login" not in d.current_url, "the login was not accepted")
+        self.find(f"//*[{_text_is('Dashboard')}]", 60)
+
     # -- deployments and their run form ---------------------------------------------------------
 
     def open_deployment(self, flow: str, deployment: str) -> str:
         """Open the page of ``flow/deployment``; returns its id."""
-        resp = httpx.get(f"{self.base_url}/api/deployments/name/{flow}/{deployment}", timeout=10)
+        with api_client() as api:
+            resp = api.get(f"deployments/name/{flow}/{deployment}")
         resp.raise_for_status()
         deployment_id = resp.json()["id"]
         self.open(f"/deployments/deployment/{deployment_id}")

@@ -58,11 +58,14 @@ def push_image(http: httpx.Client, repo: str, tags: list[str], days_old: float, 
     return digest
 
 
-def push_index(http: httpx.Client, repo: str, tag: str, days_old: float) -> tuple[str, list[str]]:
-    """An OCI image index of two platform images (untagged children); returns (index, children)."""
+def push_index(http: httpx.Client, repo: str, tag: str, days_old: float,
+               child_tags: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """An OCI image index of two platform images; returns (index, children). The children are untagged, as
+    in a real multi-arch push, unless ``child_tags`` names tags for them by architecture (amd64, arm64)."""
     children = []
+    child_tags = child_tags or {}
     for arch in ("amd64", "arm64"):
-        child = push_image(http, repo, [f"tmp-{arch}"], days_old)
+        child = push_image(http, repo, [child_tags.get(arch, f"tmp-{arch}")], days_old)
         children.append(child)
     manifests = [{"mediaType": OCI_MANIFEST, "digest": d, "size": 0, "platform": {"architecture": a, "os": "linux"}}
                  for d, a in zip(children, ("amd64", "arm64"), strict=True)]
@@ -74,8 +77,15 @@ def push_index(http: httpx.Client, repo: str, tag: str, days_old: float) -> tupl
     index = put_manifest(http, repo, tag, body, OCI_INDEX)
     # the helper tags made the children pushable; drop them so the children are untagged as in a real push
     for arch in ("amd64", "arm64"):
-        _drop_tag(http, repo, f"tmp-{arch}")
+        if arch not in child_tags:
+            _drop_tag(http, repo, f"tmp-{arch}")
     return index, children
+
+
+def push_signature(http: httpx.Client, repo: str, subject: str, suffix: str = "sig", days_old: float = 0) -> str:
+    """A cosign-style signature of ``subject``: a small OCI manifest tagged ``sha256-<hex>.<suffix>``."""
+    return push_image(http, repo, [f"sha256-{subject.removeprefix('sha256:')}.{suffix}"], days_old,
+                      layer=os.urandom(64), labels={"dev.cosignproject.cosign/signature": "test"})
 
 
 def _drop_tag(http: httpx.Client, repo: str, tag: str) -> None:

@@ -28,11 +28,13 @@ def _dockerfile_tail(kind, port: int) -> str:
 
 
 def push_web_app(app: str, port: int, versions: dict[str, bool | str], deadline_s: float, page_prefix: str = "",
-                 source: str = "test", component: dict | None = None) -> dict[str, str]:
+                 source: str = "test", component: dict | None = None,
+                 registry_block: str = "local-registry") -> dict[str, str]:
     """Save application ``app`` (one component ``web`` on ``port``, health check ``/healthz`` within
     ``deadline_s``, plus ``component``'s fields) and push one image per version, tagged with it,
-    built on the ``build-server`` engine: ``/index.html`` reads ``<page_prefix><version>``; what
-    else the version does is said by ``versions[version]`` (see the table above). ``STOPSIGNAL
+    built on the ``build-server`` engine and pushed to the registry of block ``registry_block``:
+    ``/index.html`` reads ``<page_prefix><version>``; what else the version does is said by
+    ``versions[version]`` (see the table above). ``STOPSIGNAL
     SIGKILL``: busybox httpd as PID 1 ignores SIGTERM, so every stop would otherwise wait Docker's
     10 s stop timeout. Returns version → digest."""
     from blocks import Application, Component, ContainerRegistry, DockerHostTarget, HealthCheck
@@ -40,7 +42,7 @@ def push_web_app(app: str, port: int, versions: dict[str, bool | str], deadline_
     from tasks.images.build import build_image
     from tasks.images.push import push_image
 
-    registry = ContainerRegistry.load("local-registry")
+    registry = ContainerRegistry.load(registry_block)
     builder = DockerHostTarget.load("build-server")
     repository = registry.repository(f"{app}-web")
     digests = {}

@@ -29,13 +29,18 @@ def test_compose_has_the_stack_services_pinned_healthy_and_without_secrets():
         image = svc.get("image", "")
         assert re.search(r":[\w][\w.-]*$", image) and not image.endswith(":latest"), f"{name}: pin {image!r}"
         for key, value in (svc.get("environment") or {}).items():
-            if re.search(r"PASSWORD|SECRET|KEY_ID|TOKEN", key):
+            if re.search(r"PASSWORD|SECRET|KEY_ID|TOKEN|AUTH_STRING", key):
                 assert str(value).startswith("${"), f"{name}: {key} must come from the env file"
         if name in ("postgres", "prefect", "minio", "registry", "mlflow"):
             assert svc.get("healthcheck"), f"{name} needs a healthcheck"
     assert services["registry"]["environment"]["REGISTRY_STORAGE_DELETE_ENABLED"] == "true"
     assert "postgresql+asyncpg://" in services["prefect"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert services["prefect"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # Prefect server auth: the server and every opsflow client take the one shared string from the env file.
+    server_env = services["prefect"]["environment"]
+    assert server_env["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING")
+    for name in ("webhook", "worker-build"):
+        assert services[name]["environment"]["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING"), name
     assert "deployments/compose/.env" in (COMPOSE.parent.parent / ".gitignore").read_text()
 
 

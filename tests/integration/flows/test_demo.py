@@ -65,11 +65,14 @@ def test_the_demo_prints_artifact_keys_image_refs_and_run_urls(stack, demo):
 def test_the_demo_images_are_in_the_registry_under_the_printed_digests(stack, demo):
     result, _ = demo
     assert {r["component"] for r in result["merge"]["rows"]} == {"backend", "frontend"}
+    from blocks import ContainerRegistry
+
+    registry = ContainerRegistry.load("local-registry")
     for row in result["merge"]["rows"]:
         repository, digest = row["image_ref"].split("@")
-        assert manifest_digest(stack.url(stack.registry_port), repository, digest) == digest
-        assert manifest_digest(stack.url(stack.registry_port), repository, result["merge_sha"]) == digest
-        assert manifest_digest(stack.url(stack.registry_port), repository, "main") == digest
+        assert manifest_digest(registry, repository, digest) == digest
+        assert manifest_digest(registry, repository, result["merge_sha"]) == digest
+        assert manifest_digest(registry, repository, "main") == digest
 
 
 def test_the_demo_runs_ran_on_the_vault_build_worker(stack, demo):

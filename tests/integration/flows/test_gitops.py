@@ -149,13 +149,16 @@ def test_the_merge_loaded_the_pr_artifact_and_ran_no_build(pipeline):
 
 
 def test_images_are_in_the_registry_under_the_reported_digests_with_all_tags(stack, pipeline):
+    from blocks import ContainerRegistry
+
+    registry = ContainerRegistry.load("local-registry")  # TLS from the stack's CA, htpasswd login
     merge_sha = pipeline["merge_sha"]
     pr_rows = {r["component"]: r for r in pipeline["runs"]["pr"].result()}
     for row in pipeline["runs"]["merge"].result():
         repository, digest = row["image_ref"].split("@")
         assert set(row["image_tags"]) == {merge_sha, "main", VERSION}
         for ref in (digest, merge_sha, "main", VERSION):
-            assert manifest_digest(stack.url(stack.registry_port), repository, ref) == digest
+            assert manifest_digest(registry, repository, ref) == digest
         assert pr_rows[row["component"]]["artifact_digest"]
 
 
@@ -168,11 +171,14 @@ def test_a_merge_rerun_pushes_nothing_new(pipeline):
 
 def test_a_release_tag_on_an_already_pushed_commit_is_added_without_a_build(stack, pipeline):
     """Regression: gitops-merge(sha, version=...) skipped everything once the SHA tag existed."""
+    from blocks import ContainerRegistry
+
+    registry = ContainerRegistry.load("local-registry")
     first = {r["component"]: r for r in pipeline["runs"]["merge"].result()}
     for row in pipeline["runs"]["release"].result():
         assert row["image_ref"] == first[row["component"]]["image_ref"] and row["tags_added"] == [RELEASE]
         repository, digest = row["image_ref"].split("@")
-        assert manifest_digest(stack.url(stack.registry_port), repository, RELEASE) == digest
+        assert manifest_digest(registry, repository, RELEASE) == digest
     names = task_run_names(pipeline["runs"]["release"].id)
     assert not [n for n in names if n.startswith(("push-image", "build-image", "load-artifact"))], names
     comment = [c for c in pipeline["forge"].comments("github", FORGE_REPO, PR) if "gitops-merge-shop-it" in c["body"]]
@@ -185,13 +191,16 @@ def test_the_merge_reports_each_components_time(pipeline):
 
 
 def test_the_pushed_images_run_and_serve(stack, pipeline, docker_client):
+    from blocks import ContainerRegistry
+
+    login = ContainerRegistry.load("local-registry").auth_config()
     refs = {r["component"]: r["image_ref"] for r in pipeline["runs"]["merge"].result()}
     pr_rows = {r["component"]: r for r in pipeline["runs"]["pr"].result()}
     containers = []
     try:
         for comp, ref in refs.items():
             docker_client.images.remove(ref, force=True)
-            image = docker_client.images.pull(ref)
+            image = docker_client.images.pull(ref, auth_config=login)
             assert image.labels["org.opencontainers.image.revision"] == pipeline["merge_sha"]
             assert image.labels["dev.opsflow.artifact.digest"] == pr_rows[comp]["artifact_digest"]
         port_b, port_f = free_port(), free_port()
@@ -237,3 +246,24 @@ def test_no_secret_in_logs_artifacts_comments_statuses_or_process_arguments(stac
         assert not leaks, f"a secret leaked: {leaks}"
     # The env files did reach the build: the public value is baked in, the build saw the token.
     assert any("shop-it" in t for t in texts)
+
+
+def test_a_merge_pushes_to_a_token_auth_registry_whose_ca_the_engine_then_trusts(pipeline, token_registry,
+                                                                                docker_client):
+    """The same merge to the registry behind the Docker token flow (on this machine's address, so the engine
+    verifies its certificate): opsflow installs the block's CA for the engine, pushes with the block's login,
+    and the image pulls back by digest."""
+    from blocks import ContainerRegistry
+    from tasks.images.push import certs_dir
+
+    registry = ContainerRegistry.load("token-registry")
+    run = run_flow(gitops_merge, app=APP, sha=pipeline["merge_sha"], branch="main", registry_block="token-registry")
+    assert run.ok, f"{run.state.message} {run.result()!r}"
+    assert (certs_dir() / registry.host / "ca.crt").read_text() == registry.ca_cert
+    for row in run.result():
+        repository, digest = row["image_ref"].split("@")
+        assert repository.startswith(f"{registry.host}/") and set(row["image_tags"]) == {pipeline["merge_sha"], "main"}
+        assert manifest_digest(registry, repository, pipeline["merge_sha"]) == digest
+        docker_client.images.remove(row["image_ref"], force=True)
+        pulled = docker_client.images.pull(row["image_ref"], auth_config=registry.auth_config())
+        assert pulled.labels["org.opencontainers.image.revision"] == pipeline["merge_sha"]

@@ -7,7 +7,6 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from tests.support.registry_images import push_image
@@ -34,7 +33,7 @@ def test_housekeeping_dry_run_then_apply(stack, docker_client):
             "app": f"hk-{uid}", "component": "backend", "commit": commit, "size": 100,
             "created": (datetime.now(UTC) - timedelta(days=days)).isoformat()}).encode())
         keys[name] = key
-    with httpx.Client(base_url=registry.url, timeout=30) as http:
+    with registry.get_client() as http:
         digest = push_image(http, f"hk-{uid}/backend", ["deployed"], 80,
                             labels={"org.opencontainers.image.revision": deployed_commit})
     record = DeployRecord(app=f"hk-{uid}", target="edge-y", target_kind="docker",

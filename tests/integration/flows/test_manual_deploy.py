@@ -94,6 +94,31 @@ def test_every_failure_point_ends_with_the_previous_version_answering(stack, doc
         store.get_client().delete_object(Bucket=store.bucket, Key=record_key(app, HOST))
 
 
+def test_a_deploy_from_the_token_auth_registry_pulls_with_the_blocks_login(stack, token_registry, docker_client,
+                                                                            docker_url):
+    """The image is resolved (token flow, the block's CA) and pulled by the edge engine with the block's login."""
+    from blocks import DockerHostTarget, ObjectStore
+    from flows.manual_deploy import manual_deploy
+    from tasks.deploy.records import record_key
+
+    DockerHostTarget(name=HOST, base_url=docker_url, network_mode="host").save(HOST, overwrite=True)
+    uid = uuid.uuid4().hex[:6]
+    app, port = f"tok-{uid}", free_port()
+    digests = push_web_app(app, port, {"v1": True}, deadline_s=20, page_prefix="token ",
+                           registry_block="token-registry")
+    image = f"{token_registry.netloc}/{app}-web@{digests['v1']}"
+    try:
+        docker_client.images.remove(image, force=True)  # the build engine is the edge engine here: pull it anew
+        done = manual_deploy(app=app, version="v1", targets=[HOST], registry_block="token-registry")
+        assert done["targets"][HOST]["components"][0]["image"] == image
+        assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip() == "token v1"
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
+            container.remove(force=True)
+        store = ObjectStore.load("opsflow-artifacts")
+        store.get_client().delete_object(Bucket=store.bucket, Key=record_key(app, HOST))
+
+
 def test_limits_the_engine_refuses_and_bad_input_change_nothing(stack, docker_client, host_app):
     from blocks import Application, ObjectStore
     from opsflow.core.errors import InvalidInput

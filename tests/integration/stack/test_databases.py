@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from opsflow.core.prefect_api import basic_auth_header
 from opsflow.samples import SHOP_SOURCE, SampleRepo
 from tests.support.net import free_port
 from tests.support.paths import ROOT, SUPPORT
@@ -82,13 +83,14 @@ def test_the_gitops_pr_pipeline_runs_on_a_server_backed_by_the_other_database(st
             {"forge_url": forge_emulator.url_for("github"), "repo_url": repo.url, "sha": sha,
              "forge_repo": forge_repo, "app": f"shop-{kind}"})]
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env={
-            **os.environ, "PREFECT_API_URL": cfg.prefect_api_url, "PREFECT_HOME": str(tmp_path / "client"),
+            **os.environ, **cfg.client_env(), "PREFECT_HOME": str(tmp_path / "client"),
             "FORGE_TOKEN": forge_emulator.token, "PYTHONPATH": str(ROOT)})
         line = next((x for x in done.stdout.splitlines() if x.startswith("OUTCOME ")), None)
         assert line, done.stdout[-3000:] + done.stderr[-3000:]
         outcome = json.loads(line.removeprefix("OUTCOME "))
         assert outcome["state"] == "COMPLETED", outcome
-        run = httpx.get(f"{cfg.prefect_api_url}/flow_runs/{outcome['run_id']}", timeout=10).json()
+        run = httpx.get(f"{cfg.prefect_api_url}/flow_runs/{outcome['run_id']}", timeout=10,
+                        headers=basic_auth_header(cfg.api_auth_string())).json()
         assert run["state"]["type"] == "COMPLETED" and run["name"].startswith(f"gitops-pr-shop-{kind}-#1-")
         # The run is a row of that database's flow_run table, and the PR got its report.
         if pg:

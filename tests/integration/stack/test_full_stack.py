@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -50,9 +51,40 @@ def test_object_store_block_round_trips_an_object(stack):
         s3.delete_object(Bucket=store.bucket, Key=key)
 
 
+def test_the_prefect_server_refuses_every_request_without_its_auth_string(stack):
+    """The session's server runs with PREFECT_SERVER_API_AUTH_STRING: no block, run or deployment without it."""
+    import stat
+
+    from opsflow.core.prefect_api import basic_auth_header
+
+    api = stack.prefect_api_url
+    for path, body in (("block_documents/filter", {"include_secrets": True}), ("flow_runs/filter", {}),
+                       ("deployments/filter", {})):
+        assert httpx.post(f"{api}/{path}", json=body, timeout=10).status_code == 401, path
+        wrong = basic_auth_header("opsflow:not-the-string")
+        assert httpx.post(f"{api}/{path}", json=body, headers=wrong, timeout=10).status_code == 401, path
+    ok = httpx.post(f"{api}/flow_runs/filter", json={"limit": 1}, timeout=10,
+                    headers=basic_auth_header(stack.api_auth_string()))
+    assert ok.status_code == 200
+    assert httpx.get(f"{api}/health", timeout=10).status_code == 200  # health probes stay open
+    assert stat.S_IMODE(stack.auth_file.stat().st_mode) == 0o600
+    argv = [Path(f"/proc/{pid}/cmdline") for pid in os.listdir("/proc") if pid.isdigit()]
+    assert not [a for a in argv if a.exists() and stack.api_auth_string().encode() in _read(a)]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def test_registry_mlflow_and_engine_blocks_point_at_live_services(stack):
     registry = ContainerRegistry.load("local-registry")
-    assert httpx.get(f"{registry.url}/v2/", timeout=5).status_code == 200
+    assert registry.url.startswith("https://") and registry.username and registry.ca_cert
+    with registry.get_client() as client:  # TLS verified with the stack's CA, htpasswd login
+        assert client.get("/v2/", timeout=5).status_code == 200
+    assert httpx.get(f"{registry.url}/v2/", timeout=5, verify=False).status_code == 401  # noqa: S501 - proves the login
     mlflow = MlflowServer.load("local-mlflow")
     assert httpx.get(f"{mlflow.tracking_uri}/health", timeout=5).text.strip() == "OK"
     engine = DockerHostTarget.load("build-server")

@@ -52,6 +52,9 @@ def ui(stack, chrome, request) -> PrefectUI:
     """The Prefect UI of the session stack; screenshots go to ``test-output/ui/``."""
     page = PrefectUI(chrome, stack.url(stack.prefect_port), UI_OUTPUT)
     request.node.prefect_ui = page
+    if not getattr(chrome, "opsflow_logged_in", False):  # the browser keeps the login for the session
+        page.login(stack.api_auth_string())
+        chrome.opsflow_logged_in = True
     return page
 
 

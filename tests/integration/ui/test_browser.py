@@ -96,11 +96,13 @@ def test_a_user_runs_the_gitops_pipelines_from_the_ui_and_reads_the_pushed_diges
     summary = ui.open_artifact(f"gitops-merge-{app}")
     images = {name: (repository, digest) for repository, name, digest in IMAGE_REF.findall(summary.text)}
     assert set(images) == {f"{app}-backend", f"{app}-frontend"}, summary.text
-    registry_url = stack.url(stack.registry_port)
+    from blocks import ContainerRegistry
+
+    registry = ContainerRegistry.load("local-registry")
     for repository, digest in images.values():
-        assert repository.startswith(registry_url.removeprefix("http://") + "/")
-        assert manifest_digest(registry_url, repository, merge) == digest
-        assert manifest_digest(registry_url, repository, "main") == digest
+        assert repository.startswith(registry.host + "/")
+        assert manifest_digest(registry, repository, merge) == digest
+        assert manifest_digest(registry, repository, "main") == digest
     ui.scroll_tables_right(summary)
     ui.screenshot("gitops-merge-artifact")
 

@@ -8,7 +8,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.deliveries import pr_payload, push_payload, run_id_of, signed
+from opsflow.core.prefect_api import api_client
+from tests.support.deliveries import pr_payload, push_payload, run_id_of, signed, status_headers
 from tests.support.net import free_port
 from tests.support.webhook_receiver import DEPLOYMENT, REPO, SECRET, ReceiverProcess
 
@@ -33,16 +34,17 @@ def test_a_pull_request_starts_one_run_with_the_right_parameters_and_redelivery_
     headers, body = signed("github", "pull_request", pr_payload("github", "opened", 5, head, REPO), SECRET)
     answer = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
     assert answer.status_code == 202, answer.text
-    run, deployment = _run(run_id_of(answer, receiver.url))
+    run, deployment = _run(run_id_of(answer, receiver.url, SECRET))
     assert deployment.name == DEPLOYMENT and answer.json()["deployment"] == f"gitops-pr/{DEPLOYMENT}"
     assert run.parameters == {"app": "hooks-app", "pr": 5, "sha": head, "forge_block": "hooks-forge"}
     assert {"webhook", "github"} <= set(run.tags)
     again = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
-    assert again.status_code == 202 and run_id_of(again, receiver.url) == run_id_of(answer, receiver.url)
+    assert again.status_code == 202
+    assert run_id_of(again, receiver.url, SECRET) == run_id_of(answer, receiver.url, SECRET)
     # A new delivery id for the same PR head (the forge re-sent it as a new delivery): still one run.
     headers2, _ = signed("github", "pull_request", pr_payload("github", "opened", 5, head, REPO), SECRET)
     third = httpx.post(receiver.url, content=body, headers=headers2, timeout=10)
-    assert run_id_of(third, receiver.url) == run_id_of(answer, receiver.url)
+    assert run_id_of(third, receiver.url, SECRET) == run_id_of(answer, receiver.url, SECRET)
 
 
 def test_a_merged_pr_and_the_push_of_its_merge_commit_are_one_merge_run(receiver):
@@ -51,11 +53,11 @@ def test_a_merged_pr_and_the_push_of_its_merge_commit_are_one_merge_run(receiver
                            SECRET)
     merged = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
     assert merged.status_code == 202
-    run, _ = _run(run_id_of(merged, receiver.url))
+    run, _ = _run(run_id_of(merged, receiver.url, SECRET))
     assert run.parameters["sha"] == merge and run.parameters["branch"] == "main" and run.parameters["pr"] == 6
     headers, body = signed("github", "push", push_payload("github", "refs/heads/main", merge, REPO), SECRET)
     push = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
-    assert push.status_code == 202 and run_id_of(push, receiver.url) == run_id_of(merged, receiver.url)
+    assert push.status_code == 202 and run_id_of(push, receiver.url, SECRET) == run_id_of(merged, receiver.url, SECRET)
 
 
 @pytest.mark.parametrize("change, code", [
@@ -105,13 +107,14 @@ def test_an_accepted_delivery_emits_an_event(receiver, hooks_setup):
     delivery = headers["X-GitHub-Delivery"]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = httpx.post(f"{hooks_setup.prefect_api_url}/events/filter", timeout=10, json={
-            "filter": {"event": {"name": ["opsflow.webhook.accepted"]},
-                       "resource": {"id": [f"opsflow.webhook.delivery.{delivery}"]}}}).json()
+        with api_client() as api:
+            found = api.post("events/filter", json={
+                "filter": {"event": {"name": ["opsflow.webhook.accepted"]},
+                           "resource": {"id": [f"opsflow.webhook.delivery.{delivery}"]}}}).json()
         if found.get("events"):
             event = found["events"][0]
             assert event["payload"]["deployment"] == f"gitops-pr/{DEPLOYMENT}"
-            assert any(r["prefect.resource.id"] == f"prefect.flow-run.{run_id_of(answer, receiver.url)}"
+            assert any(r["prefect.resource.id"] == f"prefect.flow-run.{run_id_of(answer, receiver.url, SECRET)}"
                        for r in event["related"])
             return
         time.sleep(0.5)
@@ -190,7 +193,9 @@ def test_with_prefect_down_the_delivery_is_accepted_queued_and_started_once_afte
         assert answer.status_code == 202, answer.text
         assert answer.json()["status"] == "queued" and answer.json()["flow_run_id"] is None
         assert answer.json()["delivery"] == headers["X-GitHub-Delivery"]
-        status = httpx.get(f"{flaky.url}/deliveries/{headers['X-GitHub-Delivery']}", timeout=5).json()
+        delivery = headers["X-GitHub-Delivery"]
+        status = httpx.get(f"{flaky.url}/deliveries/{delivery}", timeout=5,
+                           headers=status_headers(SECRET, delivery)).json()
         assert status["status"] == "queued" and status["flow_run_id"] is None
     finally:
         assert flaky.stop() == 0
@@ -206,7 +211,7 @@ def test_with_prefect_down_the_delivery_is_accepted_queued_and_started_once_afte
             time.sleep(0.3)
         assert len(runs) == 1
         again = httpx.post(restarted.url, content=body, headers=headers, timeout=10)
-        assert again.status_code == 202 and run_id_of(again, restarted.url) == str(runs[0].id)
+        assert again.status_code == 202 and run_id_of(again, restarted.url, SECRET) == str(runs[0].id)
     finally:
         assert restarted.stop() == 0
 
@@ -225,9 +230,125 @@ def test_with_a_slow_prefect_api_the_answer_does_not_wait_for_the_run(hooks_setu
         assert answer.status_code == 202, answer.text
         assert answer.json()["status"] == "queued" and answer.json()["flow_run_id"] is None
         proxy.delay_s = 0
-        run_id = run_id_of(answer, slow.url)
+        run_id = run_id_of(answer, slow.url, SECRET)
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(run_id).parameters["sha"] == head
-        assert httpx.get(f"{slow.url}/deliveries/nope", timeout=5).status_code == 404
+        assert httpx.get(f"{slow.url}/deliveries/nope", timeout=5,
+                         headers=status_headers(SECRET, "nope")).status_code == 404
     finally:
         assert slow.stop() == 0
+
+
+def _raw(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes (what an HTTP client library would refuse or normalize) and read the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def test_slow_header_and_body_clients_are_cut_off_while_valid_deliveries_are_answered(receiver):
+    """The receiver runs with 2 s header and body deadlines (tests/support/webhook_receiver.py)."""
+    import socket
+
+    headers, body = signed("github", "pull_request", pr_payload("github", "opened", 12, _sha(), REPO), SECRET)
+    slow = []
+    for i in range(60):
+        sock = socket.create_connection(("127.0.0.1", receiver.port), timeout=30)
+        if i % 2:  # the head, then nothing more
+            sock.sendall(b"POST /hooks/github HTTP/1.1\r\nHost: hooks\r\nX-GitHub-Event: pull_request\r\n")
+        else:  # the whole head, then a trickle of the body
+            sock.sendall(b"POST /hooks/github HTTP/1.1\r\nHost: hooks\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 4000\r\n\r\n{\"action\":")
+        slow.append(sock)
+    try:
+        with httpx.Client(timeout=10) as http:  # meanwhile, the forge's deliveries are answered
+            for _ in range(10):
+                h, b = signed("github", "pull_request", pr_payload("github", "opened", 12, _sha(), REPO), SECRET)
+                assert http.post(receiver.url, content=b, headers=h).status_code == 202
+        answers = []
+        for sock in slow:  # each is cut off by the server: an answer, then the end of the stream
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+            answers.append(received.split(b"\r\n", 1)[0])
+        assert set(answers) == {b"HTTP/1.1 408 Request Timeout"}, set(answers)
+    finally:
+        for sock in slow:
+            sock.close()
+    assert httpx.post(receiver.url, content=body, headers=headers, timeout=10).status_code == 202
+
+
+def test_deep_json_repeated_content_length_and_dot_segments_are_refused(receiver):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        before = client.count_flow_runs()
+    deep = b'{"action": "opened", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    headers, body = signed("github", "pull_request", deep, SECRET)
+    answer = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
+    assert answer.status_code == 400 and "nested deeper" in answer.json()["error"]
+
+    headers, body = signed("github", "pull_request", pr_payload("github", "opened", 13, _sha(), REPO), SECRET)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+    twice = (b"POST /hooks/github HTTP/1.1\r\nHost: hooks\r\n" + head + f"Content-Length: {len(body)}\r\n".encode() * 2
+             + b"\r\n" + body)
+    assert _raw(receiver.port, twice).startswith(b"HTTP/1.1 400 ")
+    for path in (b"/hooks/../hooks/github", b"/hooks/%2e%2e/hooks/github", b"/hooks/./github", b"//hooks/github"):
+        request = (b"POST " + path + b" HTTP/1.1\r\nHost: hooks\r\n" + head
+                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert _raw(receiver.port, request).startswith(b"HTTP/1.1 400 "), path
+    with get_client(sync_client=True) as client:
+        assert client.count_flow_runs() == before
+
+
+def test_the_delivery_status_needs_the_webhook_secrets_signature(receiver):
+    headers, body = signed("github", "pull_request", pr_payload("github", "opened", 14, _sha(), REPO), SECRET)
+    delivery = headers["X-GitHub-Delivery"]
+    assert httpx.post(receiver.url, content=body, headers=headers, timeout=10).status_code == 202
+    url = f"{receiver.url}/deliveries/{delivery}"
+    assert httpx.get(url, timeout=5).status_code == 401
+    assert httpx.get(url, timeout=5, headers=status_headers("not-the-secret", delivery)).status_code == 401
+    signed_status = httpx.get(url, timeout=5, headers=status_headers(SECRET, delivery))
+    assert signed_status.status_code == 200 and signed_status.json()["delivery"] == delivery
+
+
+def test_the_trusted_label_on_a_held_pull_request_starts_a_run_of_its_own(receiver):
+    """A maintainer's label is a delivery that starts the PR deployment again (the held run was the first)."""
+    head = _sha()
+    opened = signed("github", "pull_request", pr_payload("github", "opened", 15, head, REPO), SECRET)
+    first = run_id_of(httpx.post(receiver.url, content=opened[1], headers=opened[0], timeout=10), receiver.url, SECRET)
+    labeled_payload = {**pr_payload("github", "labeled", 15, head, REPO), "label": {"name": "safe-to-test"}}
+    headers, body = signed("github", "pull_request", labeled_payload, SECRET)
+    answer = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
+    assert answer.status_code == 202 and answer.json()["deployment"] == f"gitops-pr/{DEPLOYMENT}"
+    second = run_id_of(answer, receiver.url, SECRET)
+    assert second != first and _run(second)[0].parameters == _run(first)[0].parameters
+    other = {**labeled_payload, "label": {"name": "needs-review"}}
+    headers, body = signed("github", "pull_request", other, SECRET)
+    assert httpx.post(receiver.url, content=body, headers=headers, timeout=10).status_code == 204
+
+
+def test_with_a_certificate_and_key_the_receiver_serves_https_only(hooks_setup, tmp_path):
+    from opsflow.stack.tls import issue, make_ca
+
+    ca = make_ca("webhook test CA")
+    issue(ca, "127.0.0.1", ["127.0.0.1", "localhost"]).write(tmp_path / "hooks.crt", tmp_path / "hooks.key")
+    tls = ReceiverProcess(free_port(), tmp_path / "journal.sqlite3", hooks_setup.prefect_api_url, ca_pem=ca.cert_pem)
+    tls.args = [*tls.args, "--tls-cert", str(tmp_path / "hooks.crt"), "--tls-key", str(tmp_path / "hooks.key")]
+    tls.start()
+    try:
+        headers, body = signed("github", "pull_request", pr_payload("github", "opened", 16, _sha(), REPO), SECRET)
+        answer = httpx.post(tls.url, content=body, headers=headers, timeout=10, verify=tls.verify)
+        assert answer.status_code == 202, answer.text
+        with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer from a TLS port
+            httpx.post(tls.url.replace("https://", "http://"), content=body, headers=headers, timeout=5)
+    finally:
+        assert tls.stop() == 0

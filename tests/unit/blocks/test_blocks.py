@@ -136,3 +136,30 @@ def test_application_rejects_bad_input_naming_the_field(change, field):
     with pytest.raises(ValidationError) as info:
         Application(**{**APP, **change})
     assert field in errors_for(info.value) or (field == "" and "unique" in str(info.value))
+
+
+def test_registry_ca_cert_is_a_pem_certificate_and_gc_never_deletes_untagged():
+    from opsflow.stack.tls import make_ca
+
+    ca = make_ca("unit test CA").cert_pem
+    reg = ContainerRegistry(url="https://registry.lan", ca_cert=ca, gc_command=["sudo", "/usr/local/sbin/registry-gc"])
+    assert reg.ca_cert.startswith("-----BEGIN CERTIFICATE-----") and reg.kind == "distribution"
+    with pytest.raises(ValidationError) as info:
+        ContainerRegistry(url="https://registry.lan", ca_cert="not a certificate")
+    assert "not a PEM certificate" in errors_for(info.value)["ca_cert"]
+    with pytest.raises(ValidationError) as info:
+        ContainerRegistry(url="https://registry.lan",
+                          gc_command=["registry", "garbage-collect", "--delete-untagged", "/etc/registry.yml"])
+    assert "kept multi-arch images" in errors_for(info.value)["gc_command"]
+    with pytest.raises(ValidationError) as info:
+        ContainerRegistry(url="https://registry.lan", kind="quay")
+    assert "kind" in errors_for(info.value)
+
+
+def test_application_untrusted_pull_requests_default_to_hold_with_a_label():
+    app = Application(name="shop", repository="https://git.lan/o/shop.git", components=[{"name": "web"}])
+    assert app.untrusted_prs == "hold" and app.trusted_label == "safe-to-test"
+    with pytest.raises(ValidationError) as info:
+        Application(name="shop", repository="https://git.lan/o/shop.git", components=[{"name": "web"}],
+                    trusted_label="a,b")
+    assert "trusted_label" in errors_for(info.value)

@@ -107,3 +107,63 @@ def test_random_bodies_never_crash_the_parser(kind, event, body):
     assert isinstance(result, (Trigger, Ignored))
     if isinstance(result, Trigger):
         assert len(result.sha) in (40, 64)
+
+
+LABEL_APP = AppInfo(name="shop", default_branch="main", ml_project=False, trusted_label="safe-to-test")
+
+
+def _labeled(kind: str, label: str, number: int = 9) -> dict:
+    payload = pr_payload(kind, "opened", number, HEAD, "o/r")
+    if kind == "github":
+        payload.update(action="labeled", label={"name": label})
+    elif kind == "gitea":
+        payload.update(action="label_updated")
+        payload["pull_request"]["labels"] = [{"name": "bug"}, {"name": label}]
+    else:
+        payload["object_attributes"]["action"] = "update"
+        payload["changes"] = {"labels": {"previous": [{"title": "bug", "name": "bug"}],
+                                         "current": [{"name": "bug"}, {"name": label}]}}
+    return payload
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_trusted_label_starts_a_run_of_its_own_and_other_labels_nothing(kind):
+    event = "pull_request_label" if kind == "gitea" else "pull_request"
+    opened = parse(kind, lower(signed(kind, "pull_request", pr_payload(kind, "opened", 9, HEAD, "o/r"), SECRET)[0]),
+                   signed(kind, "pull_request", pr_payload(kind, "opened", 9, HEAD, "o/r"), SECRET)[1])
+    headers, body = signed(kind, event, _labeled(kind, "safe-to-test"), SECRET)
+    labeled = route(parse(kind, lower(headers), body), LABEL_APP, "forge")
+    first = route(opened, LABEL_APP, "forge")
+    assert labeled.deployment == first.deployment == "gitops-pr/default"
+    assert labeled.parameters == first.parameters and labeled.idempotency_key != first.idempotency_key
+    headers, body = signed(kind, event, _labeled(kind, "needs-review"), SECRET)
+    assert isinstance(route(parse(kind, lower(headers), body), LABEL_APP, "forge"), Ignored)
+
+
+def test_json_nested_too_deep_is_malformed_not_a_crash():
+    from opsflow.webhook.payloads import MAX_NESTING, _nesting
+
+    deep = b'{"action": "opened", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    headers, body = signed("github", "pull_request", deep, SECRET)
+    with pytest.raises(InvalidDelivery, match="nested deeper than"):
+        parse("github", lower(headers), body)
+    assert _nesting(b'{"a": "[[[{{{\\"]]]", "b": [[1], {"c": 2}]}') == 3
+    assert _nesting(b"[" * (MAX_NESTING + 1)) == MAX_NESTING + 1
+
+
+def test_request_routes_match_exactly_and_heads_naming_content_length_twice_are_refused():
+    from opsflow.webhook.http import repeated_content_length
+    from opsflow.webhook.server import Receiver, route_request, status_signature
+
+    receiver = Receiver("forge", "github", SECRET, None, None, None)
+    assert route_request(receiver, "POST", "/hooks/github", b"/hooks/github") == "post"
+    assert route_request(receiver, "GET", "/hooks/github/deliveries/d-1", b"/hooks/github/deliveries/d-1") == "status"
+    for path in ("/hooks/../hooks/github", "/hooks/./github", "//hooks/github"):
+        assert route_request(receiver, "POST", path, path.encode())[0] == 400
+    assert route_request(receiver, "POST", "/hooks/../hooks/github", b"/hooks/%2e%2e/hooks/github")[0] == 400
+    assert route_request(receiver, "POST", "/hooks/gitlab", b"/hooks/gitlab")[0] == 404
+    assert route_request(receiver, "GET", "/hooks/github", b"/hooks/github")[0] == 405
+    assert repeated_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5")
+    assert not repeated_content_length(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nX-Content-Length: 5")
+    assert status_signature(SECRET, "d-1") != status_signature(SECRET, "d-2")
+    assert status_signature(SECRET, "d-1").startswith("sha256=") and SECRET not in status_signature(SECRET, "d-1")
