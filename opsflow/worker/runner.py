@@ -306,8 +306,9 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
     from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
     from prefect.settings import Settings
 
-    from opsflow.worker.prefect_adapter import drive_run_flow_result
+    from opsflow.worker.prefect_adapter import drive_run_flow_result, prompt_heartbeat_stop
 
+    prompt_heartbeat_stop()  # the run ends when its flow does, not up to a heartbeat step later
     workdir = Path(job["workdir"])
     # The worker passes the run as it claimed it and the deployment it read meanwhile, which saves
     # this process two requests (and a client) before the engine starts; the engine re-reads the run.

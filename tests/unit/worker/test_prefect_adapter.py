@@ -42,3 +42,38 @@ def test_a_worker_has_the_attributes_the_adapter_reads():
     config.prepare_for_flow_run(FlowRun(flow_id=deployment.flow_id, name="r"), deployment=deployment)
     assert prefect_adapter.related_deployment(config) is deployment
     assert prefect_adapter.related_deployment(OpsflowJobConfiguration()) is None
+
+
+def test_the_heartbeat_thread_stops_when_its_run_ends_not_a_second_later():
+    """Prefect 3.8's loop sleeps in 1 s steps and a sync run joins it; opsflow's waits on its stop event."""
+    import threading
+
+    from prefect import flow_engine
+
+    from opsflow.worker.prefect_adapter import prompt_heartbeat_stop
+
+    original = flow_engine._send_heartbeats
+    sent = threading.Event()
+
+    class Engine:
+        heartbeat_seconds = 30
+        flow_run = None
+        logger = None
+
+        def _build_heartbeat_event_template(self):
+            return {}, []
+
+        def _emit_flow_run_heartbeat(self, resource, related):
+            sent.set()
+
+    try:
+        prompt_heartbeat_stop()
+        prompt_heartbeat_stop()  # idempotent
+        before = set(threading.enumerate())
+        with flow_engine._send_heartbeats(Engine(), join_on_exit=False):
+            assert sent.wait(5)  # the first heartbeat goes out at once
+            (thread,) = set(threading.enumerate()) - before
+        thread.join(0.25)  # Prefect's own loop would still be in its 1 s sleep here
+        assert not thread.is_alive()
+    finally:
+        flow_engine._send_heartbeats = original
