@@ -14,6 +14,7 @@ without a failed probe (the compose plans: tests/unit/tasks/test_deploy_compose.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
@@ -105,10 +106,22 @@ def test_a_second_deploy_to_the_same_target_waits_for_the_first(stack, edges, we
     states = []
     deploy = threading.Thread(target=lambda: states.append(
         run_deploy(app=app, version="v2", targets=[node.name], method="rolling", return_state=True)))
-    with concurrency(lock, occupy=1, timeout_seconds=30, strict=True):  # another deploy holds the target
-        deploy.start()
-        time.sleep(6)
-        assert deploy.is_alive() and httpx.get(url, timeout=5).text.strip() == f"{app} v1"
+    waiting = threading.Event()
+
+    class Watch(logging.Handler):  # the deploy runs in this process: its run logger says when it waits
+        def emit(self, record: logging.LogRecord) -> None:
+            if "another deploy holds" in record.getMessage():
+                waiting.set()
+
+    watch = Watch()
+    logging.getLogger("prefect").addHandler(watch)
+    try:
+        with concurrency(lock, occupy=1, timeout_seconds=30, strict=True):  # another deploy holds the target
+            deploy.start()
+            assert waiting.wait(60), "the second deploy never said it waits for the lock"
+            assert deploy.is_alive() and httpx.get(url, timeout=5).text.strip() == f"{app} v1"
+    finally:
+        logging.getLogger("prefect").removeHandler(watch)
     deploy.join(120)
     assert states and states[0].is_completed(), states
     assert httpx.get(url, timeout=5).text.strip() == f"{app} v2"
