@@ -139,22 +139,25 @@ def manifest_digest(registry, repository: str, reference: str) -> str | None:
 def events_since(since, settle_s: float = 20, wait_for: str | None = None) -> list[dict]:
     """Every event the Prefect server stored since ``since`` (a datetime), as JSON; with ``wait_for``, waits
     (up to ``settle_s``) until an event of that name is among them (events are persisted in batches)."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
+    from opsflow.core.prefect_api import api_client  # the server's auth, as Prefect's client sends it
 
-    api = PREFECT_API_URL.value().rstrip("/")
     deadline = time.monotonic() + settle_s
-    while True:
-        events: list[dict] = []
-        page = httpx.post(f"{api}/events/filter", json={"filter": {"occurred": {"since": since.isoformat()}},
-                                                        "limit": 50}, timeout=30).json()
-        events += page["events"]
-        while page.get("next_page"):
-            page = httpx.get(page["next_page"], timeout=30).json()
+    with api_client(timeout=30) as client:
+        while True:
+            events: list[dict] = []
+            page = client.post("events/filter", json={"filter": {"occurred": {"since": since.isoformat()}},
+                                                      "limit": 50})
+            page.raise_for_status()
+            page = page.json()
             events += page["events"]
-        if wait_for is None or any(e["event"] == wait_for for e in events) or time.monotonic() > deadline:
-            return events
-        time.sleep(0.5)
+            while page.get("next_page"):
+                page = client.get(page["next_page"])
+                page.raise_for_status()
+                page = page.json()
+                events += page["events"]
+            if wait_for is None or any(e["event"] == wait_for for e in events) or time.monotonic() > deadline:
+                return events
+            time.sleep(0.5)
 
 
 def run_state_messages(run_id: UUID) -> list[str]:
