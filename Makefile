@@ -27,7 +27,7 @@ demo: setup
 test: setup
 	$(UV) run ruff check .
 	$(UV) run lint-imports
-	$(UV) run pytest $(PYTEST_ARGS)
+	$(UV) run python -m tests.support.shards $(PYTEST_ARGS)
 
 # Only the tests that need no services (seconds; no system packages needed), or only those against the stack.
 test-unit: uv

@@ -32,6 +32,8 @@ os.environ.pop("PREFECT_API_KEY", None)
 os.environ["PREFECT_HOME"] = str(OUTPUT / f"prefect-client{_SUFFIX}")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# A test that reads a run's logs waits for them to reach the server: send them every 0.5 s, not every 2 s.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
 for var in ("OPSFLOW_HOME", "OPSFLOW_DATABASE_URL", "OPSFLOW_DATABASE", *(f"OPSFLOW_{k.upper()}" for k in TEST_PORTS)):
     os.environ.pop(var, None)
 

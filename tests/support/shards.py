@@ -1,0 +1,112 @@
+"""Run the test suite as parallel shards, each a pytest session with a stack of its own.
+
+``python -m tests.support.shards [pytest options]`` is what ``make test`` runs. Most of the suite's time is
+spent waiting on real services (the Prefect server, Docker builds and pushes, a run going through a
+worker), so one pytest process leaves a 2-core machine half idle; two sessions side by side, each on its
+own port base and state directory (``tests/conftest.py``: the suite already supports that), finish
+sooner. The test files are split by their measured durations (``DURATIONS``, greedy, longest first) so
+the shards end close together; a file never spans two shards (module fixtures stay shared).
+
+``OPSFLOW_TEST_SHARDS`` sets how many (default 2; 1 runs plain pytest). Test paths among the arguments
+run them in one plain session, as ``pytest`` would. Each shard's output goes to
+``test-output/shard-<n>.log`` and is printed when the shard ends; the exit code is the worst shard's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / "tests"
+OUTPUT = ROOT / "test-output"
+DEFAULT_BASE = 24000
+#: Seconds per test file (or the whole unit tree), measured on a quiet 2-core machine; an unknown file counts
+#: as ``UNKNOWN_S``. They only balance the shards: stale figures make a shard end later, nothing fails.
+DURATIONS = {
+    "tests/unit": 40,
+    "tests/integration/worker/test_worker.py": 110,
+    "tests/integration/ui/test_browser.py": 100,
+    "tests/integration/flows/test_demo.py": 75,
+    "tests/integration/flows/test_manual_deploy_edges.py": 65,
+    "tests/integration/flows/test_mlops.py": 55,
+    "tests/integration/webhook/test_load.py": 48,
+    "tests/integration/test_install.py": 42,
+    "tests/integration/webhook/test_receiver.py": 40,
+    "tests/integration/flows/test_gitops_failures.py": 24,
+    "tests/integration/test_trigger_e2e.py": 22,
+    "tests/integration/flows/test_gitops.py": 25,
+    "tests/integration/stack/test_databases.py": 22,
+    "tests/integration/test_deploy.py": 18,
+    "tests/integration/flows/test_manual_deploy.py": 18,
+    "tests/integration/flows/test_gitops_secrets.py": 30,
+    "tests/integration/stack/test_workers.py": 12,
+    "tests/integration/flows/test_registry_cleanup.py": 10,
+    "tests/integration/flows/test_manual_deploy_ssh.py": 9,
+    "tests/integration/stack/test_lifecycle.py": 8,
+    "tests/integration/stack/test_full_stack.py": 7,
+    "tests/integration/flows/test_mlops_dvclive.py": 8,
+    "tests/integration/flows/test_gitops_untrusted.py": 5,
+}
+UNKNOWN_S = 5
+
+
+def units(root: Path = ROOT) -> list[str]:
+    """The units a shard runs: the unit tree as one, and each integration test file."""
+    files = sorted(str(p.relative_to(root)) for p in (root / "tests" / "integration").rglob("test_*.py"))
+    return ["tests/unit", *files]
+
+
+def split(units: list[str], shards: int, durations: dict[str, float] = DURATIONS) -> list[list[str]]:
+    """``units`` in ``shards`` groups of about equal measured time (longest first, each to the least loaded)."""
+    groups: list[list[str]] = [[] for _ in range(shards)]
+    loads = [0.0] * shards
+    for unit in sorted(units, key=lambda u: (-durations.get(u, UNKNOWN_S), u)):
+        i = loads.index(min(loads))
+        groups[i].append(unit)
+        loads[i] += durations.get(unit, UNKNOWN_S)
+    return [sorted(g) for g in groups if g]
+
+
+def _names_tests(args: list[str]) -> bool:
+    """True when an argument names a test path (``tests/...``, ``file::test``): then run just that."""
+    return any(not a.startswith("-") and Path(a.split("::", 1)[0]).exists() for a in args)
+
+
+def main(args: list[str]) -> int:
+    shards = int(os.environ.get("OPSFLOW_TEST_SHARDS", "2"))
+    pytest = [sys.executable, "-m", "pytest"]
+    if shards <= 1 or _names_tests(args):
+        return subprocess.call([*pytest, *args], cwd=ROOT)
+    base = int(os.environ.get("OPSFLOW_TEST_PORT_BASE", str(DEFAULT_BASE)))
+    OUTPUT.mkdir(exist_ok=True)
+    groups = split(units(), shards)
+    running = []
+    for n, group in enumerate(groups):
+        log = OUTPUT / f"shard-{n}.log"
+        env = {**os.environ, "OPSFLOW_TEST_PORT_BASE": str(base + 1000 * n)}
+        print(f"shard {n} (port base {base + 1000 * n}): {' '.join(group)}", flush=True)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([*pytest, *args, *group], cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        running.append((n, proc, log, time.monotonic()))
+    worst = 0
+    by_pid = {proc.pid: item for item in running for proc in [item[1]]}
+    while by_pid:
+        pid, status = os.wait()  # the next shard to end
+        if pid not in by_pid:
+            continue
+        n, _proc, log, began = by_pid.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        print(f"\n{'=' * 30} shard {n}: exit {code} after {time.monotonic() - began:.0f}s {'=' * 30}", flush=True)
+        sys.stdout.write(log.read_text(errors="replace"))
+        sys.stdout.flush()
+        worst = max(worst, code if code >= 0 else 1)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
