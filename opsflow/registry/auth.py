@@ -10,6 +10,13 @@ answers 401 to a cached one. A registry that challenges ``Basic`` gets the crede
 request from then on.
 
 The credentials travel in the ``Authorization`` header only; no error message carries them.
+
+Why not a library for the v2 transport: oras-py and python-dxf (both on PyPI) are built on ``requests``,
+while every other HTTP call of opsflow (forges, Prefect API, S3 stand-ins' checks) is httpx, with one
+timeout/retry-within-deadline policy (``opsflow.core.waits``) and one CA bundle per client; neither speaks
+Harbor's project API (cleanup's inventory when the catalog is refused), and the docker SDK's
+``RegistryData`` only reads a manifest through the engine. The token flow itself is this module's one
+``httpx.Auth`` class.
 """
 
 from __future__ import annotations
