@@ -12,7 +12,7 @@ request from then on.
 The credentials travel in the ``Authorization`` header only; no error message carries them.
 
 Why not a library for the v2 transport: oras-py and python-dxf (both on PyPI) are built on ``requests``,
-while every other HTTP call of opsflow (forges, Prefect API, S3 stand-ins' checks) is httpx, with one
+while opsflow's other HTTP calls (forges, the Prefect API, health probes) are httpx, with one
 timeout/retry-within-deadline policy (``opsflow.core.waits``) and one CA bundle per client; neither speaks
 Harbor's project API (cleanup's inventory when the catalog is refused), and the docker SDK's
 ``RegistryData`` only reads a manifest through the engine. The token flow itself is this module's one
