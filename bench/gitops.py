@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -216,7 +217,12 @@ def plain_build_push(contexts: dict[str, tuple[Path, dict[str, str]]], tag: str)
     registry = ContainerRegistry.load("local-registry")
     builder = choose_builder(engine)
     cli = builder.argv[0] if builder.argv else "docker"
-    env = scrubbed_environment(tempfile.gettempdir(), {"DOCKER_HOST": engine.base_url, **dict(builder.env)})
+    config = tempfile.mkdtemp(prefix="bench-docker-config-")  # the login a plain script needs: `docker login`
+    env = scrubbed_environment(tempfile.gettempdir(), {"DOCKER_HOST": engine.base_url, "DOCKER_CONFIG": config,
+                                                       **dict(builder.env)})
+    if registry.username:
+        run([cli, "login", "-u", registry.username, "--password-stdin", registry.host], env=env, isolated=True,
+            timeout=60, stdin_text=registry.password.get_secret_value())
 
     def one(item):
         name, (context, args) = item
@@ -226,8 +232,11 @@ def plain_build_push(contexts: dict[str, tuple[Path, dict[str, str]]], tag: str)
         run([*argv, str(context)], env=env, isolated=True, timeout=600)
         run([cli, "push", "-q", ref], env=env, isolated=True, timeout=600)
 
-    with ThreadPoolExecutor(len(contexts)) as pool:
-        list(pool.map(one, contexts.items()))
+    try:
+        with ThreadPoolExecutor(len(contexts)) as pool:
+            list(pool.map(one, contexts.items()))
+    finally:
+        shutil.rmtree(config, ignore_errors=True)
 
 
 def merge_vs_plain(bench: Bench, rounds: int) -> dict:
