@@ -13,14 +13,16 @@ artifact and no image in the registry. Runs of the two sides alternate so drift 
 * ``parallel_ratio``: the PR flow on two components vs on one (backend); ``parallel_ratio_plain``
   is the same for the plain script, i.e. what the machine's cores allow.
 * ``rerun_ratio_server``: the same as ``rerun_ratio`` from the run durations the Prefect server
-  recorded; ``heartbeat_teardown_s``: the wait Prefect's heartbeat thread adds when a flow call
-  returns (it sleeps in 1 s steps), included in every wall-clock figure above.
+  recorded; ``heartbeat_teardown_s``: the wait Prefect's heartbeat thread still adds when a flow call
+  returns. The flows run in this process as the vault-build worker's run process runs them, with
+  ``prompt_heartbeat_stop`` (opsflow/worker/prefect_adapter.py): without it each call ends up to 1 s late.
 * ``incremental_pr_ratio``: a PR changing one source file (backend) after a PR that warmed the
   dependency caches vs a cold PR (a new, empty ``OPSFLOW_CACHE_DIR``: npm downloads and installs
   everything) of a commit changing both components. Median of the rounds. Target <= 0.4.
-* ``merge_ratio``: the merge flow (both components) vs a plain script doing ``docker build`` +
-  ``docker push`` of the same contexts (the artifacts unpacked), one thread per component, with the
-  docker CLI and builder opsflow chose (BuildKit through the CLI where it can). Median. Target <= 1.3.
+* ``merge_ratio``: the merge flow (both components) vs a plain script doing ``docker login`` (the
+  registry has htpasswd auth and TLS), then ``docker build`` + ``docker push`` of the same contexts (the
+  artifacts unpacked), one thread per component, with the docker CLI and builder opsflow chose (BuildKit
+  through the CLI where it can). Median. Target <= 1.3.
 * ``--nextjs``: ``nextjs_pr_s`` and ``nextjs_merge_s``, the storefront sample (Next.js standalone)
   through PR and merge, and ``nextjs_serves`` (its image answers ``/api/health`` and a static chunk).
 
