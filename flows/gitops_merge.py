@@ -13,9 +13,7 @@ from pydantic import Field
 from blocks import ContainerRegistry, DockerHostTarget, names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
 from flows import common
-from flows.common import block_secrets
 from opsflow.core.errors import ArtifactNotFound
-from opsflow.core.redact import register
 from tasks.artifacts.store import ArtifactPlan, load_artifact, plan_artifact, save_artifact
 from tasks.build import build_app
 from tasks.build.caches import TreeCache
@@ -27,7 +25,7 @@ from tasks.images.build import build_image
 from tasks.images.prune import prune_build_images
 from tasks.images.push import push_image
 from tasks.images.tag import tag_image
-from tasks.registry.lookup import lookup_image
+from tasks.registry.lookup import lookup_tags
 from tasks.summaries import ComponentOutcome, tests_passed
 
 CONTEXT = "opsflow/gitops-merge"
@@ -89,6 +87,7 @@ def find_artifacts(cfg: common.PipelineConfig, checkout: Checkout, build_if_miss
             comps = [application.component(p.component) for p in missing]
             for comp in comps:
                 install_deps(full, comp, cache)
+            cfg.secrets = cfg.secrets or common.load_secrets(application)
             written = fetch_env_files(full, application.env_files, cfg.secrets)
             redact = redaction_list(full, written, application.env_files, common.public_names(application))
             for plan, comp in zip(missing, comps, strict=True):
@@ -108,27 +107,32 @@ def _needs_base(comp, plan: ArtifactPlan) -> str | None:
     return comp.base_image.split(":", 1)[1] if uses and comp.base_image.startswith("opsflow:") else None
 
 
+def image_repositories(cfg: common.PipelineConfig, registry: ContainerRegistry) -> dict[str, str]:
+    """The image repository of every component: ``<registry>/<app>-<component>``."""
+    return {c.name: registry.repository(f"{cfg.application.name}-{c.name}") for c in cfg.application.components}
+
+
 def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict[str, ArtifactPlan], tags: list[str],
                      version: str | None, registry: ContainerRegistry, engine: DockerHostTarget,
-                     cleanup: list) -> list[ComponentOutcome]:
+                     cleanup: list, lookups: dict) -> list[ComponentOutcome]:
     """Per component in parallel: the tags it lacks added to an image already pushed for this commit, or the
-    artifact loaded, built into the image and pushed with every tag."""
+    artifact loaded, built into the image and pushed with every tag. ``lookups``: per component, the
+    ``lookup_tags`` future of its repository and ``tags``."""
     logger = get_run_logger()
     application = cfg.application
     started = datetime.now(UTC)
-    repositories = {c.name: registry.repository(f"{application.name}-{c.name}") for c in application.components}
-    lookups = {(c.name, t): lookup_image.submit(registry, repositories[c.name], t)
-               for c in application.components for t in tags}
+    repositories = image_repositories(cfg, registry)
     bases: dict[str, object] = {}
     done, chains = [], []
     for comp in application.components:
         plan, repository = plans[comp.name], repositories[comp.name]
         outcome = ComponentOutcome(comp.name, plan.key, plan.metadata["digest"], plan.metadata["size"], True,
                                    tests=plan.metadata.get("tests"))
-        tag_plan = plan_tags({t: lookups[(comp.name, t)].result() for t in tags}, tags[0], version)
+        found = lookups[comp.name].result()
+        tag_plan = plan_tags(found, tags[0], version)
         if tag_plan.conflicts:
             outcome.error = (f"tag {version} of {repository} already names another image "
-                             f"({lookups[(comp.name, version)].result()}); a version tag is not moved: "
+                             f"({found[version]}); a version tag is not moved: "
                              "tag the release with a new version")
             done.append(outcome)
             continue
@@ -210,21 +214,25 @@ def gitops_merge(
         ArtifactNotFound: no artifact for a component's tree (the key is named), or its PR tests failed.
         PipelineFailed: an image failed to build or push.
     """
-    cfg = common.load_config(app, store_block, forge_block)
-    registry = ContainerRegistry.load(registry_block)
-    engine = DockerHostTarget.load(engine_block)
+    # The env file secrets only when an artifact is built here (find_artifacts loads them then).
+    cfg = common.load_config(app, store_block, forge_block, with_secrets=False,
+                             extra=((ContainerRegistry, registry_block), (DockerHostTarget, engine_block)))
+    registry, engine = cfg.extra
     tags = [sha, branch_tag(branch)] + ([version] if version else [])
     title = f"opsflow GitOps · {cfg.application.name} · merge"
     key = common.report_key("gitops-merge", cfg.application.name)
-    register(block_secrets(registry))
     with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building the images") as result:
         try:
             with common.workspace() as cleanup:
+                # What the registry has for the tags is asked while the commit is fetched and its artifacts found.
+                lookups = {name: lookup_tags.submit(registry, repository, tags)
+                           for name, repository in image_repositories(cfg, registry).items()}
                 # The commit's trees are all the merge needs (artifacts are found by tree id): no files.
                 checkout = clone_repo(cfg.application.repository, sha, files=False, **cfg.clone_auth)
                 cleanup.append(checkout.root)
                 plans = find_artifacts(cfg, checkout, build_if_missing)
-                result.components = package_and_push(cfg, checkout, plans, tags, version, registry, engine, cleanup)
+                result.components = package_and_push(cfg, checkout, plans, tags, version, registry, engine, cleanup,
+                                                     lookups)
         finally:
             prune_build_images(engine)
     common.raise_if_failed(result.components)

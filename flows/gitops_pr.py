@@ -10,6 +10,7 @@ from prefect import flow
 from blocks import names
 from blocks.fields import BlockName, Name, PrNumber, Sha
 from flows import common
+from opsflow.core.threads import ContextThreadPool
 from tasks.app_tests import run_tests
 from tasks.artifacts.store import plan_artifact, record_test_results, save_artifact
 from tasks.build import build_app
@@ -152,15 +153,17 @@ def gitops_pr(
         common.report_held(cfg, sha, CONTEXT, pr, key, title, trust)
         return []
     with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building and testing") as result, \
-            common.workspace() as paths:
+            common.workspace() as paths, ContextThreadPool(1, thread_name_prefix="load-secrets") as pool:
+        # A trusted run's env file secrets load while the commit is checked out (an untrusted one never loads them).
+        secrets = pool.submit(common.load_secrets, cfg.application) if trust.trusted else None
         checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
         paths.append(checkout.root)
-        if not trust.trusted:  # run without secrets: no env files, nothing stored, a cache of its own
+        if secrets is None:  # run without secrets: no env files, nothing stored, a cache of its own
             scratch = Path(tempfile.mkdtemp(prefix="opsflow-run-untrusted-"))
             paths.append(scratch)
             result.components = build_and_test_untrusted(cfg, checkout, scratch)
         else:
-            cfg.secrets = common.load_secrets(cfg.application)
+            cfg.secrets = secrets.result()
             result.components = build_and_test(cfg, checkout, common.block_secrets(cfg.forge))
     common.raise_if_failed(result.components)
     return [o.__dict__ for o in result.components]

@@ -16,6 +16,18 @@ def _lookup_run_name() -> str:
     return f"lookup-image-{image_name(params['repository'])}:{str(params['tag'])[:12]}"
 
 
+def _digest(registry: ContainerRegistry, client, repository: str, tag: str, attempts: int) -> str | None:
+    path = f"/v2/{repository_path(registry.host, repository)}/manifests/{tag}"
+    resp = request(client, "HEAD", path, attempts=attempts)
+    if resp.status_code == 200:
+        return resp.headers.get("Docker-Content-Digest")
+    if resp.status_code == 404:
+        return None
+    who = f"user {registry.username!r}" if registry.username else "an anonymous client"
+    raise RemoteError(f"registry {registry.url}: HEAD {path} answered {resp.status_code}; {who} may not read "
+                      f"{repository}: check the registry credentials in the block")
+
+
 @task(name="lookup-image", task_run_name=_lookup_run_name)
 def lookup_image(registry: ContainerRegistry, repository: str, tag: str, attempts: int = 4) -> str | None:
     """The digest ``repository:tag`` has in the registry, or None when the tag does not exist.
@@ -25,13 +37,24 @@ def lookup_image(registry: ContainerRegistry, repository: str, tag: str, attempt
         RegistryTlsError: the registry's certificate is not trusted (the block's ``ca_cert`` is named).
         RemoteError: any other refusal, or no answer after ``attempts`` (with back-off).
     """
-    path = f"/v2/{repository_path(registry.host, repository)}/manifests/{tag}"
     with registry.get_client() as client:
-        resp = request(client, "HEAD", path, attempts=attempts)
-    if resp.status_code == 200:
-        return resp.headers.get("Docker-Content-Digest")
-    if resp.status_code == 404:
-        return None
-    who = f"user {registry.username!r}" if registry.username else "an anonymous client"
-    raise RemoteError(f"registry {registry.url}: HEAD {path} answered {resp.status_code}; {who} may not read "
-                      f"{repository}: check the registry credentials in the block")
+        return _digest(registry, client, repository, tag, attempts)
+
+
+def _lookup_tags_run_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"lookup-tags-{image_name(task_run.parameters['repository'])}"
+
+
+@task(name="lookup-tags", task_run_name=_lookup_tags_run_name)
+def lookup_tags(registry: ContainerRegistry, repository: str, tags: list[str],
+                attempts: int = 4) -> dict[str, str | None]:
+    """The digest each of ``tags`` of ``repository`` has in the registry (None: no such tag), over one
+    connection and one login (a merge asks for the commit, branch and version tags of each image).
+
+    Raises:
+        RegistryAuthError, RegistryTlsError, RemoteError: as :func:`lookup_image`.
+    """
+    with registry.get_client() as client:
+        return {tag: _digest(registry, client, repository, tag, attempts) for tag in dict.fromkeys(tags)}
