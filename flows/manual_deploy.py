@@ -15,6 +15,7 @@ import asyncio
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, runtime
+from prefect.context import SyncClientContext
 from prefect.flow_runs import apause_flow_run
 from prefect.futures import as_completed
 from pydantic import Field
@@ -111,70 +112,73 @@ async def manual_deploy(
     logger = get_run_logger()
     if len(set(targets)) != len(targets):
         raise InvalidInput(f"targets lists a target twice: {targets}")
-    application, registry, store, *loaded = await asyncio.gather(
-        _load(Application, app, "application"), _load(ContainerRegistry, registry_block, "container registry"),
-        _load(ObjectStore, records_store, "object store"),
-        *(_load(_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets))
-    blocks = dict(zip(targets, loaded, strict=True))
-    chosen = components or [c.name for c in application.components]
-    unknown = sorted(set(chosen) - {c.name for c in application.components})
-    if unknown:
-        raise InvalidInput(f"application {app!r} has no component(s) {unknown}")
-    chosen_method = method or application.deploy.method
-    if target_kind == "docker" and chosen_method == DeployMethod.blue_green:
-        host_networked = [t for t, b in blocks.items() if b.network_mode != "bridge"]
-        portless = [n for n in chosen if not application.component(n).ports]
-        if host_networked or portless:
-            raise InvalidInput("blue-green on Docker hosts needs bridge networking and a port to switch: "
-                               + "; ".join([*(f"target {t} uses network_mode=host" for t in host_networked),
-                                            *(f"component {n} has no port" for n in portless)])
-                               + "; use method=rolling there")
-    role_names = {n: [r.name for r in application.component(n).run_roles()] for n in chosen}
-    missing = sorted(set(roles or []) - {r for names in role_names.values() for r in names})
-    if missing:
-        raise InvalidInput(f"no chosen component of {app!r} has the role(s) {missing}; they have {role_names}")
-    docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
-    # The engines are read while the images are looked up in the registry: neither needs the other.
-    reads = {t: read_target.submit(b, app, sorted(chosen)) for t, b in docker_blocks.items()}
-    resolving = [resolve_release.submit(registry, application, name, version, replicas, cpu, memory, chosen_method,
-                                        roles=[r for r in roles if r in role_names[name]] if roles else None,
-                                        env=env, init=init)
-                 for name in chosen if not roles or set(roles) & set(role_names[name])]
-    releases = [rel for future in resolving for rel in future.result()]
-    shown = (check_runtime_secrets(releases) if uses_secrets(releases)
-             else {r.key: describe(r.runtime, RuntimeValues()) for r in releases})
-    diffs = {t: compose_diff.submit(b, releases) for t, b in docker_blocks.items() if b.compose_project}
-    seen = {t: f.result(raise_on_failure=False) for t, f in reads.items()}
-    for target, block in blocks.items():
-        got = seen.get(target)
-        check_target(releases, target_kind, target, block, None if isinstance(got, BaseException) or got is None
-                     else got["info"])
-    plans = [publish_plan.submit(
-        releases, target_kind, target, _running(releases, seen.get(target)),
-        getattr(block, "namespace", "default"), getattr(block, "os", None) == "windows",
-        getattr(block, "network_mode", "host"), shown,
-        diffs[target].result() if target in diffs else None,
-        getattr(block, "ingress_class", None)) for target, block in blocks.items()]
-    for plan in plans:
-        plan.result()
-    if approve:
-        logger.info("waiting for approval: resume this run in the Prefect UI to deploy, cancel it to stop")
-        await apause_flow_run(timeout=24 * 3600)
+    # One Prefect client for every task run of this run, as Prefect's sync flow engine gives its tasks
+    # (see the module docstring).
+    with SyncClientContext.get_or_create():
+        application, registry, store, *loaded = await asyncio.gather(
+            _load(Application, app, "application"), _load(ContainerRegistry, registry_block, "container registry"),
+            _load(ObjectStore, records_store, "object store"),
+            *(_load(_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets))
+        blocks = dict(zip(targets, loaded, strict=True))
+        chosen = components or [c.name for c in application.components]
+        unknown = sorted(set(chosen) - {c.name for c in application.components})
+        if unknown:
+            raise InvalidInput(f"application {app!r} has no component(s) {unknown}")
+        chosen_method = method or application.deploy.method
+        if target_kind == "docker" and chosen_method == DeployMethod.blue_green:
+            host_networked = [t for t, b in blocks.items() if b.network_mode != "bridge"]
+            portless = [n for n in chosen if not application.component(n).ports]
+            if host_networked or portless:
+                raise InvalidInput("blue-green on Docker hosts needs bridge networking and a port to switch: "
+                                   + "; ".join([*(f"target {t} uses network_mode=host" for t in host_networked),
+                                                *(f"component {n} has no port" for n in portless)])
+                                   + "; use method=rolling there")
+        role_names = {n: [r.name for r in application.component(n).run_roles()] for n in chosen}
+        missing = sorted(set(roles or []) - {r for names in role_names.values() for r in names})
+        if missing:
+            raise InvalidInput(f"no chosen component of {app!r} has the role(s) {missing}; they have {role_names}")
+        docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
+        # The engines are read while the images are looked up in the registry: neither needs the other.
+        reads = {t: read_target.submit(b, app, sorted(chosen)) for t, b in docker_blocks.items()}
+        resolving = [resolve_release.submit(registry, application, name, version, replicas, cpu, memory, chosen_method,
+                                            roles=[r for r in roles if r in role_names[name]] if roles else None,
+                                            env=env, init=init)
+                     for name in chosen if not roles or set(roles) & set(role_names[name])]
+        releases = [rel for future in resolving for rel in future.result()]
+        shown = (check_runtime_secrets(releases) if uses_secrets(releases)
+                 else {r.key: describe(r.runtime, RuntimeValues()) for r in releases})
+        diffs = {t: compose_diff.submit(b, releases) for t, b in docker_blocks.items() if b.compose_project}
+        seen = {t: f.result(raise_on_failure=False) for t, f in reads.items()}
+        for target, block in blocks.items():
+            got = seen.get(target)
+            check_target(releases, target_kind, target, block, None if isinstance(got, BaseException) or got is None
+                         else got["info"])
+        plans = [publish_plan.submit(
+            releases, target_kind, target, _running(releases, seen.get(target)),
+            getattr(block, "namespace", "default"), getattr(block, "os", None) == "windows",
+            getattr(block, "network_mode", "host"), shown,
+            diffs[target].result() if target in diffs else None,
+            getattr(block, "ingress_class", None)) for target, block in blocks.items()]
+        for plan in plans:
+            plan.result()
+        if approve:
+            logger.info("waiting for approval: resume this run in the Prefect UI to deploy, cancel it to stop")
+            await apause_flow_run(timeout=24 * 3600)
 
-    outcomes: dict[str, list[dict] | BaseException] = {}
-    waiting, running = list(targets), {}
-    while waiting or running:
-        while waiting and len(running) < max_parallel:
-            target = waiting.pop(0)
-            running[deploy_to_target.submit(app, version, target, target_kind, blocks[target], registry, releases,
-                                            store)] = target
-        future = next(as_completed(list(running)))
-        target = running.pop(future)
-        try:
-            outcomes[target] = future.result()
-        except Exception as exc:  # noqa: BLE001 - one target failing must not stop the others; reported below
-            outcomes[target] = exc
-            logger.error("deploy to %s failed: %s", target, exc)
-    return await report_outcomes(app, version, targets, outcomes)
+        outcomes: dict[str, list[dict] | BaseException] = {}
+        waiting, running = list(targets), {}
+        while waiting or running:
+            while waiting and len(running) < max_parallel:
+                target = waiting.pop(0)
+                running[deploy_to_target.submit(app, version, target, target_kind, blocks[target], registry, releases,
+                                                store)] = target
+            future = next(as_completed(list(running)))
+            target = running.pop(future)
+            try:
+                outcomes[target] = future.result()
+            except Exception as exc:  # noqa: BLE001 - one target failing must not stop the others; reported below
+                outcomes[target] = exc
+                logger.error("deploy to %s failed: %s", target, exc)
+        return await report_outcomes(app, version, targets, outcomes)
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from opsflow.core import tls
 from opsflow.core.errors import RegistryAuthError, RemoteError
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
@@ -66,12 +67,11 @@ def scope_for(method: str, path: str) -> str | None:
 
 def tls_verify(ca_cert: str | None, verify: bool = True) -> ssl.SSLContext | bool:
     """What httpx verifies the registry's certificate with: the system's CAs plus ``ca_cert`` (PEM), or
-    the system's alone. ``verify=False`` is honoured only when no CA is given."""
+    the system's alone. ``verify=False`` is honoured only when no CA is given. Each context is built once
+    per process (opsflow.core.tls)."""
     if not ca_cert:
-        return verify
-    context = ssl.create_default_context()
-    context.load_verify_locations(cadata=ca_cert)
-    return context
+        return tls.default_context() if verify else False
+    return tls.context_with_ca(ca_cert)
 
 
 def describe_tls_failure(url: str, exc: BaseException) -> str | None:

@@ -21,6 +21,7 @@ from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry, DockerHostTarget
 from blocks.application import RoleKind
+from opsflow.core import tls
 from opsflow.core.errors import DeployFailed, RemoteError
 from tasks.deploy.plan import OPSFLOW_LABEL, ROLE_LABEL, ComponentRelease, docker_container_specs
 from tasks.deploy.runtime import RuntimeValues, load_runtime
@@ -205,7 +206,7 @@ def wait_healthy(url: str | None, deadline_s: float, probe_timeout_s: float = 2,
         time.sleep(min(settle_s, deadline_s))
         why = exited(container) if container is not None else None
         return (why is None), (why or f"running after {min(settle_s, deadline_s):g}s (no health check)")
-    with httpx.Client(timeout=probe_timeout_s) as http:
+    with httpx.Client(timeout=probe_timeout_s, verify=tls.default_context()) as http:
         while time.monotonic() < end:
             try:
                 resp = http.get(url, headers={"Connection": "close"})
