@@ -24,6 +24,7 @@ from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesT
 from blocks.application import DeployMethod
 from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
 from opsflow.core.errors import InvalidInput
+from opsflow.core.threads import ContextThreadPool
 from tasks.deploy.compose_rollout import compose_diff
 from tasks.deploy.docker_host import read_target
 from tasks.deploy.release import check_runtime_secrets, check_target, publish_plan, resolve_release, uses_secrets
@@ -51,6 +52,12 @@ async def _load(cls, name: str, what: str):
     except ValueError as exc:
         raise InvalidInput(f"there is no {what} block named {name!r}; create it in the Prefect UI "
                            "(Blocks) or with `opsflow stack up`, or pick an existing one") from exc
+
+
+async def _all(futures: list, errors: bool = False) -> list:
+    """The results of ``futures`` (a ContextThreadPool's), awaited without blocking the flow's event loop;
+    with ``errors`` a failure is returned as its exception, else the first one is raised."""
+    return await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=errors)
 
 
 def _run_name() -> str:
@@ -138,17 +145,22 @@ async def manual_deploy(
         if missing:
             raise InvalidInput(f"no chosen component of {app!r} has the role(s) {missing}; they have {role_names}")
         docker_blocks = {t: b for t, b in blocks.items() if target_kind == "docker"}
+        wanted = [name for name in chosen if not roles or set(roles) & set(role_names[name])]
         # The engines are read while the images are looked up in the registry: neither needs the other.
-        reads = {t: read_target.submit(b, app, sorted(chosen)) for t, b in docker_blocks.items()}
-        resolving = [resolve_release.submit(registry, application, name, version, replicas, cpu, memory, chosen_method,
-                                            roles=[r for r in roles if r in role_names[name]] if roles else None,
-                                            env=env, init=init)
-                     for name in chosen if not roles or set(roles) & set(role_names[name])]
-        releases = [rel for future in resolving for rel in future.result()]
-        shown = (check_runtime_secrets(releases) if uses_secrets(releases)
-                 else {r.key: describe(r.runtime, RuntimeValues()) for r in releases})
-        diffs = {t: compose_diff.submit(b, releases) for t, b in docker_blocks.items() if b.compose_project}
-        seen = {t: f.result(raise_on_failure=False) for t, f in reads.items()}
+        # Plain calls in threads, not task runs (see the module docstring).
+        with ContextThreadPool(max_workers=max(1, min(len(docker_blocks) + len(wanted), 16))) as pool:
+            reads = {t: pool.submit(read_target, b, app, sorted(chosen)) for t, b in docker_blocks.items()}
+            resolving = [pool.submit(resolve_release, registry, application, name, version, replicas, cpu, memory,
+                                     chosen_method, env=env, init=init,
+                                     roles=[r for r in roles if r in role_names[name]] if roles else None)
+                         for name in wanted]
+            releases = [rel for resolved in await _all(resolving) for rel in resolved]
+            shown = (check_runtime_secrets(releases) if uses_secrets(releases)
+                     else {r.key: describe(r.runtime, RuntimeValues()) for r in releases})
+            diffs = dict(zip([t for t, b in docker_blocks.items() if b.compose_project], await _all(
+                [pool.submit(compose_diff, b, releases) for b in docker_blocks.values() if b.compose_project]),
+                strict=True))
+            seen = dict(zip(reads, await _all(list(reads.values()), errors=True), strict=True))
         for target, block in blocks.items():
             got = seen.get(target)
             check_target(releases, target_kind, target, block, None if isinstance(got, BaseException) or got is None
@@ -157,7 +169,7 @@ async def manual_deploy(
             releases, target_kind, target, _running(releases, seen.get(target)),
             getattr(block, "namespace", "default"), getattr(block, "os", None) == "windows",
             getattr(block, "network_mode", "host"), shown,
-            diffs[target].result() if target in diffs else None,
+            diffs.get(target),
             getattr(block, "ingress_class", None)) for target, block in blocks.items()]
         for plan in plans:
             plan.result()

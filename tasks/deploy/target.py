@@ -14,7 +14,7 @@ from tasks.deploy.docker_host import RolloutResult, rollout_docker
 from tasks.deploy.k8s import rollout_kubernetes
 from tasks.deploy.lock import hold_deploy_lock
 from tasks.deploy.plan import ComponentRelease, bash_script, powershell_script
-from tasks.deploy.records import DeployedImage, DeployRecord, merged_record, read_deploy_record, record_deploy
+from tasks.deploy.records import DeployedImage, DeployRecord, merged_record, read_deploy_record, write_deploy_record
 from tasks.deploy.ssh_host import run_deploy_script
 
 
@@ -60,7 +60,7 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
         finally:
             if done:
                 before = read_deploy_record(store, app, target)
-                record_deploy(store, merged_record(before, DeployRecord(
+                write_deploy_record(store, merged_record(before, DeployRecord(
                     app=app, target=target, target_kind=kind,
                     images=[_image(r, r.image, out.replicas, tag) for r, out in done],
                     previous=[_image(r, out.previous_image, 1) for r, out in done if out.previous_image],
