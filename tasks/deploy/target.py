@@ -44,7 +44,8 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
     and record what runs there: the new images of the roles that were deployed, the previous ones,
     and (merged from the earlier record) the roles this deploy did not touch. When a role fails,
     the ones deployed before it are recorded as they run, then the error is raised (after its
-    rollback)."""
+    rollback). The lock (created on a target's first deploy) and the record are plain calls, no
+    task runs of their own."""
     results: list[dict] = []
     done: list[tuple[ComponentRelease, RolloutResult]] = []
     holder = {"type": "task_run", "id": str(runtime.task_run.id)} if runtime.task_run.id else None
