@@ -42,7 +42,7 @@ def _running(docker_client, app: str) -> dict[str, str]:
             for c in docker_client.containers.list(filters={"label": f"org.opsflow.app={app}"})}
 
 
-def test_every_failure_point_ends_with_the_previous_version_answering(stack, docker_client, host_app):
+def test_every_failure_point_ends_with_the_previous_version_answering(stack, docker_client, host_app, run_logger_off):
     from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
     from opsflow.core.errors import DeployFailed
     from tasks.deploy.docker_host import rollout_docker
@@ -98,8 +98,8 @@ def test_a_deploy_from_the_token_auth_registry_pulls_with_the_blocks_login(stack
                                                                             docker_url):
     """The image is resolved (token flow, the block's CA) and pulled by the edge engine with the block's login."""
     from blocks import DockerHostTarget, ObjectStore
-    from flows.manual_deploy import manual_deploy
     from tasks.deploy.records import record_key
+    from tests.support.edge_nodes import run_deploy
 
     DockerHostTarget(name=HOST, base_url=docker_url, network_mode="host").save(HOST, overwrite=True)
     uid = uuid.uuid4().hex[:6]
@@ -109,7 +109,7 @@ def test_a_deploy_from_the_token_auth_registry_pulls_with_the_blocks_login(stack
     image = f"{token_registry.netloc}/{app}-web@{digests['v1']}"
     try:
         docker_client.images.remove(image, force=True)  # the build engine is the edge engine here: pull it anew
-        done = manual_deploy(app=app, version="v1", targets=[HOST], registry_block="token-registry")
+        done = run_deploy(app=app, version="v1", targets=[HOST], registry_block="token-registry")
         assert done["targets"][HOST]["components"][0]["image"] == image
         assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5).text.strip() == "token v1"
     finally:
