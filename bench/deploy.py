@@ -38,13 +38,32 @@ On a fifth node, a compose project of three services (``web`` = the app, ``cache
 
 Prints one line per round and a final line ``RESULT {json}``.
 
-Measured here (2 cores shared with other engineers' test runs, load average 7-9; ``--rounds 3``;
-Prefect on PostgreSQL): ``rollback_s`` 0.28, ``deploy_ratio`` 5.9 (2.03 s vs 0.35 s), ``deploy_surge_s``
-2.8, ``compose_ratio`` 1.96 (4.57 s vs 2.33 s), ``failed_probes_during_switch`` 0 of 373 and
-``compose_failed_probes_during_switch`` 0 of 642, ``fanout_ratio`` 2.0. The targets for the two ratios
-(2.0, 1.3) are not met: what is left is Prefect's flow-run engine and its API round trips per task
-run (each hop 30-50 ms idle, 0.2-0.5 s at that load), the deploy lock's lease calls and, for compose,
-the flow around one `docker-compose up`.
+Measured here (2 cores shared with other engineers' test runs; ``--rounds 3``; Prefect on PostgreSQL).
+Before (main at d1503ef, load average 7-9): ``rollback_s`` 0.28, ``deploy_ratio`` 5.9 (2.03 s vs 0.35 s),
+``deploy_surge_s`` 2.8, ``compose_ratio`` 1.96 (4.57 s vs 2.33 s), ``failed_probes_during_switch`` 0 of
+373 and ``compose_failed_probes_during_switch`` 0 of 642, ``fanout_ratio`` 2.0.
+
+After cutting the overhead (one Prefect client for all task runs of a run, TLS contexts built once,
+engine reads, registry lookups, compose diff, lock creation and deploy record as plain calls), the
+same command ``--parts host,compose --rounds 3`` run against main and this tree in turn on one stack
+(load average 3-14, so the ratios of two runs differ by up to 40 %): ``deploy_s`` 2.92 s median of
+three runs before (4.52, 2.71, 2.92), 2.19 s after (2.62, 2.19, 1.58); ``deploy_ratio`` 9.4, 6.7, 6.5
+before, 7.0, 4.9, 5.8 after; ``compose_ratio`` 2.52, 2.32, 2.40 before, 1.98, 1.82, 1.65 after;
+``deploy_surge_s`` 4.5 before, 2.4 after; no failed probe in either. Two ``--parts host --rounds 3``
+pairs when the machine went quiet (load 0.4-2), agreeing within 6 %: ``deploy_ratio`` 6.3 and 5.9
+before (1.43 s, 1.12 s vs 0.23 s, 0.19 s), 4.1 and 4.3 after (1.01 s, 0.82 s vs 0.25 s, 0.19 s);
+``deploy_surge_s`` 1.96, 1.68 before, 1.58, 1.23 after; ``rollback_s`` 0.18-0.23 in all. The figure that does not move
+with the load is the process's CPU per deploy (6 deploys on one host target, load 2.7): 0.71 s
+before, 0.33 s after (wall 1.5 s before, 1.1 s after, against 0.27-0.35 s for the plain
+``docker run``). The targets for the two ratios (2.0, 1.3) are still not met. What is left, per
+deploy at load ~3 (about 1.1 s): Prefect's flow-run engine before the flow body runs, 0.25-0.3 s
+(create the flow and the run, three reads of the server's default result storage, two of them on
+new API clients with a TLS context each, state proposals); the four block loads 0.1 s; the plan
+artifact and the results artifact, one POST each; the deploy lock through ``concurrency()``
+(the increment through Prefect's acquisition service, a lease renewal at once, and the release on
+a new API client: TLS context, CSRF token, decrement), 0.1 s; the Docker work itself (stop, create,
+start, health) 0.3 s, as the plain script's; each remaining task run (plan, deploy-to-target,
+rollout) about 16 ms of CPU. At load 10 each of these takes 3-4 times as long.
 """
 
 from __future__ import annotations
@@ -98,6 +117,8 @@ def main() -> None:
         client = edge.get_client()
         for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
             container.remove(force=True)
+        for network in client.networks.list(filters={"label": f"org.opsflow.app={app}"}):
+            network.remove()  # else each run leaves one and the engine runs out of address pools
         client.close()
     if parts & {"edges", "compose"}:
         result.update(edge_benchmarks(app, port, args.rounds, parts))

@@ -22,7 +22,6 @@ Harbor's project API (cleanup's inventory when the catalog is refused), and the 
 from __future__ import annotations
 
 import base64
-import functools
 import re
 import ssl
 import threading
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from opsflow.core import tls
 from opsflow.core.errors import RegistryAuthError, RemoteError
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
@@ -74,19 +74,11 @@ def scope_for(method: str, path: str) -> str | None:
 
 def tls_verify(ca_cert: str | None, verify: bool = True) -> ssl.SSLContext | bool:
     """What httpx verifies the registry's certificate with: the system's CAs plus ``ca_cert`` (PEM), or
-    the system's alone. ``verify=False`` is honoured only when no CA is given."""
+    the system's alone. ``verify=False`` is honoured only when no CA is given. Each context is built once
+    per process (opsflow.core.tls)."""
     if not ca_cert:
-        return verify
-    return _context_with(ca_cert)
-
-
-@functools.lru_cache(maxsize=16)
-def _context_with(ca_cert: str) -> ssl.SSLContext:
-    """One client context per CA, shared by every client (loading the system's CAs costs 30-60 ms of CPU per
-    client; a context is safe to share between connections and threads)."""
-    context = ssl.create_default_context()
-    context.load_verify_locations(cadata=ca_cert)
-    return context
+        return tls.default_context() if verify else False
+    return tls.context_with_ca(ca_cert)
 
 
 def describe_tls_failure(url: str, exc: BaseException) -> str | None:

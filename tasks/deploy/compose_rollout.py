@@ -44,11 +44,11 @@ from tasks.deploy.runtime import load_runtime
 from tasks.deploy.surge import probe_new, start_proxy
 
 
-@task(name="plan-compose", task_run_name="plan-compose-{engine.name}")
 def compose_diff(engine: DockerHostTarget, releases: list[ComponentRelease]) -> str:
     """The compose-file diff a deploy would make on ``engine`` (the plan artifact shows it): secret
     files appear as their paths, named by fingerprint, never as content. Raises InvalidInput
-    before anything changes when the file does not parse or lacks a service."""
+    before anything changes when the file does not parse or lacks a service. A plain function (the
+    flow calls it in a thread); its result is part of the plan task's artifact."""
     values = {r.key: load_runtime(r.runtime, f"components[{r.key}].runtime") for r in releases}
     return plan_compose(engine, releases, values).diff
 

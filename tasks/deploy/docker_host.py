@@ -22,6 +22,7 @@ from prefect import get_run_logger, task
 
 from blocks import ContainerRegistry, DockerHostTarget
 from blocks.application import RoleKind
+from opsflow.core import tls
 from opsflow.core.errors import DeployFailed, RemoteError
 from tasks.deploy.plan import OPSFLOW_LABEL, ROLE_LABEL, ComponentRelease, docker_container_specs
 from tasks.deploy.runtime import RuntimeValues, load_runtime
@@ -42,13 +43,20 @@ class RolloutResult:
     replicas: int = 1
 
 
-@task(name="read-docker-target", task_run_name="read-{app}-on-{engine.name}", retries=1, retry_delay_seconds=2)
 def read_target(engine: DockerHostTarget, app: str, components: list[str]) -> dict:
     """What a plan needs from an engine, in one session: its CPUs, memory and version (``docker info``,
-    which the limits are checked against) and, per component, what runs now in the plan's shape."""
-    with engine_session(engine) as client:
-        info = client.info()
-        found = client.containers.list(all=True, filters={"label": [f"{OPSFLOW_LABEL}.app={app}"]})
+    which the limits are checked against) and, per component, what runs now in the plan's shape.
+    An engine that does not answer is asked once more, 2 s later. A plain function, no task run (the
+    flow calls it in a thread beside the registry lookups): a task run cost a deploy 40-150 ms.
+
+    Raises:
+        RemoteError: the engine did not answer or refused, twice.
+    """
+    try:
+        info, found = _read_engine(engine, app)
+    except RemoteError:
+        time.sleep(2)
+        info, found = _read_engine(engine, app)
     running: dict[str, list[dict]] = {c: [] for c in components}
     for container in found:
         component = container.labels.get(f"{OPSFLOW_LABEL}.component")
@@ -58,6 +66,11 @@ def read_target(engine: DockerHostTarget, app: str, components: list[str]) -> di
                                        "labels": container.labels})
     return {"info": {k: info.get(k) for k in ("NCPU", "MemTotal", "ServerVersion", "OperatingSystem")},
             "running": running}
+
+
+def _read_engine(engine: DockerHostTarget, app: str) -> tuple[dict, list]:
+    with engine_session(engine) as client:
+        return client.info(), client.containers.list(all=True, filters={"label": [f"{OPSFLOW_LABEL}.app={app}"]})
 
 
 @contextmanager
@@ -216,7 +229,7 @@ def wait_healthy(url: str | None, deadline_s: float, probe_timeout_s: float = 2,
         time.sleep(min(settle_s, deadline_s))
         why = exited(container) if container is not None else None
         return (why is None), (why or f"running after {min(settle_s, deadline_s):g}s (no health check)")
-    with httpx.Client(timeout=probe_timeout_s) as http:
+    with httpx.Client(timeout=probe_timeout_s, verify=tls.default_context()) as http:
         while time.monotonic() < end:
             try:
                 resp = http.get(url, headers={"Connection": "close"})

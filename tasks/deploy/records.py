@@ -11,7 +11,6 @@ import json
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
-from prefect import task
 from pydantic import BaseModel, Field
 
 from blocks.fields import Digest, Name
@@ -62,7 +61,8 @@ def record_key(app: str, target: str) -> str:
 
 
 def write_deploy_record(store: ObjectStore, record: DeployRecord) -> str:
-    """Store ``record`` (overwriting the previous one for the same app and target); returns its key."""
+    """Store ``record`` (overwriting the previous one for the same app and target); returns its key.
+    Transient S3 failures are retried by the store's client (the block's ``max_attempts``)."""
     body = record.model_dump_json(indent=2).encode()
     try:
         store.get_client().put_object(Bucket=store.bucket, Key=record.key, Body=body,
@@ -122,10 +122,3 @@ def read_deploy_records(store: ObjectStore) -> list[DeployRecord]:
     except (BotoCoreError, ClientError) as exc:
         raise RemoteError(f"could not list deploy records in s3://{store.bucket}/{PREFIX}: {exc}") from exc
     return records
-
-
-@task(name="record-deploy", task_run_name="record-deploy-{record.app}-{record.target}", retries=2,
-      retry_delay_seconds=2)
-def record_deploy(store: ObjectStore, record: DeployRecord) -> str:
-    """Task form of ``write_deploy_record`` for flows."""
-    return write_deploy_record(store, record)

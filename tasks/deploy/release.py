@@ -33,14 +33,19 @@ from tasks.deploy.runtime import (
 from tasks.registry.lookup import lookup_image
 
 
-@task(name="resolve-release", task_run_name="resolve-{component}")
 def resolve_release(registry: ContainerRegistry, app: Application, component: str, version: str,
                     replicas: int | None, cpu: str | None, memory: str | None, method: DeployMethod,
                     roles: list[str] | None = None, env: dict[str, str] | None = None,
                     init: bool | None = None) -> list[ComponentRelease]:
     """The component's image by digest (a tag is looked up in the registry; a digest must exist),
     as one release per run role (``roles``: only those). Run-form values (``replicas``, ``cpu``,
-    ``memory``, ``env``, ``init``) win over the role's, which win over the application's defaults."""
+    ``memory``, ``env``, ``init``) win over the role's, which win over the application's defaults.
+    A plain function, no task run: the flow calls it in a thread beside the engine reads.
+
+    Raises:
+        InvalidInput: the tag or digest is not in the registry.
+        RemoteError: the registry refused or did not answer (``lookup_image``).
+    """
     comp = app.component(component)
     chosen = [comp.role(r) for r in roles] if roles else comp.run_roles()
     repository = registry.repository(f"{app.name}-{comp.name}")

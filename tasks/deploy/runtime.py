@@ -88,7 +88,9 @@ def _load_secret(block: str, where: str):
     from prefect.blocks.system import Secret
 
     try:
-        return Secret.load(block).get()
+        # _sync: called in a thread of the async manual-deploy flow (the compose diff), where Prefect's
+        # dispatch would hand back a coroutine.
+        return Secret.load(block, _sync=True).get()
     except (ValueError, KeyError) as exc:
         raise InvalidInput(f"{where}: there is no readable Secret block named {block!r}; create it in the Prefect "
                            "UI (Blocks > Secret) or fix the name") from exc

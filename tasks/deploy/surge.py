@@ -20,6 +20,7 @@ from prefect import get_run_logger
 
 from blocks import DockerHostTarget
 from blocks.application import DeployMethod
+from opsflow.core import tls
 from opsflow.core.errors import DeployFailed
 from tasks.deploy.bluegreen import (
     colour_of,
@@ -96,7 +97,7 @@ def _probe_through_proxy(container, release: ComponentRelease, deadline: float, 
     url = f"http://{public_host}:{release.ports[0]}{release.health_path}"
     headers = {"X-Opsflow-Probe": container.name, "X-Opsflow-Probe-Token": token, "Connection": "close"}
     start, next_check, seen = time.monotonic(), time.monotonic() + 0.5, "no answer yet"
-    with httpx.Client(timeout=release.probe_timeout_s) as http:
+    with httpx.Client(timeout=release.probe_timeout_s, verify=tls.default_context()) as http:
         while time.monotonic() < deadline:
             try:
                 resp = http.get(url, headers=headers)

@@ -12,9 +12,9 @@ from opsflow.core.errors import DeployFailed
 from tasks.deploy.compose_rollout import rollout_compose
 from tasks.deploy.docker_host import RolloutResult, rollout_docker
 from tasks.deploy.k8s import rollout_kubernetes
-from tasks.deploy.lock import ensure_deploy_lock, hold_deploy_lock
+from tasks.deploy.lock import hold_deploy_lock
 from tasks.deploy.plan import ComponentRelease, bash_script, powershell_script
-from tasks.deploy.records import DeployedImage, DeployRecord, merged_record, read_deploy_record, record_deploy
+from tasks.deploy.records import DeployedImage, DeployRecord, merged_record, read_deploy_record, write_deploy_record
 from tasks.deploy.ssh_host import run_deploy_script
 
 
@@ -44,13 +44,14 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
     and record what runs there: the new images of the roles that were deployed, the previous ones,
     and (merged from the earlier record) the roles this deploy did not touch. When a role fails,
     the ones deployed before it are recorded as they run, then the error is raised (after its
-    rollback)."""
-    lock = ensure_deploy_lock(f"deploy-{app}-{target}")
+    rollback). The lock (created on a target's first deploy) and the record are plain calls, no
+    task runs of their own."""
     results: list[dict] = []
     done: list[tuple[ComponentRelease, RolloutResult]] = []
     holder = {"type": "task_run", "id": str(runtime.task_run.id)} if runtime.task_run.id else None
     tag = version if not version.startswith("sha256:") else None
-    with hold_deploy_lock(lock, holder=holder, timeout_s=3600, logger=get_run_logger()):
+    with hold_deploy_lock(f"deploy-{app}-{target}", holder=holder, timeout_s=3600, logger=get_run_logger(),
+                          create=True):
         try:
             if kind == "docker" and target_block.compose_project:
                 done = list(zip(releases, rollout_compose(target_block, registry, releases), strict=True))
@@ -60,7 +61,7 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
         finally:
             if done:
                 before = read_deploy_record(store, app, target)
-                record_deploy(store, merged_record(before, DeployRecord(
+                write_deploy_record(store, merged_record(before, DeployRecord(
                     app=app, target=target, target_kind=kind,
                     images=[_image(r, r.image, out.replicas, tag) for r, out in done],
                     previous=[_image(r, out.previous_image, 1) for r, out in done if out.previous_image],

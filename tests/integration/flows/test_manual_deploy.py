@@ -42,7 +42,7 @@ def _running(docker_client, app: str) -> dict[str, str]:
             for c in docker_client.containers.list(filters={"label": f"org.opsflow.app={app}"})}
 
 
-def test_every_failure_point_ends_with_the_previous_version_answering(stack, docker_client, host_app):
+def test_every_failure_point_ends_with_the_previous_version_answering(stack, docker_client, host_app, run_logger_off):
     from blocks import ContainerRegistry, DockerHostTarget, ObjectStore
     from opsflow.core.errors import DeployFailed
     from tasks.deploy.docker_host import rollout_docker

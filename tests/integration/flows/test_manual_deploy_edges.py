@@ -136,7 +136,7 @@ def test_a_second_deploy_to_the_same_target_waits_for_the_first(stack, edges, we
     assert any(f"another deploy holds {lock}" in log.message for log in logs)
 
 
-def test_surge_rollouts_fail_no_probe_at_any_failure_point(edges, web_app):
+def test_surge_rollouts_fail_no_probe_at_any_failure_point(edges, web_app, run_logger_off):
     """Bridge networking: each failure point ends with the old version answering, and a prober at 20 Hz
     never sees a failure, neither during the failed deploys nor during a good one."""
     from blocks import ContainerRegistry, DockerHostTarget

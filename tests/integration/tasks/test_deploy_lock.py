@@ -23,8 +23,8 @@ def _active_slots(name: str) -> int:
 
 
 def test_the_lock_holds_one_slot_and_a_second_holder_waits_for_it(stack):
-    name = ensure_deploy_lock.fn(f"deploy-lock-test-{uuid.uuid4().hex[:8]}")
-    assert ensure_deploy_lock.fn(name) == name  # a second ensure finds it and changes nothing
+    name = ensure_deploy_lock(f"deploy-lock-test-{uuid.uuid4().hex[:8]}")
+    assert ensure_deploy_lock(name) == name  # a second ensure finds it and changes nothing
     order: list[str] = []
 
     def second() -> None:
@@ -49,6 +49,6 @@ def test_a_lock_that_does_not_exist_is_an_error_not_a_free_pass(stack):
 
 
 def test_a_lock_held_too_long_times_out_naming_it(stack):
-    name = ensure_deploy_lock.fn(f"deploy-lock-test-{uuid.uuid4().hex[:8]}")
+    name = ensure_deploy_lock(f"deploy-lock-test-{uuid.uuid4().hex[:8]}")
     with hold_deploy_lock(name), pytest.raises(TimeoutError, match=name), hold_deploy_lock(name, timeout_s=1):
         pytest.fail("entered a held lock")

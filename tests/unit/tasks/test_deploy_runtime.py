@@ -107,14 +107,14 @@ def test_one_image_in_two_roles_resolves_to_two_releases_with_their_own_commands
                   {"name": "batch", "kind": "batch", "cpu": "1", "runtime": {"env": {"MODE": "batch"},
                                                                             "args": ["node", "dist/batch.js"]}}]}])
     registry = ContainerRegistry(url="http://127.0.0.1:5000")
-    service, batch = release_module.resolve_release.fn(registry, app, "backend", "v1", None, None, "512Mi",
+    service, batch = release_module.resolve_release(registry, app, "backend", "v1", None, None, "512Mi",
                                                        DeployMethod.rolling, env={"EXTRA": "1"})
     assert (service.base_name, batch.base_name) == ("shop-backend", "shop-backend-batch")
     assert service.runtime.args == ["node", "dist/server.js"] and batch.runtime.args == ["node", "dist/batch.js"]
     assert service.runtime.env == {"MODE": "service", "EXTRA": "1"} and batch.runtime.env["MODE"] == "batch"
     assert batch.kind == RoleKind.batch and batch.ports == [] and batch.health_path is None
     assert (service.cpu, batch.cpu, batch.memory) == ("250m", "1", "512Mi")
-    [only] = release_module.resolve_release.fn(registry, app, "backend", "v1", None, None, None,
+    [only] = release_module.resolve_release(registry, app, "backend", "v1", None, None, None,
                                                DeployMethod.rolling, roles=["batch"])
     assert only.role == "batch" and only.image == service.image
 
