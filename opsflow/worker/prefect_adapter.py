@@ -28,6 +28,12 @@ These have no public equivalent:
   ended up to 1 s late (0.5 s on average: measured as the largest part of a GitOps merge run's overhead).
   :func:`prompt_heartbeat_stop` installs the same loop waiting on its stop event instead.
 
+- ``prefect.client.orchestration.ssl``: every ``PrefectClient``/``SyncPrefectClient`` builds a new
+  ``ssl.create_default_context(cafile=certifi.where())`` (26 ms of CPU here) and a run opens several before
+  its first task. :func:`share_client_tls_contexts` gives that module an ``ssl`` whose verified contexts are
+  built once per CA file (in the zygote, so every forked run inherits the one it built); other calls
+  (Prefect's insecure mode modifies its context) get a new one as before.
+
 ``tests/unit/worker/test_prefect_adapter.py`` checks each of them against the installed Prefect and
 fails naming the one that moved.
 """
@@ -36,6 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import threading
+import types
 from typing import Any
 
 log = logging.getLogger("opsflow.worker")
@@ -52,6 +61,7 @@ PRIVATE_NAMES = (
     ("prefect.flow_engine", "MINIMUM_HEARTBEAT_INTERVAL"),
     ("prefect.flow_engine", "BaseFlowRunEngine._build_heartbeat_event_template"),
     ("prefect.flow_engine", "BaseFlowRunEngine._emit_flow_run_heartbeat"),
+    ("prefect.client.orchestration", "ssl.create_default_context"),
 )
 #: Instance attributes ``BaseWorker.__init__`` sets; the unit test builds a worker and checks them.
 WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids", "_has_successfully_synced", "_last_polled_time")
@@ -104,6 +114,41 @@ def prompt_heartbeat_stop() -> None:
 
     send_heartbeats.opsflow_prompt = True  # type: ignore[attr-defined]
     flow_engine._send_heartbeats = send_heartbeats
+
+
+class _SharedVerifiedContexts(types.ModuleType):
+    """``ssl`` as ``prefect.client.orchestration`` sees it: ``create_default_context(cafile=...)`` built once per
+    CA file. A verified context only holds trust settings; sharing it between clients and threads is safe."""
+
+    def __init__(self) -> None:
+        super().__init__("ssl")
+        self._made: dict[str, ssl.SSLContext] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(ssl, name)
+
+    def create_default_context(self, purpose: Any = ssl.Purpose.SERVER_AUTH, *, cafile: str | None = None,
+                               capath: str | None = None, cadata: Any = None) -> ssl.SSLContext:
+        if not cafile or capath or cadata or purpose != ssl.Purpose.SERVER_AUTH:
+            return ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
+        with self._lock:
+            if cafile not in self._made:
+                self._made[cafile] = ssl.create_default_context(cafile=cafile)
+            return self._made[cafile]
+
+
+def share_client_tls_contexts() -> None:
+    """Make Prefect's API clients in this process share one verified TLS context per CA file (and build it
+    now, so processes forked from this one inherit it). Idempotent."""
+    from prefect.client import orchestration
+
+    if not isinstance(orchestration.ssl, _SharedVerifiedContexts):
+        orchestration.ssl = _SharedVerifiedContexts()
+    import certifi
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    orchestration.ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
 
 
 def drive_run_flow_result(flow: Any, result: object) -> None:

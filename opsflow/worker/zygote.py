@@ -201,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     conn = socket.socket(fileno=args.fd)
     started = time.monotonic()
     loaded, failed = preload([*ENGINE_MODULES, *args.modules])
+    from opsflow.worker.prefect_adapter import share_client_tls_contexts
+
+    share_client_tls_contexts()  # every run forked from here reuses the Prefect clients' TLS context
     if args.path:
         from opsflow.worker.runner import remember_preloaded
 

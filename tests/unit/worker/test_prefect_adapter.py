@@ -77,3 +77,30 @@ def test_the_heartbeat_thread_stops_when_its_run_ends_not_a_second_later():
         assert not thread.is_alive()
     finally:
         flow_engine._send_heartbeats = original
+
+
+def test_prefect_clients_share_one_verified_tls_context_per_ca_file():
+    import ssl
+
+    import certifi
+    from prefect.client import orchestration
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    from opsflow.worker.prefect_adapter import share_client_tls_contexts
+
+    original = orchestration.ssl
+    try:
+        share_client_tls_contexts()
+        share_client_tls_contexts()  # idempotent
+        one = SyncPrefectClient("http://127.0.0.1:9/api")
+        two = SyncPrefectClient("http://127.0.0.1:9/api")
+        first = one._client._transport._pool._ssl_context
+        assert first is two._client._transport._pool._ssl_context
+        assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname  # still verifying
+        cafile = PREFECT_API_SSL_CERT_FILE.value() or certifi.where()
+        assert orchestration.ssl.create_default_context(cafile=cafile) is first
+        assert orchestration.ssl.create_default_context() is not first  # an unverified caller gets its own
+        assert orchestration.ssl.SSLContext is ssl.SSLContext
+    finally:
+        orchestration.ssl = original
