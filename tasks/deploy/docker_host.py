@@ -11,7 +11,6 @@ that start the new containers beside the old ones (bridge networking, or no port
 from __future__ import annotations
 
 import io
-import logging
 import tarfile
 import time
 from contextlib import contextmanager
@@ -101,16 +100,6 @@ def engine_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The run's logger inside a task or flow; the module's when called outside one (a script, a test)."""
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
 def pull_if_missing(client, registry: ContainerRegistry, image: str) -> None:
     """Pull ``repository@digest`` unless the engine has it: a digest names one immutable image,
     so what is there is what was asked for (Kubernetes' IfNotPresent, without a registry call)."""
@@ -122,7 +111,7 @@ def pull_if_missing(client, registry: ContainerRegistry, image: str) -> None:
     except docker.errors.ImageNotFound:
         pass
     repository, digest = image.split("@", 1)
-    trust_registry_ca(client.api.base_url, "this node's engine", registry, _logger())
+    trust_registry_ca(client.api.base_url, "this node's engine", registry, get_run_logger())
     try:
         client.images.pull(repository, tag=digest, auth_config=registry.auth_config())
     except docker.errors.APIError as exc:
