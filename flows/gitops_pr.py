@@ -23,6 +23,14 @@ from tasks.summaries import ComponentOutcome, tests_passed
 CONTEXT = "opsflow/gitops-pr"
 
 
+def _tests_report(tested):
+    """The test report of a finished ``run_tests`` future (a failing run's ``TestsFailed`` carries it), or None
+    when the tests could not run."""
+    result = tested.result(raise_on_failure=False)
+    report = getattr(result, "report", result)
+    return report if hasattr(report, "summary") else None
+
+
 def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
     """One component's outcome from its build → save → test futures (waited for)."""
     tested.wait()
@@ -37,9 +45,8 @@ def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
     ref = saved.result()
     outcome.artifact_key, outcome.artifact_digest, outcome.artifact_size = ref.key, ref.digest, ref.size
     outcome.artifact_reused = not ref.uploaded
-    result = tested.result(raise_on_failure=False)
-    report = getattr(result, "report", result)  # TestsFailed carries its report
-    if not hasattr(report, "summary"):
+    report = _tests_report(tested)
+    if report is None:
         outcome.error = common.outcome_error(tested.state)
         return outcome
     outcome.tests = report.summary()
@@ -104,13 +111,10 @@ def build_and_test_untrusted(cfg: common.PipelineConfig, checkout: Checkout, scr
             outcome.error = common.outcome_error(installed.state)
         elif not build.state.is_completed():
             outcome.error = common.outcome_error(build.state)
+        elif (report := _tests_report(tested)) is not None:
+            outcome.tests, outcome.seconds = report.summary(), build.result().duration_s + report.seconds
         else:
-            result = tested.result(raise_on_failure=False)
-            report = getattr(result, "report", result)  # TestsFailed carries its report
-            if hasattr(report, "summary"):
-                outcome.tests, outcome.seconds = report.summary(), build.result().duration_s + report.seconds
-            else:
-                outcome.error = common.outcome_error(tested.state)
+            outcome.error = common.outcome_error(tested.state)
         outcomes.append(outcome)
     return outcomes
 
