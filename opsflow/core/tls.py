@@ -29,3 +29,9 @@ def context_with_ca(ca_pem: str) -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.load_verify_locations(cadata=ca_pem)
     return context
+
+
+@functools.lru_cache(maxsize=32)
+def context_with_cafile(cafile: str) -> ssl.SSLContext:
+    """``ssl.create_default_context(cafile=cafile)`` (what Prefect's API clients verify with), built once per file."""
+    return ssl.create_default_context(cafile=cafile)

@@ -43,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import threading
 import types
 from typing import Any
+
+from opsflow.core import tls
 
 log = logging.getLogger("opsflow.worker")
 
@@ -118,12 +119,10 @@ def prompt_heartbeat_stop() -> None:
 
 class _SharedVerifiedContexts(types.ModuleType):
     """``ssl`` as ``prefect.client.orchestration`` sees it: ``create_default_context(cafile=...)`` built once per
-    CA file. A verified context only holds trust settings; sharing it between clients and threads is safe."""
+    CA file (``opsflow.core.tls``). A verified context only holds trust settings; sharing it is safe."""
 
     def __init__(self) -> None:
         super().__init__("ssl")
-        self._made: dict[str, ssl.SSLContext] = {}
-        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(ssl, name)
@@ -132,10 +131,7 @@ class _SharedVerifiedContexts(types.ModuleType):
                                capath: str | None = None, cadata: Any = None) -> ssl.SSLContext:
         if not cafile or capath or cadata or purpose != ssl.Purpose.SERVER_AUTH:
             return ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
-        with self._lock:
-            if cafile not in self._made:
-                self._made[cafile] = ssl.create_default_context(cafile=cafile)
-            return self._made[cafile]
+        return tls.context_with_cafile(cafile)
 
 
 def share_client_tls_contexts() -> None:
