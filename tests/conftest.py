@@ -7,7 +7,6 @@ Prefect, so every test talks to the session's server and never to a developer's.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,7 @@ from opsflow.stack import (  # noqa: E402 - after the Prefect settings above are
     StackConfig,
     processes,
 )
+from opsflow.stack.postgres import remove_cluster  # noqa: E402
 
 # Fixtures shared across the tree (tests/support); loaded after the environment above is set.
 pytest_plugins = [
@@ -79,7 +79,7 @@ def stack(stack_config: StackConfig):
         home = stack_config.home
         for stale in [*(home / "prefect").glob("prefect.db*"), *(home / "logs").glob("*.log")]:
             stale.unlink()
-        shutil.rmtree(home / "postgres", ignore_errors=True)
+        remove_cluster(home)
     platform = Stack(stack_config, say=lambda line: print(f"[stack] {line}"))
     try:
         platform.up()

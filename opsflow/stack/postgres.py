@@ -14,16 +14,21 @@ So ``opsflow stack up`` runs Prefect on PostgreSQL by default:
   (``PREFECT_API_DATABASE_CONNECTION_URL``), never in a process's arguments;
 - run as root, it runs as the ``postgres`` system user (PostgreSQL refuses root), through
   ``runuser`` (``initdb``) or as the server process's user; the stack home is then made traversable
-  (0711) for it, its own directory stays 0700.
+  (0711) for it, its own directory stays 0700. When a directory above the home is not traversable
+  by other users (a checkout in a ``mktemp -d`` directory, mode 0700), the cluster lives in
+  ``/var/lib/opsflow/postgres-<hash of the home>`` instead and ``<home>/postgres`` is a symlink to
+  it: opsflow does not change the modes of directories it does not own.
 
 ``OPSFLOW_DATABASE_URL`` (an external PostgreSQL) replaces the private cluster.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +39,44 @@ from opsflow.core.proc import run
 DATABASE = "prefect"
 ROLE = "opsflow"
 BINDIRS_GLOB = "/usr/lib/postgresql/*/bin"
+# Where clusters go whose stack home the postgres user cannot reach (root-owned, traversable, not listable).
+OUTSIDE_ROOT = Path("/var/lib/opsflow")
+
+
+def _reachable_by_others(directory: Path) -> bool:
+    """True when every directory from ``/`` down to ``directory`` can be traversed by any user (o+x)."""
+    for path in [directory, *directory.parents]:
+        try:
+            if not path.stat().st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def cluster_root(home: Path) -> tuple[Path, Path | None]:
+    """Where a stack home's cluster lives, and the symlink in the home that points there (None: it is in the home).
+
+    ``<home>/postgres`` itself, unless we are root and the postgres user could not reach it: then a
+    directory under ``/var/lib/opsflow`` named by the home's path, linked from ``<home>/postgres``. A
+    cluster once made stays where it is (the link is followed).
+    """
+    home = home.absolute()
+    inside = home / "postgres"
+    if inside.is_symlink():
+        return Path(os.readlink(inside)), inside
+    if os.geteuid() != 0 or inside.exists() or _reachable_by_others(home.parent):
+        return inside, None
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    return OUTSIDE_ROOT / f"postgres-{digest}", inside
+
+
+def remove_cluster(home: Path) -> None:
+    """Delete a stack home's cluster and its data (the server must be stopped), wherever it lives."""
+    root, link = cluster_root(home)
+    shutil.rmtree(root, ignore_errors=True)
+    if link is not None and link.is_symlink():
+        link.unlink()
 
 
 def find_bindir(pattern: str = BINDIRS_GLOB) -> Path | None:
@@ -55,6 +98,7 @@ class Cluster:
     root: Path
     port: int
     bindir: Path
+    link: Path | None = None  # ``<home>/postgres`` when the cluster lives outside the home (``cluster_root``)
 
     @property
     def data(self) -> Path:
@@ -93,8 +137,12 @@ class Cluster:
         """Create the cluster, the role and the database once; a half-made data directory is made again."""
         if self.initialized():
             return
+        if self.link is not None:
+            self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._own(self.root)
+        if self.link is not None and not self.link.is_symlink():
+            self.link.symlink_to(self.root, target_is_directory=True)
         self.password()
         self._check_reachable()
         shutil.rmtree(self.data, ignore_errors=True)
@@ -138,8 +186,8 @@ class Cluster:
     def _check_reachable(self) -> None:
         if not self.as_postgres:
             return
-        home = self.root.parent
-        home.chmod(home.stat().st_mode | 0o111)  # traversable, not listable, for the postgres user
+        parent = self.root.parent
+        parent.chmod(parent.stat().st_mode | 0o111)  # traversable, not listable, for the postgres user
         try:
             run([*self.as_postgres, "test", "-w", str(self.root)], timeout=30)
         except CommandFailed as exc:

@@ -17,7 +17,7 @@ from opsflow.core.heartbeats import heartbeat_env
 from opsflow.core.prefect_api import basic_auth_header
 from opsflow.core.retention import server_retention_env
 from opsflow.stack.config import WORK_POOLS, StackConfig, load_credentials
-from opsflow.stack.postgres import Cluster, find_bindir
+from opsflow.stack.postgres import Cluster, cluster_root, find_bindir
 from opsflow.stack.tls import RegistryDoor
 
 #: What a worker keeps of the environment of whoever ran ``opsflow stack up`` (nothing else: not the
@@ -149,11 +149,13 @@ def database_choice(cfg: StackConfig) -> tuple[str, str]:
 
 
 def cluster(cfg: StackConfig) -> Cluster:
-    """The stack's private PostgreSQL cluster (``<home>/postgres``); the binaries must be installed."""
+    """The stack's private PostgreSQL cluster (``<home>/postgres``, or where that links to: ``cluster_root``); the
+    binaries must be installed."""
     bindir = find_bindir()
     if bindir is None:
         raise ValueError("PostgreSQL is not installed")
-    return Cluster(cfg.home / "postgres", cfg.postgres_port, bindir)
+    root, link = cluster_root(cfg.home)
+    return Cluster(root, cfg.postgres_port, bindir, link)
 
 
 def client_env(cfg: StackConfig) -> dict[str, str]:

@@ -11,7 +11,6 @@ import pytest
 from opsflow.core.pids import start_ticks
 from opsflow.stack import Stack, StackConfig
 from opsflow.stack import services as services_module
-from opsflow.stack.postgres import Cluster
 from opsflow.stack.services import ServiceSpec, client_env, database_choice, worker_env
 
 
@@ -31,8 +30,9 @@ def test_the_prefect_server_gets_the_database_url_in_its_environment_only(monkey
     monkeypatch.setattr(services_module, "find_bindir", lambda: Path("/usr/lib/postgresql/15/bin"))
     cfg = StackConfig(home=tmp_path, postgres_port=15433)
     specs = services_module.build_specs(cfg, {"s3_access_key": "a", "s3_secret_key": "b"}, "unix:///x.sock")
-    password = Cluster(tmp_path / "postgres", 15433, Path("/usr/lib/postgresql/15/bin")).password()
-    assert oct((tmp_path / "postgres" / "password").stat().st_mode & 0o777) == "0o600"
+    pg = services_module.cluster(cfg)
+    password = pg.password()
+    assert oct(pg.password_file.stat().st_mode & 0o777) == "0o600"
     assert password in specs["prefect"].env["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert specs["prefect"].needs == ("postgres",)
     for spec in specs.values():
@@ -73,3 +73,28 @@ def test_an_unknown_database_is_refused(database, tmp_path):
 
     with pytest.raises(InvalidInput, match="--database must be one of postgres, sqlite"):
         StackConfig(home=tmp_path, database=database)
+
+
+def test_a_home_the_postgres_user_cannot_reach_keeps_its_cluster_outside_behind_a_link(monkeypatch, tmp_path):
+    # A checkout in a `mktemp -d` directory (0700): the postgres user cannot traverse it, and opsflow does not
+    # change the modes of directories above its home.
+    from opsflow.stack import postgres
+
+    monkeypatch.setattr(postgres, "OUTSIDE_ROOT", tmp_path / "var-lib-opsflow")
+    monkeypatch.setattr(postgres.os, "geteuid", lambda: 0)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    home = private / "checkout" / ".opsflow"
+    home.mkdir(parents=True)
+    assert not postgres._reachable_by_others(private) and postgres._reachable_by_others(Path("/usr/lib"))
+    root, link = postgres.cluster_root(home)
+    assert link == home / "postgres" and root.parent == tmp_path / "var-lib-opsflow"
+    assert root.name.startswith("postgres-") and postgres.cluster_root(private / "other")[0] != root
+    root.mkdir(parents=True)
+    link.symlink_to(root)
+    assert postgres.cluster_root(home) == (root, link)  # once made, it stays where it is
+    postgres.remove_cluster(home)
+    assert not root.exists() and not link.is_symlink()
+    # Reachable (or not root): in the home itself.
+    monkeypatch.setattr(postgres, "_reachable_by_others", lambda directory: True)
+    assert postgres.cluster_root(home) == (home / "postgres", None)
