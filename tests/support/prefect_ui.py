@@ -9,6 +9,7 @@ component classes of the Prefect design system that carry meaning (``schema-form
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from selenium.common.exceptions import (
@@ -251,9 +252,19 @@ class PrefectUI:
         wanted = [s.lower() for s in states] or list(FINAL_STATES)
         badges = " or ".join(_has_class(f"state--{s}") for s in wanted)
         xpath = f"//*[{_has_class('page-heading-flow-run')}]//*[{_has_class('state-badge')}][{badges}]"
-        self.wait(seconds).until(lambda d: d.find_elements(By.XPATH, xpath),
-                                 f"the run did not reach {wanted} within {seconds}s (it shows {self.run_state()!r})")
-        return self.run_state()
+        # The page follows the run by polling the server; on a loaded machine it was seen to stay on
+        # "Running" minutes after the run had ended. A user then reloads the page: so do we, once a minute.
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.wait(min(60.0, max(1.0, deadline - time.monotonic()))).until(
+                    lambda d: d.find_elements(By.XPATH, xpath))
+                return self.run_state()
+            except TimeoutException:
+                if time.monotonic() >= deadline:
+                    raise TimeoutException(f"the run did not reach {wanted} within {seconds}s "
+                                           f"(it shows {self.run_state()!r})") from None
+                self.driver.refresh()
 
     def resume_run(self) -> None:
         """A paused run's header: Resume, then confirm in the "Resume Flow Run" dialog."""
