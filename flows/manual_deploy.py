@@ -126,6 +126,28 @@ async def _deploy_targets(targets: list[str], max_parallel: int, locks: _TargetL
     return dict(zip(targets, await asyncio.gather(*(deploy(t) for t in targets)), strict=True))
 
 
+def _check_blue_green(application: Application, chosen: list[str], blocks: dict) -> None:
+    """Blue-green on Docker hosts needs bridge networking and a port to switch; raises InvalidInput naming
+    what lacks them."""
+    host_networked = [t for t, b in blocks.items() if b.network_mode != "bridge"]
+    portless = [n for n in chosen if not application.component(n).ports]
+    if host_networked or portless:
+        raise InvalidInput("blue-green on Docker hosts needs bridge networking and a port to switch: "
+                           + "; ".join([*(f"target {t} uses network_mode=host" for t in host_networked),
+                                        *(f"component {n} has no port" for n in portless)])
+                           + "; use method=rolling there")
+
+
+def _await_plans(targets: list[str], plans: list, logger) -> None:
+    """Wait for the plans published beside the deploy; one that failed (its task run shows why) is logged:
+    the deploy it describes stands."""
+    for target, plan in zip(targets, plans, strict=True):
+        try:
+            plan.result()
+        except Exception as exc:  # noqa: BLE001 - the plan's task run shows its failure; the deploy stands
+            logger.error("the plan of %s could not be published (the deploy went on): %s", target, exc)
+
+
 def _run_name() -> str:
     params = runtime.flow_run.parameters
     targets = params.get("targets") or ["?"]
@@ -198,13 +220,15 @@ async def manual_deploy(
     locks = _TargetLocks(app, logger)
     if not approve:
         locks.take(targets[:max_parallel])
+    # The records store is needed last: it loads while the engines are read (one request less in the batch
+    # the rest waits for).
+    storing = asyncio.ensure_future(_load(ObjectStore, records_store, "object store"))
     try:
         # One Prefect client for every task run of this run, as Prefect's sync flow engine gives its tasks
         # (see the module docstring).
         with SyncClientContext.get_or_create():
-            application, registry, store, *loaded = await asyncio.gather(
+            application, registry, *loaded = await asyncio.gather(
                 _load(Application, app, "application"), _load(ContainerRegistry, registry_block, "container registry"),
-                _load(ObjectStore, records_store, "object store"),
                 *(_load(_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets))
             blocks = dict(zip(targets, loaded, strict=True))
             chosen = components or [c.name for c in application.components]
@@ -213,13 +237,7 @@ async def manual_deploy(
                 raise InvalidInput(f"application {app!r} has no component(s) {unknown}")
             chosen_method = method or application.deploy.method
             if target_kind == "docker" and chosen_method == DeployMethod.blue_green:
-                host_networked = [t for t, b in blocks.items() if b.network_mode != "bridge"]
-                portless = [n for n in chosen if not application.component(n).ports]
-                if host_networked or portless:
-                    raise InvalidInput("blue-green on Docker hosts needs bridge networking and a port to switch: "
-                                       + "; ".join([*(f"target {t} uses network_mode=host" for t in host_networked),
-                                                    *(f"component {n} has no port" for n in portless)])
-                                       + "; use method=rolling there")
+                _check_blue_green(application, chosen, blocks)
             role_names = {n: [r.name for r in application.component(n).run_roles()] for n in chosen}
             missing = sorted(set(roles or []) - {r for names in role_names.values() for r in names})
             if missing:
@@ -241,6 +259,7 @@ async def manual_deploy(
                     [pool.submit(compose_diff, b, releases) for b in docker_blocks.values() if b.compose_project]),
                     strict=True))
                 seen = dict(zip(reads, await _all(list(reads.values()), errors=True), strict=True))
+            store = await storing
             for target, block in blocks.items():
                 got = seen.get(target)
                 check_target(releases, target_kind, target, block, None if isinstance(got, BaseException) or got is None
@@ -262,13 +281,13 @@ async def manual_deploy(
             outcomes = await _deploy_targets(targets, max_parallel, locks, logger, lambda target, held: (
                 deploy_to_target.submit(app, version, target, target_kind, blocks[target], registry, releases, store,
                                         lock_held=held)))
-            for target, plan in zip(blocks, plans, strict=True):
-                try:
-                    plan.result()
-                except Exception as exc:  # noqa: BLE001 - the plan's task run shows its failure; the deploy stands
-                    logger.error("the plan of %s could not be published (the deploy went on): %s", target, exc)
+            _await_plans(list(blocks), plans, logger)
             return await report_outcomes(app, version, targets, outcomes)
     finally:
+        if not storing.done():
+            storing.cancel()  # the run failed before it needed the store
+        elif not storing.cancelled():
+            storing.exception()  # seen: a store that failed to load is reported once, not again at exit
         await asyncio.to_thread(locks.join)
 
 

@@ -23,6 +23,7 @@ from blocks import ContainerRegistry, DockerHostTarget
 from blocks.application import RoleKind
 from opsflow.core import tls
 from opsflow.core.errors import DeployFailed, RemoteError
+from opsflow.core.threads import ContextThreadPool
 from tasks.deploy.plan import OPSFLOW_LABEL, ROLE_LABEL, ComponentRelease, docker_container_specs
 from tasks.deploy.runtime import RuntimeValues, load_runtime
 from tasks.images.push import engine_refusal, trust_registry_ca
@@ -283,8 +284,8 @@ def rollout_docker(engine: DockerHostTarget, registry: ContainerRegistry, releas
 
 def replace_with_gap(client, engine: DockerHostTarget, release: ComponentRelease,
                      values: RuntimeValues) -> RolloutResult:
-    """Stop the old containers (kept as ``*-previous``), start the new ones, wait for health;
-    on any failure put the previous ones back and check that they answer."""
+    """Stop the old containers (kept as ``*-previous``) while the new ones are created, start the
+    new ones, wait for health; on any failure put the previous ones back and check that they answer."""
     logger = get_run_logger()
     specs = docker_container_specs(release, engine.network_mode, env=values.env(release.runtime))
     url = health_url(engine, release)
@@ -301,9 +302,17 @@ def replace_with_gap(client, engine: DockerHostTarget, release: ComponentRelease
                 leftover.remove(force=True)
             old.rename(f"{old.name}-previous")
             previous.append((old.name, old))
-            old.stop(timeout=10)
-        for spec in specs:
-            started.append(start_container(client, spec, values))
+        # The old containers stop while the new ones are created (creating binds no port): an engine round
+        # trip less in the gap. Both are done before any new container starts.
+        with ContextThreadPool(max_workers=1, thread_name_prefix="stop-previous") as pool:
+            stopping = pool.submit(lambda: [old.stop(timeout=10) for _, old in previous])
+            try:
+                for spec in specs:
+                    started.append(create_container(client, spec, values))
+            finally:
+                stopping.result()
+        for container in started:
+            container.start()
         healthy, seen = wait_healthy(url, release.health_deadline_s, release.probe_timeout_s,
                                      container=started[0] if started else None)
         if not healthy:
