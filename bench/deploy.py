@@ -66,6 +66,26 @@ artifact and the results artifact, one POST each; the deploy lock through ``conc
 a new API client: TLS context, CSRF token, decrement), 0.1 s; the Docker work itself (stop, create,
 start, health) 0.3 s, as the plain script's; each remaining task run (plan, deploy-to-target,
 rollout) about 16 ms of CPU. At load 10 each of these takes 3-4 times as long.
+
+Next (issues 18/19), with the process set up as the edge worker's run process is (shared client TLS
+context: five contexts per deploy, 0.1-0.15 s each at load 15, were built in this process before): the
+engine no longer reads the server's default result storage (two round trips), the deploy lock is taken
+while the blocks load and given back while the results are published, the plan is published beside the
+deploy, the old container stops while the new one is created, probes poll from 10 ms. Timeline of one
+deploy at load 15 (3.4-4.8 s in all): flow run created, named and Running 0.9 s; four block loads 0.8-1.1 s
+(the lock beside them); engine read, registry lookup, plan submitted 0.3 s; rollout 1.0 s (the plain
+script's docker calls take as long); record 0.03 s; results artifact 0.5 s (the lock's release beside it);
+final state 0.4 s. The Prefect server on the shared cores answers each request in 0.1-0.5 s there: the
+remaining overhead is those six round trips one after the other, and Prefect's CPU (0.15-0.2 s per deploy,
+most of it in the flow and task engines and the API client). The machine stayed at load 10-22 for the whole
+session (other engineers' suites), so the old and new code were compared in one run, deploys of each
+alternating in two long-lived processes, with the plain commands between them (8 rounds): at load 18
+``deploy_ratio`` 6.8 before, 4.9 after (4.93 s, 3.55 s vs 0.72 s), ``compose_ratio`` 1.65 before, 1.45
+after (9.0 s, 7.9 s vs 5.5 s); at load 10-17, 6.4 and 5.3 (2.99 s, 2.49 s vs 0.47 s), 1.41 and 1.33
+(12.9 s, 12.2 s vs 9.2 s: ``docker-compose`` itself took 7-11 s there). This command on the same stack
+before: ``deploy_ratio`` 4.83 (5.0 s vs 1.04 s, load 12), ``compose_ratio`` 1.72; after (load 14-22):
+5.76 and 6.11 (7.9 s vs 1.38 s, 5.9 s vs 0.97 s), 1.65 and 1.38; single runs follow the load more than
+the code. No failed probe in any switch. The targets (2.0, 1.3) are still not met at these loads.
 """
 
 from __future__ import annotations
