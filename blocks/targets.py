@@ -117,6 +117,10 @@ class DockerHostTarget(Block):
                                      use_ssh_client=use_ssh_client, version=known or "auto")
         if known is None:
             _API_VERSIONS[self.base_url] = client.api.api_version
+        if self.base_url.startswith("unix://"):
+            # No proxy stands before a socket; else requests reads the environment's proxy settings for every
+            # call (5 % of a manual deploy's CPU in bench/deploy.py's profile).
+            client.api.trust_env = False
         return client
 
 

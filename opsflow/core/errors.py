@@ -144,6 +144,10 @@ class LockTimeout(OpsflowError, TimeoutError):
     """A lock (a deploy's ``deploy-<app>-<target>``) stayed held by another run past the wait's deadline."""
 
 
+class LockMissing(RemoteError):
+    """A lock (a Prefect global concurrency limit) that does not exist yet and was not to be created."""
+
+
 class InvalidDelivery(InvalidInput):
     """A webhook delivery is malformed; the message names the field."""
 

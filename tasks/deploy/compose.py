@@ -282,12 +282,12 @@ def service_containers(client, engine: DockerHostTarget, service: str, running: 
 
 
 def published_url(engine: DockerHostTarget, container, rel: ComponentRelease) -> str | None:
-    """The health URL of a compose container: its published host port for the first port."""
+    """The health URL of a compose container (as listed after ``up``: the listing inspects each one, so
+    its port bindings are there): its published host port for the first port."""
     if not (rel.ports and rel.health_path):
         return None
     if engine.network_mode == "host":
         return f"http://{engine.public_host}:{rel.ports[0]}{rel.health_path}"
-    container.reload()
     bound = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{rel.ports[0]}/tcp") or []
     return f"http://{engine.public_host}:{bound[0]['HostPort']}{rel.health_path}" if bound else None
 

@@ -4,15 +4,18 @@ and the results table of a deploy to several targets."""
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import acreate_table_artifact
 
 from blocks import ContainerRegistry, ObjectStore
 from opsflow.core.errors import DeployFailed
+from opsflow.core.threads import ContextThreadPool
 from tasks.deploy.compose_rollout import rollout_compose
 from tasks.deploy.docker_host import RolloutResult, rollout_docker
 from tasks.deploy.k8s import rollout_kubernetes
-from tasks.deploy.lock import hold_deploy_lock
+from tasks.deploy.lock import deploy_lock_name, hold_deploy_lock
 from tasks.deploy.plan import ComponentRelease, bash_script, powershell_script
 from tasks.deploy.records import DeployedImage, DeployRecord, merged_record, read_deploy_record, write_deploy_record
 from tasks.deploy.ssh_host import run_deploy_script
@@ -39,19 +42,25 @@ def _roll_out(release: ComponentRelease, kind: str, target_block, registry: Cont
 
 @task(name="deploy-to-target", task_run_name="deploy-{app}-to-{target}")
 def deploy_to_target(app: str, version: str, target: str, kind: str, target_block, registry: ContainerRegistry,
-                     releases: list[ComponentRelease], store: ObjectStore) -> list[dict]:
+                     releases: list[ComponentRelease], store: ObjectStore, lock_held: bool = False) -> list[dict]:
     """Roll every release (component role) out on one target, holding that target's deploy lock,
     and record what runs there: the new images of the roles that were deployed, the previous ones,
     and (merged from the earlier record) the roles this deploy did not touch. When a role fails,
     the ones deployed before it are recorded as they run, then the error is raised (after its
     rollback). The lock (created on a target's first deploy) and the record are plain calls, no
-    task runs of their own."""
+    task runs of their own; the record is read while the roles roll out. ``lock_held``: the caller
+    holds the target's lock (``deploy_lock_name``) for the whole call (the flow takes it beside its
+    other work), so this task does not take it again."""
     results: list[dict] = []
     done: list[tuple[ComponentRelease, RolloutResult]] = []
     holder = {"type": "task_run", "id": str(runtime.task_run.id)} if runtime.task_run.id else None
     tag = version if not version.startswith("sha256:") else None
-    with hold_deploy_lock(f"deploy-{app}-{target}", holder=holder, timeout_s=3600, logger=get_run_logger(),
-                          create=True):
+    lock = (contextlib.nullcontext() if lock_held else
+            hold_deploy_lock(deploy_lock_name(app, target), holder=holder, timeout_s=3600, logger=get_run_logger(),
+                             create=True))
+    with lock, ContextThreadPool(max_workers=1, thread_name_prefix="deploy-record") as pool:
+        # The record is read under the lock (no other deploy writes it meanwhile), beside the rollout.
+        reading = pool.submit(read_deploy_record, store, app, target)
         try:
             if kind == "docker" and target_block.compose_project:
                 done = list(zip(releases, rollout_compose(target_block, registry, releases), strict=True))
@@ -60,7 +69,7 @@ def deploy_to_target(app: str, version: str, target: str, kind: str, target_bloc
                     done.append((release, _roll_out(release, kind, target_block, registry)))
         finally:
             if done:
-                before = read_deploy_record(store, app, target)
+                before = reading.result()
                 write_deploy_record(store, merged_record(before, DeployRecord(
                     app=app, target=target, target_kind=kind,
                     images=[_image(r, r.image, out.replicas, tag) for r, out in done],

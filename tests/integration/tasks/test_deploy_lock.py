@@ -52,3 +52,28 @@ def test_a_lock_held_too_long_times_out_naming_it(stack):
     name = ensure_deploy_lock(f"deploy-lock-test-{uuid.uuid4().hex[:8]}")
     with hold_deploy_lock(name), pytest.raises(TimeoutError, match=name), hold_deploy_lock(name, timeout_s=1):
         pytest.fail("entered a held lock")
+
+
+def test_a_lock_held_from_its_own_thread_is_taken_beside_other_work_and_given_back_on_join(stack):
+    from tasks.deploy.lock import DeployLockThread
+
+    name = ensure_deploy_lock(f"deploy-lock-test-{uuid.uuid4().hex[:8]}")
+    first = DeployLockThread(name, timeout_s=30)
+    assert first.acquired.result(30) == name and _active_slots(name) == 1
+    second = DeployLockThread(name, timeout_s=30)
+    time.sleep(1.5)
+    assert not second.acquired.done()  # waits while the first holds it
+    first.join()
+    assert second.acquired.result(30) == name  # taken as soon as the first gave it back
+    second.join()
+    assert _active_slots(name) == 0
+
+
+def test_a_lock_thread_reports_a_missing_lock_through_its_future(stack):
+    from opsflow.core.errors import LockMissing
+    from tasks.deploy.lock import DeployLockThread
+
+    held = DeployLockThread(f"missing-{uuid.uuid4().hex[:8]}", timeout_s=10)
+    with pytest.raises(LockMissing, match="does not exist"):
+        held.acquired.result(30)
+    held.join()
