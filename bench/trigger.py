@@ -45,6 +45,7 @@ REPO = "acme/bench-shop"
 APP = "bench-trigger"
 STOCK_POOL = "bench-stock"
 LOAD_DEADLINE_S = 60  # every valid delivery of the burst has its run within this
+RECEIVER_START_S = 90  # the receiver imports Prefect: seconds on a busy 2-core machine
 
 
 def delivery(pr: int, sha: str, secret: str = SECRET, body: bytes | None = None) -> tuple[dict, bytes]:
@@ -146,11 +147,15 @@ def main() -> None:
         procs.append(receiver)
         url = f"http://127.0.0.1:{port}/hooks/github"
         http = httpx.Client(timeout=10)
-        for _ in range(100):
+        ready_by = time.monotonic() + RECEIVER_START_S
+        while True:
             try:
                 http.get(f"http://127.0.0.1:{port}/")
                 break
             except httpx.HTTPError:
+                if receiver.poll() is not None or time.monotonic() > ready_by:
+                    raise RuntimeError(f"the webhook receiver did not answer within {RECEIVER_START_S} s "
+                                       f"(exit code {receiver.poll()})") from None
                 time.sleep(0.1)
         try:
             with get_client(sync_client=True) as client:
