@@ -243,11 +243,9 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
     async def _start_zygote(self) -> None:
         # What every run's environment holds anyway (Prefect's settings, the heartbeat frequency) goes into
         # the zygote's, so a run's process re-reads Prefect's settings only when its job variables change one.
-        from prefect.settings import get_current_settings
-
         # Set as the settings write them ("False", not "false"), as in every run's job environment: a run's
         # process compares the two and re-reads the settings (~0.1 s of CPU) when a value differs.
-        os.environ.update(get_current_settings().to_environment_variables(exclude_unset=True))
+        os.environ.update(prefect_adapter.settings_environment())
         for key, value in heartbeat_env().items():
             os.environ.setdefault(key, value)
         zygote_env = {}

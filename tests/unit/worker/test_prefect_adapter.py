@@ -240,3 +240,20 @@ def test_the_engine_takes_the_suspension_observer_started_early_and_hands_its_re
         assert len(exited) == 4
     finally:
         flow_engine.observe_flow_run_suspension = original
+
+
+def test_the_settings_environment_is_prefects_computed_once_per_settings_object():
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from opsflow.worker.job import OpsflowJobConfiguration
+    from opsflow.worker.prefect_adapter import settings_environment
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        expected = get_current_settings().to_environment_variables(exclude_unset=True)
+        first = settings_environment()
+        assert first == expected and OpsflowJobConfiguration._base_environment() == expected
+        first["PREFECT_API_URL"] = "changed by a caller"  # each caller gets its own copy
+        assert settings_environment() == expected
+        with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:8/api"}):  # new settings: computed again
+            assert settings_environment()["PREFECT_API_URL"] == "http://127.0.0.1:8/api"
+        assert settings_environment() == expected
