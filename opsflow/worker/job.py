@@ -18,6 +18,8 @@ from typing import Any
 from prefect.workers.base import BaseJobConfiguration, BaseWorkerResult
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from opsflow.worker import prefect_adapter
+
 _ENV = {"title": "Environment variables",
         "description": "Set in the run's process (a null value unsets the variable). The pool's values come first, "
                        "then the deployment's, then the run's, key by key."}
@@ -68,9 +70,10 @@ class OpsflowVariables(BaseModel):
         return schema
 
 
-class OpsflowJobConfiguration(BaseJobConfiguration):
+class OpsflowJobConfiguration(prefect_adapter.SettingsEnvironmentOnce, BaseJobConfiguration):
     """One run's configuration, as the worker receives it (``env``, ``labels``, ``name``, ``command``
-    come from Prefect's ``BaseJobConfiguration``; ``command`` is not used: runs are forked, not executed)."""
+    come from Prefect's ``BaseJobConfiguration``; ``command`` is not used: runs are forked, not executed).
+    Prefect's settings are serialised into ``env`` once per settings object, not once per run (prefect_adapter)."""
 
     working_dir_root: Path | None = Field(default=None, **_WORKDIR_ROOT)
     stream_output: bool = Field(default=True, **_STREAM)

@@ -34,6 +34,41 @@ These have no public equivalent:
   built once per CA file (in the zygote, so every forked run inherits the one it built); other calls
   (Prefect's insecure mode modifies its context) get a new one as before.
 
+- ``BaseWorker._propose_submitting_state``: ``BaseWorker`` proposes ``Submitting`` and waits for the answer
+  before it starts the run; :class:`LabelsBesideTheStart` sends it while the run's process forks (one round
+  trip less on the way). The state is informative (the claim is the ``Pending`` before it); in the rare case
+  the run's own ``Running`` lands first, the server refuses ``Submitting`` (no way back to ``PENDING``) and
+  the worker ignores that answer, as ``BaseWorker`` does.
+
+- ``BaseJobConfiguration._base_environment``: Prefect's settings as environment variables, written into every
+  run's job configuration between the claim and the fork. Serialising the settings takes 40-60 ms of CPU on a
+  quiet 2-core machine (0.4 s on a busy one), the largest part of the worker's own time on the way to a run's
+  start. :class:`SettingsEnvironmentOnce` computes it once per settings object (:func:`settings_environment`;
+  the zygote's environment is written from the same answer).
+
+In a run's process (forked from the zygote), what the worker already knows and reads the engine will make,
+started before it needs them (:func:`prepare_run_process`):
+
+- ``prefect._internal.version_checking._API_VERSION_CHECK_CACHE`` / ``_cache_api_version_check``: every new
+  client and event subscriber of a process asks the server's version once per API URL (a round trip each, two
+  before ``Running``). The worker's process has passed those checks against the same server with the same
+  Prefect; its runs start with them passed (:func:`api_versions_checked`).
+- ``PrefectHttpxAsyncClient.enable_csrf_support``: each new client asks the server for a CSRF token before its
+  first change (a round trip before ``Running``, another for the run's event client). A server without CSRF
+  protection answers that it has none, and the client stops asking. When the worker's client got that answer
+  (:func:`server_without_csrf`), its zygote runs with ``PREFECT_CLIENT_CSRF_SUPPORT_ENABLED=false`` (the
+  worker's own client does not ask again either; a server restarted with CSRF protection needs the worker
+  restarted, as it always did).
+- ``prefect.results._read_server_default_result_storage_block_id`` (and the async twin): Prefect 3.8 reads the
+  server's default result storage from the API each time it sets up a result store: three round trips between
+  the claim and the flow's first line. A run's process reads it once, in the background from its start, and
+  answers the later calls from that read (a failed read is not remembered: Prefect's own function runs then).
+- ``prefect.flow_engine.observe_flow_run_suspension``: before ``Running`` the engine starts an observer of
+  the run's suspension (a thread, an event-stream subscription, a read of the run) and waits until it is ready:
+  100-300 ms on the way to ``Running``. The run's process starts Prefect's own observer as it starts, beside
+  loading the flow and the engine's first requests; the engine then takes that one (still waiting until it is
+  ready, and handing it whatever suspension it already saw).
+
 ``tests/unit/worker/test_prefect_adapter.py`` checks each of them against the installed Prefect and
 fails naming the one that moved.
 """
@@ -41,8 +76,11 @@ fails naming the one that moved.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import ssl
+import threading
 import types
 from typing import Any
 
@@ -63,6 +101,15 @@ PRIVATE_NAMES = (
     ("prefect.flow_engine", "BaseFlowRunEngine._build_heartbeat_event_template"),
     ("prefect.flow_engine", "BaseFlowRunEngine._emit_flow_run_heartbeat"),
     ("prefect.client.orchestration", "ssl.create_default_context"),
+    ("prefect.workers.base", "BaseWorker._propose_submitting_state"),
+    ("prefect.workers.base", "BaseJobConfiguration._base_environment"),
+    ("prefect._internal.version_checking", "_API_VERSION_CHECK_CACHE"),
+    ("prefect._internal.version_checking", "_API_VERSION_CHECK_CACHE_LOCK"),
+    ("prefect._internal.version_checking", "_cache_api_version_check"),
+    ("prefect.results", "_read_server_default_result_storage_block_id"),
+    ("prefect.results", "_aread_server_default_result_storage_block_id"),
+    ("prefect.flow_engine", "observe_flow_run_suspension"),
+    ("prefect._flow_run_suspension", "FlowRunSuspensionRequest"),
 )
 #: Instance attributes ``BaseWorker.__init__`` sets; the unit test builds a worker and checks them.
 WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids", "_has_successfully_synced", "_last_polled_time")
@@ -188,19 +235,23 @@ def related_deployment(configuration: Any) -> Any:
 
 
 class LabelsBesideTheStart:
-    """Mixed in before ``BaseWorker``: the run's worker labels are written beside its start, not before it.
+    """Mixed in before ``BaseWorker``: the run's worker labels and its ``Submitting`` state are sent beside its
+    start, not before it.
 
     ``settle_labels()`` waits for the writes still under way (before the worker's client closes).
     """
 
     _label_writes: set
 
-    async def _give_worker_labels_to_flow_run(self, flow_run_id):
+    def _beside_the_start(self, write) -> None:
         if not hasattr(self, "_label_writes"):
             self._label_writes = set()
-        task = asyncio.get_running_loop().create_task(self._write_labels(flow_run_id))
+        task = asyncio.get_running_loop().create_task(write)
         self._label_writes.add(task)
         task.add_done_callback(self._label_writes.discard)
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id):
+        self._beside_the_start(self._write_labels(flow_run_id))
 
     async def _write_labels(self, flow_run_id) -> None:
         try:
@@ -208,5 +259,206 @@ class LabelsBesideTheStart:
         except Exception as exc:  # noqa: BLE001 - labels inform the UI; the run goes on without them
             log.debug("could not label flow run %s: %s", flow_run_id, exc)
 
+    async def _propose_submitting_state(self, flow_run) -> None:
+        # BaseWorker's own proposal, which logs and ignores any failure or refusal.
+        self._beside_the_start(super()._propose_submitting_state(flow_run))
+
     async def settle_labels(self) -> None:
         await asyncio.gather(*getattr(self, "_label_writes", ()), return_exceptions=True)
+
+
+_settings_environment: tuple[Any, dict[str, str]] | None = None
+_settings_environment_lock = threading.Lock()
+
+
+def settings_environment() -> dict[str, str]:
+    """``get_current_settings().to_environment_variables(exclude_unset=True)``, computed once per settings object."""
+    global _settings_environment  # noqa: PLW0603 - a one-entry cache, like Prefect's own settings context
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    with _settings_environment_lock:
+        cached = _settings_environment
+        if cached is None or cached[0] is not settings:
+            cached = _settings_environment = (settings, settings.to_environment_variables(exclude_unset=True))
+    return dict(cached[1])
+
+
+class SettingsEnvironmentOnce:
+    """Mixed in before ``BaseJobConfiguration``: its settings environment from :func:`settings_environment`."""
+
+    @classmethod
+    def _base_environment(cls) -> dict[str, str]:
+        return settings_environment()
+
+
+# --- in a run's process ---------------------------------------------------------------------------
+
+
+def api_versions_checked() -> list[list[str]]:
+    """The ``[API URL, Prefect version]`` pairs whose server version check passed in this process (the worker)."""
+    from prefect._internal import version_checking
+
+    with version_checking._API_VERSION_CHECK_CACHE_LOCK:
+        return [list(key) for key in sorted(version_checking._API_VERSION_CHECK_CACHE)]
+
+
+def server_without_csrf(client: Any) -> bool:
+    """True when this Prefect client (the worker's, after its first change request) learned that the server has no
+    CSRF protection, so it sends no token."""
+    http = getattr(client, "_client", None)
+    return getattr(http, "enable_csrf_support", True) is False
+
+
+def remember_api_versions_checked(pairs: list[list[str]] | None) -> None:
+    """Record the worker's passed version checks in this process (same Prefect: the run was forked from it)."""
+    from prefect._internal.version_checking import _cache_api_version_check
+
+    for api_url, version in pairs or ():
+        _cache_api_version_check((str(api_url), str(version)))
+
+
+class _ServerResultStorage:
+    """The server's default result storage (a block id or None), read once per API URL in this process."""
+
+    def __init__(self, read, aread, fetch=None) -> None:
+        self._read, self._aread = read, aread  # Prefect's own functions: they log and answer None on a failure
+        self._fetch = fetch or _fetch_server_result_storage  # raises on a failure
+        self._lock = threading.Lock()
+        self._reads: dict[str, concurrent.futures.Future] = {}
+
+    @staticmethod
+    def _api_url() -> str:
+        from prefect.settings import PREFECT_API_URL
+
+        return str(PREFECT_API_URL.value() or "")
+
+    def read(self) -> Any:
+        url = self._api_url()
+        with self._lock:
+            read = self._reads.get(url)
+            mine = read is None
+            if mine:
+                read = self._reads[url] = concurrent.futures.Future()
+        if not mine:
+            try:
+                return read.result()
+            except Exception:  # noqa: BLE001 - that read failed; Prefect's function reads (and logs) again
+                return self._read()
+        try:
+            block_id = self._fetch()
+        except Exception as exc:  # noqa: BLE001 - not remembered: later calls read again
+            with self._lock:
+                self._reads.pop(url, None)
+            read.set_exception(exc)
+            return self._read()
+        read.set_result(block_id)
+        return block_id
+
+    async def aread(self) -> Any:
+        with self._lock:
+            read = self._reads.get(self._api_url())
+        if read is not None and read.done() and read.exception() is None:
+            return read.result()
+        return await self._aread()
+
+
+def _fetch_server_result_storage() -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the run's client when there is one (re-entrant)
+        return client.read_server_default_result_storage().default_result_storage_block_id
+
+
+def remember_server_result_storage() -> None:
+    """Read the server's default result storage once in this process, starting now in the background (with
+    the caller's settings); Prefect's later reads are answered from it. Idempotent."""
+    from prefect import results
+
+    from opsflow.core.threads import start_thread
+
+    memo = getattr(results._read_server_default_result_storage_block_id, "opsflow_memo", None)
+    if memo is None:
+        memo = _ServerResultStorage(results._read_server_default_result_storage_block_id,
+                                    results._aread_server_default_result_storage_block_id)
+        read, aread = memo.read, memo.aread
+
+        async def aread_memo():
+            return await aread()
+
+        def read_memo():
+            return read()
+
+        read_memo.opsflow_memo = aread_memo.opsflow_memo = memo  # type: ignore[attr-defined]
+        results._read_server_default_result_storage_block_id = read_memo
+        results._aread_server_default_result_storage_block_id = aread_memo
+    start_thread(memo.read, name="read-result-storage")
+
+
+class _EarlySuspensionObserver:
+    """Prefect's ``observe_flow_run_suspension`` for one flow run, entered in a thread before the engine asks."""
+
+    def __init__(self, original, flow_run_id) -> None:
+        from prefect._flow_run_suspension import FlowRunSuspensionRequest
+
+        self.flow_run_id = flow_run_id
+        self.request = FlowRunSuspensionRequest()  # what it sees before the engine's request is registered
+        self.entered = threading.Event()
+        self.taken = False
+        self._context = original(flow_run_id, self.request)
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def enter(self) -> None:
+        try:
+            self._context.__enter__()
+        except BaseException as exc:  # noqa: BLE001 - the engine then starts its own observer
+            self._error = exc
+        finally:
+            self.entered.set()
+
+    def take(self, suspension_request) -> bool:
+        """Wait until it is ready; hand the engine's request what it saw. False: it failed, start another."""
+        self.taken = True
+        self.entered.wait()
+        if self._error is not None:
+            return False
+        if (state := self.request.get_state()) is not None:
+            suspension_request.mark_requested(state)
+        return True
+
+    def close(self) -> None:
+        """Stop it (the engine's exit does; the run's process does when the engine never took it). Idempotent."""
+        self.entered.wait()
+        if self._error is None and not self._closed:
+            self._closed = True
+            self._context.__exit__(None, None, None)
+
+
+def start_suspension_observer(flow_run_id) -> _EarlySuspensionObserver:
+    """Start Prefect's suspension observer of ``flow_run_id`` now, in the background; the flow engine takes it
+    instead of starting its own (see the module docstring). Call once per process, before ``run_flow``; close
+    what it returns when the run is over."""
+    from prefect import flow_engine
+
+    from opsflow.core.threads import start_thread
+
+    original = getattr(flow_engine.observe_flow_run_suspension, "opsflow_original",
+                       flow_engine.observe_flow_run_suspension)
+    early = _EarlySuspensionObserver(original, flow_run_id)
+
+    @contextlib.contextmanager
+    def observe_flow_run_suspension(run_id, suspension_request, polling_interval: float = 10):
+        if run_id != early.flow_run_id or early.taken or polling_interval != 10 or not early.take(suspension_request):
+            with original(run_id, suspension_request, polling_interval) as observed:
+                yield observed
+            return
+        try:
+            yield
+        finally:
+            early.close()
+
+    observe_flow_run_suspension.opsflow_original = original  # type: ignore[attr-defined]
+    flow_engine.observe_flow_run_suspension = observe_flow_run_suspension
+    start_thread(early.enter, name="suspension-observer")
+    return early

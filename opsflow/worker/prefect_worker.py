@@ -183,6 +183,7 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         if pool is None:
             return
         await self.reconcile()  # first: runs a killed predecessor left RUNNING are reported at once
+        await self._check_api_version()
         await self._start_zygote()
         await prefect_adapter.emit_worker_started(self)
         self.events = PoolEvents(pool.id, self.queue_names, wake=self._wake.set, on_cancelling=self.cancel,
@@ -231,16 +232,27 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
                 await asyncio.wait_for(self._stopping.wait(), 2.0)
         return None
 
+    async def _check_api_version(self) -> None:
+        """Prefect's check of the server's version, done once here: every run's process takes it as passed
+        instead of asking again (prefect_adapter.api_versions_checked). A failure is the runs' to report."""
+        try:
+            await self.client.raise_for_api_version_mismatch_once()
+        except Exception as exc:  # noqa: BLE001 - each run then checks for itself and fails with Prefect's message
+            log.warning("the Prefect server's version could not be checked (%s); each run checks it", describe(exc))
+
     async def _start_zygote(self) -> None:
         # What every run's environment holds anyway (Prefect's settings, the heartbeat frequency) goes into
         # the zygote's, so a run's process re-reads Prefect's settings only when its job variables change one.
-        from prefect.settings import get_current_settings
-
-        for key, value in {**get_current_settings().to_environment_variables(exclude_unset=True),
-                           **heartbeat_env()}.items():
+        # Set as the settings write them ("False", not "false"), as in every run's job environment: a run's
+        # process compares the two and re-reads the settings (~0.1 s of CPU) when a value differs.
+        os.environ.update(prefect_adapter.settings_environment())
+        for key, value in heartbeat_env().items():
             os.environ.setdefault(key, value)
+        zygote_env = {}
+        if prefect_adapter.server_without_csrf(super().client):
+            zygote_env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"  # see prefect_adapter
         self._zygote_ready.clear()
-        self.zygote = Zygote(modules=self.settings.preload, paths=[str(self.settings.project_root)])
+        self.zygote = Zygote(modules=self.settings.preload, paths=[str(self.settings.project_root)], env=zygote_env)
         ready = await self.zygote.start()
         for module, error in ready.get("failed", {}).items():
             log.warning("zygote could not preload %s (runs will import it themselves): %s", module, error)
@@ -369,7 +381,8 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         job = {"flow_run_id": str(run_id), "workdir": str(workdir), "project_root": str(self.settings.project_root),
                "env": configuration.run_environment(defaults=heartbeat_env()),
                "stream_output": configuration.stream_output, "flow_run": flow_run.model_dump(mode="json"),
-               "deployment": deployment.model_dump(mode="json") if deployment is not None else None}
+               "deployment": deployment.model_dump(mode="json") if deployment is not None else None,
+               "api_versions_checked": prefect_adapter.api_versions_checked()}
         try:
             child = await self.zygote.spawn(str(run_id), job)
         except BaseException:

@@ -22,6 +22,10 @@ Before the flow runs, the child (already in its own session, see :mod:`opsflow.w
   ``deployment.path`` used in place. The flow is imported from that directory, which stays on
   ``sys.path``; it then runs with the run's own directory as its working directory.
 
+Before the flow's code is fetched, the child starts in the background what the engine would otherwise wait
+for on its way to ``Running`` (the suspension observer, the server's default result storage), and takes the
+API version checks the worker passed (:mod:`opsflow.worker.prefect_adapter`).
+
 Modules the zygote preloaded from the worker's checkout (``flows``, ``tasks``, ``blocks``) are
 dropped from ``sys.modules`` when the deployment's code lives elsewhere or one of their files
 changed since the zygote imported it, so a run always imports its deployment's current code;
@@ -306,9 +310,11 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
     from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
     from prefect.settings import Settings
 
+    from opsflow.worker import prefect_adapter
     from opsflow.worker.prefect_adapter import drive_run_flow_result, prompt_heartbeat_stop
 
     prompt_heartbeat_stop()  # the run ends when its flow does, not up to a heartbeat step later
+    prefect_adapter.remember_api_versions_checked(job.get("api_versions_checked"))
     workdir = Path(job["workdir"])
     # The worker passes the run as it claimed it and the deployment it read meanwhile, which saves
     # this process two requests (and a client) before the engine starts; the engine re-reads the run.
@@ -326,7 +332,10 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
             deployment = client.read_deployment(flow_run.deployment_id)
     # Prefect reads its settings once; re-read them when the run's env changes one (~0.1 s).
     settings = Settings() if apply_env(job.get("env") or {}) else get_settings_context().settings
-    with SettingsContext(profile=get_settings_context().profile, settings=settings):
+    with SettingsContext(profile=get_settings_context().profile, settings=settings), \
+            contextlib.closing(prefect_adapter.start_suspension_observer(flow_run.id)):
+        # What the engine waits for on its way to Running starts now, beside loading the flow (prefect_adapter).
+        prefect_adapter.remember_server_result_storage()
         try:
             code_dir = fetch_code(deployment, flow_run, run_logger, workdir)
             project_root = job.get("project_root")

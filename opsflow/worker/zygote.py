@@ -244,6 +244,8 @@ class Zygote:
 
     modules: Sequence[str]
     paths: Sequence[str]
+    #: Variables set in the zygote's environment (and so its runs') beyond the worker's own.
+    env: dict[str, str] = field(default_factory=dict)
     ready: dict = field(default_factory=dict)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     _proc: subprocess.Popen | None = None
@@ -271,7 +273,7 @@ class Zygote:
         try:
             self._proc = subprocess.Popen(
                 argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
-                cwd=self.paths[0] if self.paths else None)
+                cwd=self.paths[0] if self.paths else None, env={**os.environ, **self.env} if self.env else None)
         finally:
             theirs.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)

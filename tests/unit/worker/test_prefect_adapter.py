@@ -104,3 +104,156 @@ def test_prefect_clients_share_one_verified_tls_context_per_ca_file():
         assert orchestration.ssl.SSLContext is ssl.SSLContext
     finally:
         orchestration.ssl = original
+
+
+def test_submitting_and_labels_are_sent_beside_the_start_and_settled_before_the_client_closes():
+    import asyncio
+
+    from opsflow.worker.prefect_adapter import LabelsBesideTheStart
+
+    class Base:
+        def __init__(self):
+            self.sent, self.release = [], asyncio.Event()
+
+        async def _propose_submitting_state(self, flow_run):
+            await self.release.wait()
+            self.sent.append(("Submitting", flow_run))
+
+        async def _give_worker_labels_to_flow_run(self, flow_run_id):
+            await self.release.wait()
+            raise RuntimeError("labels refused")  # logged, never raised to the run's start
+
+    class Worker(LabelsBesideTheStart, Base):
+        pass
+
+    async def scenario():
+        worker = Worker()
+        await asyncio.wait_for(worker._propose_submitting_state("run-1"), 1)  # returns before the answer
+        await asyncio.wait_for(worker._give_worker_labels_to_flow_run("run-1"), 1)
+        assert worker.sent == []
+        worker.release.set()
+        await worker.settle_labels()
+        assert worker.sent == [("Submitting", "run-1")] and not worker._label_writes
+
+    asyncio.run(scenario())
+
+
+def test_a_runs_process_takes_the_version_checks_its_worker_passed():
+    from prefect._internal import version_checking
+
+    from opsflow.worker.prefect_adapter import api_versions_checked, remember_api_versions_checked
+
+    key = ("http://127.0.0.1:9/api/", "3.8.0-test")
+    try:
+        assert list(key) not in api_versions_checked()
+        remember_api_versions_checked([list(key)])
+        remember_api_versions_checked(None)
+        assert version_checking._is_api_version_check_cached(key)
+        assert list(key) in api_versions_checked()
+    finally:
+        with version_checking._API_VERSION_CHECK_CACHE_LOCK:
+            version_checking._API_VERSION_CHECK_CACHE.discard(key)
+
+
+def test_a_client_that_learned_the_server_has_no_csrf_protection_is_told_apart():
+    from prefect.client.orchestration import PrefectClient
+
+    from opsflow.worker.prefect_adapter import server_without_csrf
+
+    client = PrefectClient("http://127.0.0.1:9/api")
+    assert hasattr(client._client, "enable_csrf_support")  # the attribute the worker reads
+    client._client.enable_csrf_support = True
+    assert not server_without_csrf(client)
+    client._client.enable_csrf_support = False  # what the client sets when the server answers "disabled"
+    assert server_without_csrf(client)
+
+
+def test_the_servers_result_storage_is_read_once_and_a_failed_read_is_not_remembered():
+    import asyncio
+    import uuid
+
+    from opsflow.worker.prefect_adapter import _ServerResultStorage
+
+    block_id = uuid.uuid4()
+    fetched, fallbacks = [], []
+    answers = [RuntimeError("API down"), block_id]
+
+    def fetch():
+        fetched.append(1)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def prefects_read():
+        fallbacks.append(1)
+
+    async def prefects_aread():
+        return "prefect's async read"
+
+    memo = _ServerResultStorage(prefects_read, prefects_aread, fetch=fetch)
+    assert asyncio.run(memo.aread()) == "prefect's async read"  # nothing read yet: Prefect's own
+    assert memo.read() is None and fallbacks == [1]  # the failure: Prefect's function answers (and logs)
+    assert memo.read() == block_id and memo.read() == block_id and len(fetched) == 2
+    assert asyncio.run(memo.aread()) == block_id
+
+
+def test_the_engine_takes_the_suspension_observer_started_early_and_hands_its_request_what_it_saw():
+    import contextlib
+    import uuid
+
+    from prefect import flow_engine
+    from prefect._flow_run_suspension import FlowRunSuspensionRequest
+
+    from opsflow.worker.prefect_adapter import start_suspension_observer
+
+    entered, exited = [], []
+
+    @contextlib.contextmanager
+    def prefects(flow_run_id, suspension_request, polling_interval: float = 10):
+        entered.append(flow_run_id)
+        suspension_request.mark_requested("Suspended")  # a suspension it saw before the engine asked
+        try:
+            yield
+        finally:
+            exited.append(flow_run_id)
+
+    original = flow_engine.observe_flow_run_suspension
+    flow_engine.observe_flow_run_suspension = prefects
+    run_id, other_id = uuid.uuid4(), uuid.uuid4()
+    try:
+        early = start_suspension_observer(run_id)
+        engines = FlowRunSuspensionRequest()
+        with flow_engine.observe_flow_run_suspension(run_id, engines):
+            assert entered == [run_id] and exited == []
+            assert engines.get_state() == "Suspended"
+        assert exited == [run_id]
+        early.close()  # idempotent: the run's process closes it again at its end
+        assert exited == [run_id]
+        with flow_engine.observe_flow_run_suspension(other_id, FlowRunSuspensionRequest()):  # e.g. a subflow
+            pass
+        with flow_engine.observe_flow_run_suspension(run_id, FlowRunSuspensionRequest()):  # taken once only
+            pass
+        assert entered == [run_id, other_id, run_id] and exited == [run_id, other_id, run_id]
+        unused = start_suspension_observer(uuid.uuid4())  # a run whose flow never started: closed at the end
+        unused.close()
+        assert len(exited) == 4
+    finally:
+        flow_engine.observe_flow_run_suspension = original
+
+
+def test_the_settings_environment_is_prefects_computed_once_per_settings_object():
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from opsflow.worker.job import OpsflowJobConfiguration
+    from opsflow.worker.prefect_adapter import settings_environment
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        expected = get_current_settings().to_environment_variables(exclude_unset=True)
+        first = settings_environment()
+        assert first == expected and OpsflowJobConfiguration._base_environment() == expected
+        first["PREFECT_API_URL"] = "changed by a caller"  # each caller gets its own copy
+        assert settings_environment() == expected
+        with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:8/api"}):  # new settings: computed again
+            assert settings_environment()["PREFECT_API_URL"] == "http://127.0.0.1:8/api"
+        assert settings_environment() == expected
