@@ -395,11 +395,13 @@ def main() -> None:
 
     use_local_stack()
     from opsflow.stack import Stack, StackConfig
-    from opsflow.worker.prefect_adapter import prompt_heartbeat_stop
+    from opsflow.worker.prefect_adapter import prompt_heartbeat_stop, share_client_tls_contexts
 
     # The flows run in this process as in the worker's run process, which stops a run's heartbeat thread
-    # when the run ends (without it, each flow call here ends up to 1 s late: heartbeat_teardown_s).
+    # when the run ends (without it, each flow call here ends up to 1 s late: heartbeat_teardown_s) and
+    # whose Prefect clients share the TLS context the worker's zygote built (each client built its own).
     prompt_heartbeat_stop()
+    share_client_tls_contexts()
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()
