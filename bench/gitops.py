@@ -68,7 +68,7 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
     from blocks import Application, ContainerRegistry, DockerHostTarget, ObjectStore
     from flows.gitops_merge import branch_tag
     from tasks.app_tests import run_tests
-    from tasks.artifacts.store import load_artifact, plan_artifact, record_test_results, save_artifact
+    from tasks.artifacts.store import load_artifact, read_plan, record_test_results, save_artifact
     from tasks.build import build_app
     from tasks.build.deps import install_deps
     from tasks.env_files import fetch_env_files, redaction_list
@@ -92,7 +92,7 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
         redact = redaction_list(checkout, written)
 
         def pr_component(comp):
-            plan = plan_artifact.fn(store, checkout, app.name, comp)
+            plan = read_plan(store, checkout, app.name, comp)
             build = build_app.fn(checkout, comp, redact)
             ref = save_artifact.fn(store, plan, build, comp, checkout)
             report = run_tests.fn(checkout, comp, redact)
@@ -111,7 +111,7 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
         bases = {f"opsflow:{k}": ensure_base_image.fn(engine, k) for k in ("busybox", "node")}
 
         def merge_component(comp):
-            plan = plan_artifact.fn(store, checkout, app.name, comp)
+            plan = read_plan(store, checkout, app.name, comp)
             repository = registry.repository(f"{app.name}-{comp.name}")
             if lookup_image.fn(registry, repository, merge_sha):
                 return

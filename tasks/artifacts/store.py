@@ -120,12 +120,6 @@ def read_plan(store: ObjectStore, checkout: Checkout, app: str, component: Compo
                         metadata=metadata)
 
 
-@task(name="plan-artifact", task_run_name="plan-artifact-{component.name}", retries=2, retry_delay_seconds=[2, 8])
-def plan_artifact(store: ObjectStore, checkout: Checkout, app: str, component: Component) -> ArtifactPlan:
-    """:func:`read_plan` as a task run of its own."""
-    return read_plan(store, checkout, app, component)
-
-
 def layout_entries(layout: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
     """Every file, directory and (inside) symlink of a layout with its archive name, sorted; no name twice."""
     entries: dict[str, Path] = {}
