@@ -1,4 +1,14 @@
-"""GitOps, merge side: the artifact the pull request built and tested becomes the image that is pushed."""
+"""GitOps, merge side: the artifact the pull request built and tested becomes the image that is pushed.
+
+Task runs are kept where the UI shows something a user watches or acts on: the fetch, each artifact's
+download and verification, each base image (built when the engine lacks it), each image build and push,
+a tag move, the workspace cleanup and the prune. The registry tag lookups and the artifact metadata reads
+are plain calls in threads beside them (each has its own retries within a deadline: ``opsflow.registry.v2``
+and the object store's boto3 config). Each component's build and push are called with values in a thread of
+their own, not submitted with futures as arguments: Prefect reads an unfinished future argument's state from
+the API before the task starts (``prefect.tasks._infer_parent_task_runs``), a round trip on the image's
+path (measured 1.1-1.8 s each at load 12, four per merge of two components).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +24,8 @@ from blocks import ContainerRegistry, DockerHostTarget, names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
 from flows import common
 from opsflow.core.errors import ArtifactNotFound
-from tasks.artifacts.store import ArtifactPlan, load_artifact, plan_artifact, save_artifact
+from opsflow.core.threads import ContextThreadPool
+from tasks.artifacts.store import ArtifactPlan, load_artifact, read_plan, save_artifact
 from tasks.build import build_app
 from tasks.build.caches import TreeCache
 from tasks.build.deps import install_deps
@@ -58,14 +69,17 @@ def plan_tags(found: dict[str, str | None], sha_tag: str, version: str | None) -
     return TagPlan(digest=digest, add=[t for t in add if t not in conflicts], conflicts=conflicts)
 
 
-def find_artifacts(cfg: common.PipelineConfig, checkout: Checkout, build_if_missing: bool) -> dict[str, ArtifactPlan]:
-    """The stored artifact of every component's tree; refuses untested-and-failed or missing ones.
+def find_artifacts(cfg: common.PipelineConfig, checkout: Checkout, build_if_missing: bool,
+                   pool: ContextThreadPool) -> dict[str, ArtifactPlan]:
+    """The stored artifact of every component's tree (metadata read side by side in ``pool``); refuses
+    untested-and-failed or missing ones.
 
     With ``build_if_missing``, a missing artifact is built (and stored) here instead, in a full checkout.
     """
     logger = get_run_logger()
     application, store = cfg.application, cfg.store
-    futures = {c.name: plan_artifact.submit(store, checkout, application.name, c) for c in application.components}
+    futures = {c.name: pool.submit(read_plan, store, checkout, application.name, c)
+               for c in application.components}
     plans = {name: f.result() for name, f in futures.items()}
     failed = [p for p in plans.values()
               if p.exists and p.metadata.get("tests") and not tests_passed(p.metadata["tests"])]
@@ -112,12 +126,35 @@ def image_repositories(cfg: common.PipelineConfig, registry: ContainerRegistry) 
     return {c.name: registry.repository(f"{cfg.application.name}-{c.name}") for c in cfg.application.components}
 
 
+def build_and_push(engine: DockerHostTarget, registry: ContainerRegistry, loaded, base, build: dict,
+                   outcome: ComponentOutcome, started: datetime) -> None:
+    """One component's image, in a thread of the flow: its artifact (and base image) awaited, then built and
+    pushed, each task called with values; ``outcome`` gets the image or the first step's error."""
+    for step in (loaded, base):
+        if step is not None:
+            step.wait()
+            if not step.state.is_completed():
+                outcome.error = common.outcome_error(step.state)
+                return
+    args = dict(build.pop("build_args"))
+    if base is not None:
+        args["BASE_IMAGE"] = base.result()
+    built = build_image(engine, loaded.result(), build_args=args, registry=registry, return_state=True, **build)
+    final = push_image(engine, registry, built.result(), return_state=True) if built.is_completed() else built
+    outcome.seconds = max((final.timestamp - started).total_seconds(), 0.0)
+    if not final.is_completed():
+        outcome.error = common.outcome_error(final)
+        return
+    image = final.result()
+    outcome.image_ref, outcome.image_tags, outcome.tags_added = image.ref, image.tags, list(image.tags)
+
+
 def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict[str, ArtifactPlan], tags: list[str],
                      version: str | None, registry: ContainerRegistry, engine: DockerHostTarget,
-                     cleanup: list, lookups: dict) -> list[ComponentOutcome]:
+                     cleanup: list, lookups: dict, pool: ContextThreadPool) -> list[ComponentOutcome]:
     """Per component in parallel: the tags it lacks added to an image already pushed for this commit, or the
     artifact loaded, built into the image and pushed with every tag. ``lookups``: per component, the
-    ``lookup_tags`` future of its repository and ``tags``."""
+    ``lookup_tags`` result (a future of ``pool``) for its repository and ``tags``."""
     logger = get_run_logger()
     application = cfg.application
     started = datetime.now(UTC)
@@ -144,41 +181,40 @@ def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict
                 continue
             logger.info("%s:%s is in the registry (%s): adding %s", repository, tags[0], tag_plan.digest,
                         ", ".join(tag_plan.add))
-            chains.append((outcome, None, None, tag_image.submit(registry, repository, tag_plan.digest, tag_plan.add)))
+            chains.append((outcome, None, tag_image.submit(registry, repository, tag_plan.digest, tag_plan.add)))
             continue
         kind = _needs_base(comp, plan)
         build_args = dict(comp.build_args)
-        if kind:
-            if kind not in bases:
-                bases[kind] = ensure_base_image.submit(engine, kind)
-            build_args["BASE_IMAGE"] = bases[kind]
-        elif (plan.metadata.get("image") or {}).get("base_image_arg", True):
+        if kind and kind not in bases:
+            bases[kind] = ensure_base_image.submit(engine, kind)  # checked (or built) while the artifact loads
+        if not kind and (plan.metadata.get("image") or {}).get("base_image_arg", True):
             build_args["BASE_IMAGE"] = comp.base_image
         loaded = load_artifact.submit(store=cfg.store, key=plan.key)
-        built = build_image.submit(
-            engine, loaded, repository, tags, revision=checkout.sha, source=application.repository,
-            build_args=build_args, target=comp.target, registry=registry,
-            labels={"org.opencontainers.image.created": checkout.committed_at,
-                    "dev.opsflow.artifact.key": plan.key, "dev.opsflow.artifact.digest": plan.metadata["digest"]})
-        chains.append((outcome, loaded, built, push_image.submit(engine, registry, built)))
-    for outcome, loaded, built, final in chains:
-        final.wait()
-        if loaded is not None and loaded.state.is_completed():
-            cleanup.append(loaded.result().path)
-        outcome.seconds = max((final.state.timestamp - started).total_seconds(), 0.0)
-        if not final.state.is_completed():
-            first_failed = next(f for f in (loaded, built, final) if f is not None and not f.state.is_completed())
-            outcome.error = common.outcome_error(first_failed.state)
-        elif loaded is None:
-            outcome.tags_added = final.result()
+        build = {"repository": repository, "tags": tags, "revision": checkout.sha, "source": application.repository,
+                 "build_args": build_args, "target": comp.target,
+                 "labels": {"org.opencontainers.image.created": checkout.committed_at,
+                            "dev.opsflow.artifact.key": plan.key,
+                            "dev.opsflow.artifact.digest": plan.metadata["digest"]}}
+        chains.append((outcome, loaded, pool.submit(build_and_push, engine, registry, loaded,
+                                                    bases[kind] if kind else None, build, outcome, started)))
+    for outcome, loaded, final in chains:
+        if loaded is None:  # a tag move
+            final.wait()
+            outcome.seconds = max((final.state.timestamp - started).total_seconds(), 0.0)
+            if final.state.is_completed():
+                outcome.tags_added = final.result()
+            else:
+                outcome.error = common.outcome_error(final.state)
         else:
-            image = final.result()
-            outcome.image_ref, outcome.image_tags, outcome.tags_added = image.ref, image.tags, list(image.tags)
+            final.result()  # build_and_push records every task's failure in the outcome
+            if loaded.state.is_completed():
+                cleanup.append(loaded.result().path)
         done.append(outcome)
     return common.in_component_order(application, done)
 
 
-@flow(name="gitops-merge", flow_run_name="gitops-merge-{app}-{sha:.7}", log_prints=True)
+@flow(name="gitops-merge", flow_run_name="gitops-merge-{app}-{sha:.7}", log_prints=True,
+      **common.UNPERSISTED_RESULT)
 def gitops_merge(
     app: Name,
     sha: Sha,
@@ -222,18 +258,24 @@ def gitops_merge(
     title = f"opsflow GitOps · {cfg.application.name} · merge"
     key = common.report_key("gitops-merge", cfg.application.name)
     with common.reported_components(cfg, sha, CONTEXT, pr, title, key, "building the images") as result:
+        pruned = None
         try:
-            with common.workspace() as cleanup:
+            with common.workspace() as cleanup, \
+                    ContextThreadPool(2 * len(cfg.application.components), thread_name_prefix="merge") as pool:
                 # What the registry has for the tags is asked while the commit is fetched and its artifacts found.
-                lookups = {name: lookup_tags.submit(registry, repository, tags)
+                lookups = {name: pool.submit(lookup_tags, registry, repository, tags)
                            for name, repository in image_repositories(cfg, registry).items()}
                 # The commit's trees are all the merge needs (artifacts are found by tree id): no files.
                 checkout = clone_repo(cfg.application.repository, sha, files=False, **cfg.clone_auth)
                 cleanup.append(checkout.root)
-                plans = find_artifacts(cfg, checkout, build_if_missing)
+                plans = find_artifacts(cfg, checkout, build_if_missing, pool)
                 result.components = package_and_push(cfg, checkout, plans, tags, version, registry, engine, cleanup,
-                                                     lookups)
+                                                     lookups, pool)
+                pruned = prune_build_images.submit(engine)  # the builds' dangling images go while the workspace does
         finally:
-            prune_build_images(engine)
+            if pruned is None:
+                prune_build_images(engine)
+            else:
+                pruned.result()
     common.raise_if_failed(result.components)
     return [o.__dict__ for o in result.components]

@@ -12,7 +12,7 @@ from blocks.fields import BlockName, Name, PrNumber, Sha
 from flows import common
 from opsflow.core.threads import ContextThreadPool
 from tasks.app_tests import run_tests
-from tasks.artifacts.store import plan_artifact, record_test_results, save_artifact
+from tasks.artifacts.store import read_plan, record_test_results, save_artifact
 from tasks.build import build_app
 from tasks.build.caches import DEFAULT_MAX_BYTES, TreeCache
 from tasks.build.deps import install_deps
@@ -63,7 +63,8 @@ def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, extra_secrets
     """
     application, store = cfg.application, cfg.store
     cache = TreeCache.from_env()
-    plans = [(c, plan_artifact.submit(store, checkout, application.name, c)) for c in application.components]
+    with ContextThreadPool(len(application.components), thread_name_prefix="read-plan") as pool:  # side by side
+        plans = [(c, pool.submit(read_plan, store, checkout, application.name, c)) for c in application.components]
     reused, todo = [], []
     for comp, plan_future in plans:
         plan = plan_future.result()
@@ -119,7 +120,8 @@ def build_and_test_untrusted(cfg: common.PipelineConfig, checkout: Checkout, scr
     return outcomes
 
 
-@flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True)
+@flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True,
+      **common.UNPERSISTED_RESULT)
 def gitops_pr(
     app: Name,
     pr: PrNumber,

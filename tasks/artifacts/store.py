@@ -109,9 +109,10 @@ def read_metadata(store: ObjectStore, client, key: str) -> dict[str, Any] | None
     return json.loads(body)
 
 
-@task(name="plan-artifact", task_run_name="plan-artifact-{component.name}", retries=2, retry_delay_seconds=[2, 8])
-def plan_artifact(store: ObjectStore, checkout: Checkout, app: str, component: Component) -> ArtifactPlan:
-    """Compute the component's artifact key from its source tree and see whether it is stored."""
+def read_plan(store: ObjectStore, checkout: Checkout, app: str, component: Component) -> ArtifactPlan:
+    """Compute the component's artifact key from its source tree and see whether it is stored (a plain call:
+    the pipelines read their plans side by side in threads, no task run each; the read is retried by the
+    store's client within its timeouts)."""
     tree = checkout.tree_id(component.path)
     key = artifact_key(app, component, tree)
     metadata = read_metadata(store, store.get_client(), key)

@@ -23,6 +23,7 @@ from blocks import ContainerRegistry, DockerHostTarget
 from opsflow.core.errors import OpsflowError, RemoteError, RemoteUnavailable, TransientError
 from opsflow.core.redact import redact
 from tasks.images.build import _PROGRESS_EVERY_S, BuiltImage
+from tasks.images.tag import put_tags
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,12 @@ def _is_transient(task, task_run, state) -> bool:
 @task(name="push-image", task_run_name="push-image-{image.name}", retries=3,
       retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_transient)
 def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: BuiltImage) -> PushedImage:
-    """Push every tag of ``image`` and return the digest the registry reported.
+    """Push ``image`` under its first tag and return the digest the registry reported; its other tags are then
+    put on that digest in the registry (:func:`tasks.images.tag.put_tags`: the manifest's own bytes under each
+    tag, so every tag resolves to the same digest by construction; a second push through the engine asked the
+    registry for every layer again).
 
     Errors in the push stream raise (the SDK reports them as data, not exceptions).
-    Every tag must resolve to the same digest.
     """
     logger = get_run_logger()
     auth = registry.auth_config()
@@ -137,7 +140,7 @@ def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: Bui
     client = engine.get_client()
     digests: dict[str, str] = {}
     try:
-        for tag in image.tags:
+        for tag in image.tags[:1]:
             last_log = 0.0
             for chunk in client.api.push(image.repository, tag=tag, stream=True, decode=True, auth_config=auth):
                 if "error" in chunk or "errorDetail" in chunk:
@@ -155,11 +158,9 @@ def push_image(engine: DockerHostTarget, registry: ContainerRegistry, image: Bui
                     last_log = time.monotonic()
     finally:
         client.close()
-    if set(digests) != set(image.tags):
-        missing = sorted(set(image.tags) - set(digests))
-        raise RemoteError(f"registry {registry.url} reported no digest for tag(s) {missing}")
-    if len(set(digests.values())) != 1:
-        raise RemoteError(f"tags of {image.repository} were pushed with different digests: {digests}")
-    digest = next(iter(digests.values()))
+    if set(digests) != set(image.tags[:1]):
+        raise RemoteError(f"registry {registry.url} reported no digest for {image.repository}:{image.tags[0]}")
+    digest = digests[image.tags[0]]
+    put_tags(registry, image.repository, digest, image.tags[1:], logger)
     logger.info("pushed %s@%s (tags %s)", image.repository, digest, ", ".join(image.tags))
     return PushedImage(repository=image.repository, tags=list(image.tags), digest=digest)

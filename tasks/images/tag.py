@@ -22,9 +22,8 @@ def _tag_run_name() -> str:
     return f"tag-image-{image_name(task_run.parameters['repository'])}"
 
 
-@task(name="tag-image", task_run_name=_tag_run_name, retries=2, retry_delay_seconds=[2, 8])
-def tag_image(registry: ContainerRegistry, repository: str, digest: str, tags: list[str]) -> list[str]:
-    """Point each of ``tags`` at ``repository@digest``; returns the tags put.
+def put_tags(registry: ContainerRegistry, repository: str, digest: str, tags: list[str], logger) -> list[str]:
+    """Point each of ``tags`` at ``repository@digest`` (its manifest put again under each); returns the tags put.
 
     Raises:
         RemoteError: the manifest is not there, or the registry refused a tag, or put it on another digest.
@@ -32,7 +31,6 @@ def tag_image(registry: ContainerRegistry, repository: str, digest: str, tags: l
     check_digest(digest)
     for tag in tags:
         check_tag(tag)
-    logger = get_run_logger()
     path = repository_path(registry.host, repository)
     with registry.get_client() as client:
         got = request(client, "GET", f"/v2/{path}/manifests/{digest}", headers={"Accept": MANIFEST_TYPES})
@@ -51,3 +49,13 @@ def tag_image(registry: ContainerRegistry, repository: str, digest: str, tags: l
                                   f"{put.headers['Docker-Content-Digest']}, not {digest}")
             logger.info("tagged %s@%s as %s", repository, digest, tag)
     return list(tags)
+
+
+@task(name="tag-image", task_run_name=_tag_run_name, retries=2, retry_delay_seconds=[2, 8])
+def tag_image(registry: ContainerRegistry, repository: str, digest: str, tags: list[str]) -> list[str]:
+    """Point each of ``tags`` at ``repository@digest``; returns the tags put.
+
+    Raises:
+        RemoteError: the manifest is not there, or the registry refused a tag, or put it on another digest.
+    """
+    return put_tags(registry, repository, digest, tags, get_run_logger())

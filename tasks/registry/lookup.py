@@ -41,17 +41,11 @@ def lookup_image(registry: ContainerRegistry, repository: str, tag: str, attempt
         return _digest(registry, client, repository, tag, attempts)
 
 
-def _lookup_tags_run_name() -> str:
-    from prefect.runtime import task_run
-
-    return f"lookup-tags-{image_name(task_run.parameters['repository'])}"
-
-
-@task(name="lookup-tags", task_run_name=_lookup_tags_run_name)
 def lookup_tags(registry: ContainerRegistry, repository: str, tags: list[str],
                 attempts: int = 4) -> dict[str, str | None]:
     """The digest each of ``tags`` of ``repository`` has in the registry (None: no such tag), over one
-    connection and one login (a merge asks for the commit, branch and version tags of each image).
+    connection and one login (a merge asks for the commit, branch and version tags of each image, beside its
+    fetch: a plain call, no task run; each request is retried with back-off, ``opsflow.registry.v2.request``).
 
     Raises:
         RegistryAuthError, RegistryTlsError, RemoteError: as :func:`lookup_image`.

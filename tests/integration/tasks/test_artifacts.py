@@ -14,7 +14,7 @@ from tasks.artifacts.store import (
     artifact_key,
     load_artifact,
     pack,
-    plan_artifact,
+    read_plan,
     record_test_results,
     save_artifact,
 )
@@ -70,7 +70,7 @@ def test_save_then_load_round_trips_and_second_save_skips_upload(stack, app_and_
     _, app, checkout, build = app_and_checkout
     store = ObjectStore.load("opsflow-artifacts")
     comp = app.components[0]
-    plan = plan_artifact.fn(store, checkout, app.name, comp)
+    plan = read_plan(store, checkout, app.name, comp)
     assert not plan.exists and plan.key.startswith(f"{app.name}/web/")
 
     ref = save_artifact.fn(store, plan, build, comp, checkout)
@@ -83,7 +83,7 @@ def test_save_then_load_round_trips_and_second_save_skips_upload(stack, app_and_
     assert "sha256:" + hashlib.sha256(body).hexdigest() == ref.digest
     assert not s3.list_objects_v2(Bucket=store.bucket, Prefix="tmp/").get("Contents"), "temporary upload left"
 
-    again = save_artifact.fn(store, plan_artifact.fn(store, checkout, app.name, comp), build, comp, checkout)
+    again = save_artifact.fn(store, read_plan(store, checkout, app.name, comp), build, comp, checkout)
     assert not again.uploaded and again.digest == ref.digest
 
     loaded = load_artifact.fn(store, plan.key, tmp_path / "ctx")
@@ -92,7 +92,7 @@ def test_save_then_load_round_trips_and_second_save_skips_upload(stack, app_and_
     assert loaded.metadata["tree"] == plan.tree
 
     record_test_results.fn(store, plan.key, {"passed": 3, "failed": 0})
-    assert plan_artifact.fn(store, checkout, app.name, comp).metadata["tests"] == {"passed": 3, "failed": 0}
+    assert read_plan(store, checkout, app.name, comp).metadata["tests"] == {"passed": 3, "failed": 0}
 
 
 def test_load_of_a_missing_key_names_it(stack):
@@ -105,7 +105,7 @@ def test_a_tampered_archive_is_refused(stack, app_and_checkout, tmp_path):
     _, app, checkout, build = app_and_checkout
     store = ObjectStore.load("opsflow-artifacts")
     comp = app.components[0]
-    plan = plan_artifact.fn(store, checkout, app.name, comp)
+    plan = read_plan(store, checkout, app.name, comp)
     save_artifact.fn(store, plan, build, comp, checkout)
     store.get_client().put_object(Bucket=store.bucket, Key=f"{plan.key}.tar.gz", Body=b"not the archive")
     with pytest.raises(ArtifactCorrupt, match="is corrupt"):
@@ -118,4 +118,4 @@ def test_an_unreachable_store_fails_naming_the_endpoint(app_and_checkout):
     dead = ObjectStore(endpoint_url="http://127.0.0.1:9", bucket="opsflow-artifacts", access_key_id="abcd",
                        secret_access_key="efghijkl", connect_timeout=0.5, max_attempts=2)
     with pytest.raises(Exception, match=r"127\.0\.0\.1:9"):
-        plan_artifact.fn(dead, checkout, app.name, app.components[0])
+        read_plan(dead, checkout, app.name, app.components[0])
