@@ -25,8 +25,9 @@ worker's round trips were cut, p50 2.65 s, p95 4.90 s (stock 43.6 s); after, in 
 p95 9.62 s (stock 52.9 s). Alternating the two workers in one hour (8 deliveries each, twice), the median
 from ``Pending`` to ``Running`` went from 1.55 to 0.90 s and from 7.65 to 1.66 s. Where one trigger's time
 goes now (traced in the run's process): the receiver creates the run; the worker hears of it from the event
-stream, asks ``get_scheduled_flow_runs`` and proposes ``Pending`` (two round trips), forks the run (sending
-``Submitting`` and the run's labels meanwhile); the run's process starts its suspension observer and its one
+stream, asks ``get_scheduled_flow_runs`` and proposes ``Pending`` (two round trips), proposes ``Submitting`` and forks
+the run (its labels are sent meanwhile; ``Submitting`` beside the fork was tried and reverted: the server lets
+a late one reopen a run that had already ended); the run's process starts its suspension observer and its one
 read of the server's result storage in the background, loads the flow, and the engine makes its own round
 trips: the run's flow version and retry policy, its name (``flow_run_name``), ``Running``, a read of the run;
 then the flow loads its blocks (one round trip, in parallel) and starts its first task.

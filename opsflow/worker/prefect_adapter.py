@@ -34,12 +34,6 @@ These have no public equivalent:
   built once per CA file (in the zygote, so every forked run inherits the one it built); other calls
   (Prefect's insecure mode modifies its context) get a new one as before.
 
-- ``BaseWorker._propose_submitting_state``: ``BaseWorker`` proposes ``Submitting`` and waits for the answer
-  before it starts the run; :class:`LabelsBesideTheStart` sends it while the run's process forks (one round
-  trip less on the way). The state is informative (the claim is the ``Pending`` before it); in the rare case
-  the run's own ``Running`` lands first, the server refuses ``Submitting`` (no way back to ``PENDING``) and
-  the worker ignores that answer, as ``BaseWorker`` does.
-
 - ``BaseJobConfiguration._base_environment``: Prefect's settings as environment variables, written into every
   run's job configuration between the claim and the fork. Serialising the settings takes 40-60 ms of CPU on a
   quiet 2-core machine (0.4 s on a busy one), the largest part of the worker's own time on the way to a run's
@@ -101,7 +95,6 @@ PRIVATE_NAMES = (
     ("prefect.flow_engine", "BaseFlowRunEngine._build_heartbeat_event_template"),
     ("prefect.flow_engine", "BaseFlowRunEngine._emit_flow_run_heartbeat"),
     ("prefect.client.orchestration", "ssl.create_default_context"),
-    ("prefect.workers.base", "BaseWorker._propose_submitting_state"),
     ("prefect.workers.base", "BaseJobConfiguration._base_environment"),
     ("prefect._internal.version_checking", "_API_VERSION_CHECK_CACHE"),
     ("prefect._internal.version_checking", "_API_VERSION_CHECK_CACHE_LOCK"),
@@ -235,8 +228,11 @@ def related_deployment(configuration: Any) -> Any:
 
 
 class LabelsBesideTheStart:
-    """Mixed in before ``BaseWorker``: the run's worker labels and its ``Submitting`` state are sent beside its
-    start, not before it.
+    """Mixed in before ``BaseWorker``: the run's worker labels are written beside its start, not before it.
+
+    Not its ``Submitting`` state: the server lets a run that ended (Failed, Crashed, or Completed without a
+    persisted result) go back to a ``PENDING`` state, so a ``Submitting`` landing after a quick end (a bad
+    parameter, a process that died at once, a short flow) would reopen the run. ``BaseWorker`` waits for it.
 
     ``settle_labels()`` waits for the writes still under way (before the worker's client closes).
     """
@@ -258,10 +254,6 @@ class LabelsBesideTheStart:
             await super()._give_worker_labels_to_flow_run(flow_run_id)
         except Exception as exc:  # noqa: BLE001 - labels inform the UI; the run goes on without them
             log.debug("could not label flow run %s: %s", flow_run_id, exc)
-
-    async def _propose_submitting_state(self, flow_run) -> None:
-        # BaseWorker's own proposal, which logs and ignores any failure or refusal.
-        self._beside_the_start(super()._propose_submitting_state(flow_run))
 
     async def settle_labels(self) -> None:
         await asyncio.gather(*getattr(self, "_label_writes", ()), return_exceptions=True)

@@ -106,7 +106,7 @@ def test_prefect_clients_share_one_verified_tls_context_per_ca_file():
         orchestration.ssl = original
 
 
-def test_submitting_and_labels_are_sent_beside_the_start_and_settled_before_the_client_closes():
+def test_labels_are_sent_beside_the_start_and_settled_before_the_client_closes_but_submitting_is_awaited():
     import asyncio
 
     from opsflow.worker.prefect_adapter import LabelsBesideTheStart
@@ -128,10 +128,12 @@ def test_submitting_and_labels_are_sent_beside_the_start_and_settled_before_the_
 
     async def scenario():
         worker = Worker()
-        await asyncio.wait_for(worker._propose_submitting_state("run-1"), 1)  # returns before the answer
-        await asyncio.wait_for(worker._give_worker_labels_to_flow_run("run-1"), 1)
-        assert worker.sent == []
+        # Submitting is BaseWorker's own, awaited: a late one would reopen a run that already ended.
+        submitting = asyncio.ensure_future(worker._propose_submitting_state("run-1"))
+        await asyncio.wait_for(worker._give_worker_labels_to_flow_run("run-1"), 1)  # returns before the answer
+        assert worker.sent == [] and not submitting.done()
         worker.release.set()
+        await submitting
         await worker.settle_labels()
         assert worker.sent == [("Submitting", "run-1")] and not worker._label_writes
 
