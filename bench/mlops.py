@@ -4,7 +4,8 @@
         uv run python bench/mlops.py [--files 200] [--mb 1] [--rounds 3] [--only dvc_pull,overhead,mlops_overhead]
 
 Uses the stack of ``opsflow stack up`` (started here if it is not running; ports from the OPSFLOW_*
-variables like the CLI).
+variables like the CLI). The flows run in this process as in the worker's run process (``prompt_heartbeat_stop``
+and ``share_client_tls_contexts``, opsflow/worker/prefect_adapter.py), as in bench/gitops.py.
 
 * ``dvc_pull_ratio``: the ``dvc_pull`` task (DVC's API: fetch + checkout into the workspace) on a
   fresh clone of a repository tracking ``--files`` files of ``--mb`` MB each, vs a plain boto3
@@ -251,6 +252,13 @@ def main() -> None:
 
     use_local_stack()  # the stack's API URL and auth string, before Prefect is imported
     from opsflow.stack import Stack, StackConfig
+    from opsflow.worker.prefect_adapter import prompt_heartbeat_stop, share_client_tls_contexts
+
+    # The flows run in this process as in the worker's run process (as bench/gitops.py runs them): the run's
+    # heartbeat thread stops when the run ends (without it each flow call ends up to 1 s late), and Prefect's
+    # API clients share one TLS context (the zygote builds it once; without it each client builds its own).
+    prompt_heartbeat_stop()
+    share_client_tls_contexts()
 
     cfg = StackConfig.from_env()
     Stack(cfg, say=lambda line: print(f"[stack] {line}", file=sys.stderr)).up()

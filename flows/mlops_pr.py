@@ -28,7 +28,7 @@ from tasks.mlops.experiment import run_experiment
 from tasks.mlops.model import package_model
 from tasks.mlops.report import render_report
 from tasks.mlops.results import read_results
-from tasks.mlops.tracking import check_mlflow, experiment_id, find_champion, log_to_mlflow, mlflow_run_url
+from tasks.mlops.tracking import check_mlflow, find_champion, log_to_mlflow, mlflow_run_url
 
 CONTEXT = "mlops/eval"
 TITLE = "MLOps"
@@ -65,25 +65,36 @@ def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = 
     cfg.secrets = load_secrets(cfg.application)
     report_pending(cfg, sha, CONTEXT, "evaluating the model")
     with reported_failure(cfg, sha, CONTEXT, pr, key, TITLE, "evaluation failed"), workspace() as paths:
-        checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
-        paths.append(checkout.path)
+        # a tracking server that does not answer fails the run before the data and the experiment (asked while
+        # the clone runs)
+        mlflow_up = check_mlflow.submit(server)
+        try:
+            checkout = clone_repo(cfg.application.repository, sha, **cfg.clone_auth)
+            paths.append(checkout.path)
+        finally:
+            mlflow_up.wait()
+        mlflow_up.result()
         ml = load_ml_config(checkout.path)
-        check_mlflow(server)  # a tracking server that does not answer fails now, not after the experiment
         environment = prepare_environment.submit(checkout.path, ml.environment)  # while the data is pulled
         try:
             pulled = dvc_pull(checkout.path, cfg.store)
         finally:
             environment.wait()  # never leave it reading a checkout that is being removed
-        env = environment.result()
-        run_experiment(checkout.path, env, ml, cfg.store)
-        candidate = read_results(checkout.path)
-        model = package_model(checkout.path, ml.model, env)
+        run_experiment(checkout.path, environment.result(), ml, cfg.store)
+        # the champion and the MLflow model while the results are read (each waited for before the checkout goes)
+        champion = find_champion.submit(server, ml.model_name, ml.champion_alias)
+        model = package_model.submit(checkout.path, ml.model, environment.result())
+        try:
+            candidate = read_results(checkout.path)
+        finally:
+            model.wait()
+            champion.wait()
         tags = run_tags(checkout, branch, pr, cfg.repo, pulled.data_hashes)
-        run_id = log_to_mlflow(server, ml.model_name, checkout.path, candidate, tags, model)
-        champion = find_champion(server, ml.model_name, ml.champion_alias)
-        comparison = compare_to_champion(candidate, champion, ml.metrics)
-        link = mlflow_run_url(server, experiment_id(server, ml.model_name), run_id)
-        body = render_report(comparison, ml.model_name, pulled.data_hashes, link, run_url(), champion,
+        logged = log_to_mlflow(server, ml.model_name, checkout.path, candidate, tags, model.result())
+        comparison = compare_to_champion(candidate, champion.result(), ml.metrics)
+        link = mlflow_run_url(server, logged.experiment_id, logged.run_id)
+        body = render_report(comparison, ml.model_name, pulled.data_hashes, link, run_url(), champion.result(),
                              candidate.plots)
         publish_report(cfg, sha, CONTEXT, pr, key, TITLE, body, comparison.passed, comparison.verdict, link)
-    return {"verdict": comparison.verdict, "run_id": run_id, "url": link, "rows": [r.__dict__ for r in comparison.rows]}
+    return {"verdict": comparison.verdict, "run_id": logged.run_id, "url": link,
+            "rows": [r.__dict__ for r in comparison.rows]}

@@ -23,7 +23,8 @@ from opsflow.core.threads import start_thread
 
 class StepProgress:
     """Report ``done / total`` every ``every_s`` seconds while the ``with`` block runs, from a
-    background thread; then once more at the end. Thread-safe ``advance``.
+    background thread; then once more at the end. Thread-safe ``advance``. The progress artifact
+    appears with the first report that has progress to show (or at the end, at 100 %).
 
     Reporting is best effort: a failed artifact update is logged once and never fails the step.
     """
@@ -94,14 +95,9 @@ class StepProgress:
                 continue
 
     def __enter__(self) -> Self:
-        from prefect.artifacts import create_progress_artifact
-
-        try:
-            self._artifact_id = create_progress_artifact(0.0, key=self.key, description=self.what)
-            self._last_reported = 0.0
-        except Exception as exc:  # noqa: BLE001 - see _report
-            self._warned = True
-            self.logger.warning("could not create the progress artifact of %s: %s", self.what, exc)
+        # The artifact is made by the first report (a tick with progress, or the end), not here: a step that
+        # ends before its first tick makes one API call instead of two, and none delays its start.
+        self._last_reported = 0.0
         self._thread = start_thread(self._tick, name=f"progress-{self.what}")
         return self
 

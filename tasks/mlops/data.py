@@ -64,24 +64,42 @@ def remote_config(store: ObjectStore) -> dict[str, str]:
 CHECKOUT_CONFIG = {"cache": {"type": "reflink,hardlink,symlink,copy"}}
 
 
-def check_remote_access(repo) -> None:
-    """List the top of the DVC remote with the credentials DVC will use (one request).
+def remote_refuses(repo) -> bool:
+    """Whether the DVC remote refuses the credentials DVC uses: a listing of its top (one request).
 
     DVC reports a refused download only as "N files failed to download", the same words as data
-    that was never pushed; listing first tells wrong credentials apart, before anything is written.
-    Raises ``PermissionError`` when the remote refuses the credentials.
+    that was never pushed; the listing tells them apart. Asked only once a pull failed (a refused
+    pull downloads nothing): asked before every pull, it cost a second S3 client and a request
+    (1-2 s on a loaded machine) on the way to pulls that succeed.
     """
     remote = repo.cloud.get_remote(command="pull")
     try:
         remote.fs.ls(remote.path, detail=False)
     except FileNotFoundError:
-        pass  # nothing under the prefix: the pull itself says which data is missing
+        return False  # nothing under the prefix: the pull itself says which data is missing
+    except Exception as exc:  # noqa: BLE001 - S3 errors come in many types; only a refusal matters here
+        return _refused(exc)
+    return False
 
 
 def _refused(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, PermissionError) or any(
         s in text for s in ("403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"))
+
+
+def _pull_error(exc: BaseException, store: ObjectStore, refused: bool) -> Exception:
+    """What a failed pull raises: refused credentials, missing data, or DVC's own words."""
+    text = str(exc)
+    if refused:
+        return MlopsError(f"DVC pull: the remote refused the credentials of object store {store.bucket!r} "
+                          f"({type(exc).__name__}): they are wrong or may not read it; fix the block's "
+                          f"access keys, then re-run")
+    if any(s in text.lower() for s in ("missing", "checkout failed", "failed to pull", "failed to download")):
+        said = " ".join(text.split())[:200]
+        return MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({said}); "
+                          f"run `dvc push` from the branch that produced it, then re-run")
+    return RemoteError(f"DVC pull failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}")
 
 
 @task(name="dvc-pull", task_run_name="dvc-pull", retries=1, retry_delay_seconds=2)
@@ -95,26 +113,21 @@ def dvc_pull(workdir: Path, store: ObjectStore, jobs: int = 16) -> PullResult:
 
     logger = get_run_logger()
     total_mb = tracked_bytes(workdir) / 1e6
+    refused = False
     try:
         with Repo(str(workdir), config=CHECKOUT_CONFIG, remote_config=remote_config(store)) as repo:
-            check_remote_access(repo)
             cache = Path(repo.cache.local_cache_dir)
             # DVC's API has no progress callback: what has arrived is what is in its cache.
             progress = StepProgress("dvc pull", total=total_mb, unit="MB", measure=lambda: directory_mb(cache),
                                     logger=logger) if total_mb else contextlib.nullcontext()
-            with progress:
-                result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
+            try:
+                with progress:
+                    result = repo.pull(targets=[str(p) for p in tracked_files(workdir)] or None, jobs=jobs)
+            except Exception as exc:
+                refused = _refused(exc) or remote_refuses(repo)
+                raise
     except Exception as exc:  # noqa: BLE001 - DVC raises many types; name the situation instead
-        text = str(exc)
-        if _refused(exc):
-            raise MlopsError(f"DVC pull: the remote refused the credentials of object store {store.bucket!r} "
-                             f"({type(exc).__name__}): they are wrong or may not read it; fix the block's "
-                             f"access keys, then re-run") from None
-        if any(s in text.lower() for s in ("missing", "checkout failed", "failed to pull", "failed to download")):
-            said = " ".join(text.split())[:200]
-            raise MlopsError(f"DVC pull: the data this commit needs is not in the remote cache ({said}); "
-                             f"run `dvc push` from the branch that produced it, then re-run") from None
-        raise RemoteError(f"DVC pull failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}") from None
+        raise _pull_error(exc, store, refused or _refused(exc)) from None
     stats = result.get("stats", result) if isinstance(result, dict) else {}
     hashes = dvc_hashes(workdir)
     logger.info("dvc pull: %s file(s) fetched; data %s", stats.get("fetched", 0), hashes)

@@ -279,3 +279,19 @@ def test_an_ml_application_needs_no_component_and_a_gitops_one_does():
     assert app.components == []
     with pytest.raises(ValidationError, match=r"components\n  declare at least one component \(an ml_project"):
         Application(name="shop", repository="file:///tmp/shop.git")
+
+
+def test_the_run_logs_each_plot_at_its_path_and_the_model_directory_under_model(tmp_path):
+    from tasks.mlops.model import ModelPackage
+    from tasks.mlops.tracking import artifact_files
+
+    model = tmp_path / ".opsflow-mlflow-model"
+    (model / "code").mkdir(parents=True)
+    (model / "MLmodel").write_text("flavors: {}\n")
+    (model / "code" / "loader.py").write_text("")
+    candidate = Candidate({"m": 1.0}, {}, ["roc.json", "eval/plots/sklearn/roc/test.json"])
+    plots = [(str(tmp_path / "roc.json"), None),
+             (str(tmp_path / "eval/plots/sklearn/roc/test.json"), "eval/plots/sklearn/roc")]
+    assert artifact_files(tmp_path, candidate, ModelPackage(str(model), "pickle", "model.pkl")) == [
+        *plots, (str(model / "MLmodel"), "model"), (str(model / "code" / "loader.py"), "model/code")]
+    assert artifact_files(tmp_path, candidate, None) == plots
