@@ -65,6 +65,7 @@ def other_database(stack, stack_database):
 def test_the_gitops_pr_pipeline_runs_on_a_server_backed_by_the_other_database(stack, other_database, forge_emulator,
                                                                              tmp_path):
     from opsflow.stack import Stack, StackConfig, processes
+    from opsflow.stack.postgres import remove_cluster
     from opsflow.stack.services import cluster
 
     kind = other_database
@@ -107,3 +108,4 @@ def test_the_gitops_pr_pipeline_runs_on_a_server_backed_by_the_other_database(st
     finally:
         platform.down()
         assert not processes.marked_pids(cfg.home)
+        remove_cluster(cfg.home)  # tmp_path is closed to the postgres user: its cluster is in /var/lib/opsflow

@@ -11,6 +11,7 @@ import pytest
 from opsflow.core.errors import ServiceError
 from opsflow.stack import Stack, StackConfig, processes
 from opsflow.stack import manager as manager_module
+from opsflow.stack.postgres import remove_cluster
 from opsflow.stack.services import ServiceSpec
 
 
@@ -29,6 +30,7 @@ def light(tmp_path: Path):
     yield stack, lines
     stack.down()
     assert processes.marked_pids(cfg.home) == []
+    remove_cluster(cfg.home)  # tmp_path is closed to the postgres user: its cluster dir is in /var/lib/opsflow
 
 
 def _registry_v2(stack: Stack) -> int:
