@@ -30,16 +30,18 @@ def _run(run_id: str):
 
 
 def _runs_for_pr(number: int) -> list:
-    """The newest runs started for PR ``number``: the refused deliveries' tests each use a PR number of their own.
+    """The newest runs started for PR ``number`` of this module's application (``hooks-app``, on ``REPO``): the
+    refused deliveries' tests each use a PR number of their own.
 
-    Not a count of all runs: the deliveries earlier tests' receivers accepted may still be creating theirs.
+    Not a count of all runs: the deliveries earlier tests accepted may still be creating theirs.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
         newest = client.read_flow_runs(limit=200, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
-    return [r for r in newest if (r.parameters or {}).get("pr") == number]
+    return [r for r in newest if (r.parameters or {}).get("pr") == number
+            and (r.parameters or {}).get("app") == "hooks-app"]
 
 
 def test_a_pull_request_starts_one_run_with_the_right_parameters_and_redelivery_reuses_it(receiver):
