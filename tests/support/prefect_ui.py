@@ -253,11 +253,11 @@ class PrefectUI:
         badges = " or ".join(_has_class(f"state--{s}") for s in wanted)
         xpath = f"//*[{_has_class('page-heading-flow-run')}]//*[{_has_class('state-badge')}][{badges}]"
         # The page follows the run by polling the server; on a loaded machine it was seen to stay on
-        # "Running" minutes after the run had ended. A user then reloads the page: so do we, once a minute.
+        # "Running" minutes after the run had ended. A user then reloads the page: so do we, every 20 s.
         deadline = time.monotonic() + seconds
         while True:
             try:
-                self.wait(min(60.0, max(1.0, deadline - time.monotonic()))).until(
+                self.wait(min(20.0, max(1.0, deadline - time.monotonic()))).until(
                     lambda d: d.find_elements(By.XPATH, xpath))
                 return self.run_state()
             except TimeoutException:
