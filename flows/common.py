@@ -18,7 +18,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
-from prefect.settings import get_current_settings
 
 from blocks import Application, GitForge, MlflowServer, ObjectStore
 from opsflow.core.errors import PipelineFailed
@@ -28,14 +27,6 @@ from tasks.pr_trust import RUN, TrustDecision, check_pull_request_trust
 from tasks.reporting import report_status, upsert_pr_comment
 from tasks.summaries import ComponentOutcome, failure_report, pipeline_report
 from tasks.workspace import cleanup_workspace
-
-#: ``@flow`` options of a pipeline whose return value nobody reads back (its report is the run's artifacts, the
-#: commit status and the PR comment): the value is not persisted, and the result storage is named, so Prefect
-#: 3.8 does not ask the server for its default result storage as the run starts (three round trips before the
-#: first task: two in ``ResultStore.update_for_flow``, one deciding ``persist_result``; 0.04-0.3 s each measured
-#: at load 12). The path is Prefect's own local storage setting; nothing is written there.
-UNPERSISTED_RESULT = {"persist_result": False,
-                      "result_storage": Path(get_current_settings().results.local_storage_path)}
 
 
 @dataclass

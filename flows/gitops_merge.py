@@ -23,6 +23,7 @@ from pydantic import Field
 from blocks import ContainerRegistry, DockerHostTarget, names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
 from flows import common
+from flows.options import UNPERSISTED_RESULT
 from opsflow.core.errors import ArtifactNotFound
 from opsflow.core.threads import ContextThreadPool
 from tasks.artifacts.store import ArtifactPlan, load_artifact, read_plan, save_artifact
@@ -214,7 +215,7 @@ def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict
 
 
 @flow(name="gitops-merge", flow_run_name="gitops-merge-{app}-{sha:.7}", log_prints=True,
-      **common.UNPERSISTED_RESULT)
+      **UNPERSISTED_RESULT)
 def gitops_merge(
     app: Name,
     sha: Sha,

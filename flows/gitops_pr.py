@@ -10,6 +10,7 @@ from prefect import flow
 from blocks import names
 from blocks.fields import BlockName, Name, PrNumber, Sha
 from flows import common
+from flows.options import UNPERSISTED_RESULT
 from opsflow.core.threads import ContextThreadPool
 from tasks.app_tests import run_tests
 from tasks.artifacts.store import read_plan, record_test_results, save_artifact
@@ -121,7 +122,7 @@ def build_and_test_untrusted(cfg: common.PipelineConfig, checkout: Checkout, scr
 
 
 @flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True,
-      **common.UNPERSISTED_RESULT)
+      **UNPERSISTED_RESULT)
 def gitops_pr(
     app: Name,
     pr: PrNumber,

@@ -31,18 +31,17 @@ against 0.7 s for the plain ``docker run``.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, runtime
 from prefect.context import SyncClientContext
 from prefect.flow_runs import apause_flow_run
-from prefect.settings import get_current_settings
 from pydantic import Field
 
 from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget, names
 from blocks.application import DeployMethod
 from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
+from flows.options import UNPERSISTED_RESULT
 from opsflow.core.errors import InvalidInput, LockMissing
 from opsflow.core.threads import ContextThreadPool
 from tasks.deploy.compose_rollout import compose_diff
@@ -163,15 +162,8 @@ def _run_name() -> str:
     return f"deploy-{params.get('app')}-" + (targets[0] if len(targets) == 1 else f"{len(targets)}-targets")
 
 
-# The run's result (what runs where) is in its results artifact and the deploy records; Prefect never
-# needs to read it back (no retries, no caching), so it is not persisted. Naming the storage (Prefect's
-# own local default) spares the engine two reads of the server's default result storage before the body
-# runs, each on a new API client (0.08-0.19 s each at load 15, see the module docstring).
-_RESULTS = Path(get_current_settings().results.local_storage_path)
-
-
-@flow(name="manual-deploy", flow_run_name=_run_name, log_prints=True, persist_result=False,
-      result_storage=_RESULTS)
+# The run's result (what runs where) is in its results artifact and the deploy records (flows/options.py).
+@flow(name="manual-deploy", flow_run_name=_run_name, log_prints=True, **UNPERSISTED_RESULT)
 async def manual_deploy(
     app: Name,
     version: TagOrDigest,

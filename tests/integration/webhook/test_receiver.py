@@ -29,19 +29,16 @@ def _run(run_id: str):
     return run, deployment
 
 
-def _runs_for_pr(number: int) -> list:
-    """The newest runs started for PR ``number`` of this module's application (``hooks-app``, on ``REPO``): the
-    refused deliveries' tests each use a PR number of their own.
-
-    Not a count of all runs: the deliveries earlier tests accepted may still be creating theirs.
-    """
+def _runs_where(**params) -> list:
+    """The newest runs (200) whose parameters include ``params``. The refused deliveries' tests each look for a
+    PR number of their own on this module's application (``_runs_where(app="hooks-app", pr=7)``): not a count
+    of all runs, since the deliveries earlier tests accepted may still be creating theirs."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
         newest = client.read_flow_runs(limit=200, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
-    return [r for r in newest if (r.parameters or {}).get("pr") == number
-            and (r.parameters or {}).get("app") == "hooks-app"]
+    return [r for r in newest if all((r.parameters or {}).get(k) == v for k, v in params.items())]
 
 
 def test_a_pull_request_starts_one_run_with_the_right_parameters_and_redelivery_reuses_it(receiver):
@@ -103,7 +100,7 @@ def test_bad_and_ignored_deliveries_get_their_codes_and_start_nothing(receiver, 
     assert answer.status_code == code, answer.text
     if code == 400:
         assert "head" in answer.json()["error"] or "JSON" in answer.json()["error"]
-    assert _runs_for_pr(7) == []
+    assert _runs_where(app="hooks-app", pr=7) == []
 
 
 def test_other_methods_and_paths(receiver):
@@ -188,8 +185,6 @@ class Proxy:
 
 
 def test_with_prefect_down_the_delivery_is_accepted_queued_and_started_once_after_a_restart(hooks_setup, tmp_path):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.sorting import FlowRunSort
 
     proxy = Proxy(hooks_setup.prefect_port)
     journal = tmp_path / "journal.sqlite3"
@@ -213,11 +208,7 @@ def test_with_prefect_down_the_delivery_is_accepted_queued_and_started_once_afte
     restarted = ReceiverProcess(free_port(), journal, hooks_setup.prefect_api_url).start()
     try:
         deadline = time.monotonic() + 30
-        runs = []
-        while time.monotonic() < deadline and not runs:
-            with get_client(sync_client=True) as client:
-                newest = client.read_flow_runs(limit=200, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
-                runs = [r for r in newest if (r.parameters or {}).get("sha") == head]
+        while not (runs := _runs_where(sha=head)) and time.monotonic() < deadline:
             time.sleep(0.3)
         assert len(runs) == 1
         again = httpx.post(restarted.url, content=body, headers=headers, timeout=10)
@@ -311,7 +302,7 @@ def test_deep_json_repeated_content_length_and_dot_segments_are_refused(receiver
         request = (b"POST " + path + b" HTTP/1.1\r\nHost: hooks\r\n" + head
                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         assert _raw(receiver.port, request).startswith(b"HTTP/1.1 400 "), path
-    assert _runs_for_pr(13) == []
+    assert _runs_where(app="hooks-app", pr=13) == []
 
 
 def test_the_delivery_status_needs_the_webhook_secrets_signature(receiver):
