@@ -33,6 +33,7 @@ from blocks.fields import (
 )
 from opsflow.core.errors import InvalidInput, RemoteError, RemoteUnavailable
 from opsflow.core.redact import redact
+from opsflow.core.tls import default_context
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class _ForgeApi:
             raise InvalidInput(f"a {self.name} token is required")
         self._token = token
         self._timeout = timeout
-        self._http = httpx.Client(timeout=timeout, follow_redirects=False,
+        self._http = httpx.Client(timeout=timeout, follow_redirects=False, verify=default_context(),
                                   headers={"User-Agent": USER_AGENT, **self._auth_headers(token)})
 
     def _auth_headers(self, token: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ import httpx
 from opsflow.core.heartbeats import heartbeat_env
 from opsflow.core.prefect_api import basic_auth_header
 from opsflow.core.retention import server_retention_env
+from opsflow.core.tls import default_context
 from opsflow.stack.config import WORK_POOLS, StackConfig, load_credentials
 from opsflow.stack.postgres import Cluster, cluster_root, find_bindir
 from opsflow.stack.tls import RegistryDoor
@@ -54,7 +55,7 @@ class ServiceSpec:
 def _http_ok(url: str, *, ok_below: int = 300, timeout: float = 2.0) -> Callable[[], bool]:
     def probe() -> bool:
         try:
-            return httpx.get(url, timeout=timeout).status_code < ok_below
+            return httpx.get(url, timeout=timeout, verify=default_context()).status_code < ok_below
         except httpx.HTTPError:
             return False
 
@@ -302,7 +303,7 @@ def worker_online(cfg: StackConfig, pool: str) -> bool:
     """True when this host's worker for ``pool`` has sent a heartbeat to the server."""
     try:
         resp = httpx.post(f"{cfg.prefect_api_url}/work_pools/{pool}/workers/filter", json={}, timeout=3,
-                          headers=basic_auth_header(cfg.api_auth_string()))
+                          headers=basic_auth_header(cfg.api_auth_string()), verify=default_context())
     except httpx.HTTPError:
         return False
     if resp.status_code != 200:
