@@ -91,9 +91,32 @@ def stack(stack_config: StackConfig):
         platform.up()
         yield stack_config
     finally:
+        _remove_deployed_apps(stack_config)
         platform.down()
         left = processes.marked_pids(stack_config.home)
         assert not left, f"stack down left processes behind: {left}"
+
+
+def _remove_deployed_apps(cfg: StackConfig) -> None:
+    """The applications the session deployed on the stack's own engine, and their networks: the next session
+    starts from an empty Prefect database, and a stopped engine's networks keep their subnets (and bridges)
+    taken. Never on an engine the stack did not start (``$DOCKER_HOST``, ``/var/run/docker.sock``)."""
+    import contextlib
+    import json
+
+    import docker
+
+    from opsflow.stack.services import own_docker_socket
+
+    with contextlib.suppress(Exception):
+        url = json.loads(cfg.state_file.read_text())["services"]["docker"]["url"]
+        if url != own_docker_socket(cfg):
+            return
+        client = docker.DockerClient(base_url=url, timeout=60)
+        for container in client.containers.list(all=True, filters={"label": "org.opsflow.app"}):
+            container.remove(force=True)
+        client.networks.prune()
+        client.close()
 
 
 @pytest.fixture(scope="session")

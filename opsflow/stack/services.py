@@ -159,6 +159,14 @@ def cluster(cfg: StackConfig) -> Cluster:
     return Cluster(root, cfg.postgres_port, bindir, link)
 
 
+#: Where the stack's engine takes its networks' subnets (a /24 each: 256 networks): opsflow's deploys make one
+#: network per application (blue-green and surge). Docker's default pools give 31 networks per host, shared
+#: by every engine on it, and a stopped engine's bridges keep theirs: the test suite's two stacks used them all
+#: up ("could not find an available, non-overlapping IPv4 address pool"). A subnet a host route already covers
+#: (a LAN that uses this range) is skipped by Docker.
+ADDRESS_POOL = "10.210.0.0/16"
+
+
 def client_env(cfg: StackConfig) -> dict[str, str]:
     """What every Prefect client the stack starts (the workers) needs to reach the stack's server.
 
@@ -195,7 +203,7 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
         name="docker",
         argv=[
             "dockerd", f"--storage-driver={docker_storage_driver(home)}", "--bridge=none", "--iptables=false",
-            "--ip-masq=false",
+            "--ip-masq=false", f"--default-address-pool=base={ADDRESS_POOL},size=24",
             f"--host={own_docker_socket(cfg)}", f"--data-root={docker_root / 'data'}",
             f"--exec-root={_short_exec_root(cfg)}", f"--pidfile={docker_root / 'docker.pid'}",
             "--insecure-registry=127.0.0.0/8",
