@@ -298,12 +298,14 @@ class Zygote:
         try:
             self._writer.write(json.dumps({"op": "spawn", "key": key, "job": job}).encode() + b"\n")
             await self._writer.drain()
-            pid = await asyncio.wait_for(future, timeout)
+            # The exit future travels with the pid: a child that dies at once is reaped (and
+            # dropped from ``_children``) before this coroutine resumes.
+            pid, exited = await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
             raise ZygoteError(f"the zygote did not fork within {timeout:.0f} s") from exc
         finally:
             self._spawning.pop(key, None)
-        return Child(pid, self._children[pid])
+        return Child(pid, exited)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         loop = asyncio.get_running_loop()
@@ -312,10 +314,10 @@ class Zygote:
                 message = json.loads(line)
                 if message["op"] == "spawned":
                     # Registered before the spawner resumes: the child's exit may be the next line.
-                    self._children[message["pid"]] = loop.create_future()
+                    exited = self._children[message["pid"]] = loop.create_future()
                     future = self._spawning.get(message["key"])
                     if future is not None and not future.done():
-                        future.set_result(message["pid"])
+                        future.set_result((message["pid"], exited))
                 elif message["op"] == "exited":
                     exited = self._children.pop(message["pid"], None)
                     if exited is not None and not exited.done():

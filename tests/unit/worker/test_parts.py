@@ -28,7 +28,7 @@ from opsflow.worker.records import (
 from opsflow.worker.runner import apply_env, forget_project_modules, plain_directory, unknown_parameters
 from opsflow.worker.states import build_state, exit_message, state_spec
 from opsflow.worker.watch import classify, event_filter
-from opsflow.worker.zygote import kill_children
+from opsflow.worker.zygote import Zygote, kill_children
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -224,6 +224,37 @@ def test_a_dead_workers_zygote_kills_its_runs_process_groups():
     while group(child.pid) and time.monotonic() < deadline:  # the killed grandchild is reaped by init
         time.sleep(0.05)
     assert group(child.pid) == []
+
+
+def test_a_child_that_exits_before_its_spawner_resumes_still_reports_its_exit():
+    """The zygote's "spawned" and "exited" lines of a run that dies at once arrive in one read."""
+    import asyncio
+    import json
+
+    class Pipe:
+        def __init__(self, reader):
+            self.reader = reader
+
+        def write(self, data):
+            key = json.loads(data)["key"]
+            self.reader.feed_data(json.dumps({"op": "spawned", "key": key, "pid": 4242}).encode() + b"\n"
+                                  + json.dumps({"op": "exited", "pid": 4242, "code": -11}).encode() + b"\n")
+
+        async def drain(self):
+            pass
+
+    async def scenario():
+        zygote, reader = Zygote(modules=[], paths=[]), asyncio.StreamReader()
+        zygote._writer = Pipe(reader)
+        zygote._reader_task = asyncio.create_task(zygote._read(reader))
+        child = await zygote.spawn("run-1", {})
+        code = await asyncio.wait_for(child.exited, 5)
+        reader.feed_eof()
+        zygote._closing = True
+        await zygote._reader_task
+        return child.pid, code
+
+    assert asyncio.run(scenario()) == (4242, -11)
 
 
 @pytest.mark.parametrize(("steps", "expected"), [
