@@ -72,7 +72,11 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def stack_config() -> StackConfig:
-    return StackConfig(home=STACK_HOME, **TEST_PORTS, database=TEST_DATABASE)
+    """The session's stack; ``OPSFLOW_TEST_SERVICES`` (comma-separated, set by tests.support.shards for a shard
+    that runs no MLflow test) starts only those services."""
+    services = tuple(s for s in os.environ.get("OPSFLOW_TEST_SERVICES", "").split(",") if s)
+    chosen = {"services": services} if services else {}
+    return StackConfig(home=STACK_HOME, **TEST_PORTS, database=TEST_DATABASE, **chosen)
 
 
 @pytest.fixture(scope="session")

@@ -48,8 +48,9 @@ def register(subparsers) -> None:
     start.add_argument("--preload", action="append", default=[],
                        help="module the zygote imports before forking runs; repeatable "
                        "(default: every module under flows/)")
-    start.add_argument("--poll-interval", type=float, default=1.0,
-                       help="seconds between polls while the event stream is up (default 1)")
+    start.add_argument("--poll-interval", type=float, default=5.0,
+                       help="seconds between polls while the event stream is up (default 5; a run due between "
+                       "two polls is woken for at its time)")
     start.add_argument("--fallback-poll-interval", type=float, default=0.25,
                        help="seconds between polls while the event stream is down (default 0.25)")
     start.add_argument("--heartbeat-interval", type=int, default=10, help="seconds between worker heartbeats")

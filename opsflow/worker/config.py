@@ -41,8 +41,9 @@ class WorkerSettings:
     limit: int = DEFAULT_LIMIT
     preload: tuple[str, ...] | None = None
     project_root: Path = PROJECT_ROOT
-    #: Poll period while the event stream is connected (a safety net for missed events) ...
-    poll_interval: float = 1.0
+    #: Poll period while the event stream is connected (a safety net for missed events; runs falling due
+    #: between two polls are woken for at their time) ...
+    poll_interval: float = 5.0
     #: ... and while it is not (then the poll is the only source).
     fallback_poll_interval: float = 0.25
     #: How long SIGTERM/SIGINT waits for running flow runs before killing them.

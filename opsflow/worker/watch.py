@@ -21,12 +21,13 @@ Measured on this project's stack (local Prefect 3.8.8 server, shared 2-CPU machi
 source                       typical                       worst seen
 ===========================  ============================  =======================
 event stream                 20-70 ms                      ~200 ms (server busy)
-poll every 1 s               ~500 ms on average (0-1 s)    1 s + request time
+poll every 1 s (before)      ~500 ms on average (0-1 s)    1 s + request time
 ===========================  ============================  =======================
 
-So the stream is the primary source and the poll (every ``poll_interval`` while the stream is
+So the stream is the primary source and the poll (every ``poll_interval``, 5 s, while the stream is
 connected, every ``fallback_poll_interval`` while it is not) catches what the stream missed: a
-reconnect gap, a run scheduled for later that became due.
+reconnect gap. A run scheduled for later is seen by the poll before it falls due (each poll looks
+one interval ahead) and woken for at its time (``OpsflowWorker._wake_at``).
 """
 
 from __future__ import annotations

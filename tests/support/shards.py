@@ -5,7 +5,8 @@ spent waiting on real services (the Prefect server, Docker builds and pushes, a 
 worker), so one pytest process leaves a 2-core machine half idle; two sessions side by side, each on its
 own port base and state directory (``tests/conftest.py``: the suite already supports that), finish
 sooner. The test files are split by their measured durations (``DURATIONS``, greedy, longest first) so
-the shards end close together; a file never spans two shards (module fixtures stay shared).
+the shards end close together; a file never spans two shards (module fixtures stay shared). The files that use
+MLflow share a shard, and the other shards' stacks run without MLflow.
 
 ``OPSFLOW_TEST_SHARDS`` sets how many (default 2; 1 runs plain pytest). Test paths among the arguments
 run them in one plain session, as ``pytest`` would. Each shard's output goes to
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from opsflow.stack.config import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -62,6 +65,14 @@ DURATIONS = {
     "tests/integration/tasks/test_deploy_kubernetes.py": 1,
 }
 UNKNOWN_S = 5
+#: The test files that use the MLflow server. They run in one shard; the other shards' stacks start without it
+#: (``OPSFLOW_TEST_SERVICES``): MLflow takes ~20 s of CPU to start, while the other shard's stack starts too.
+NEEDS_MLFLOW = (
+    "tests/integration/flows/test_demo.py",
+    "tests/integration/flows/test_mlops.py",
+    "tests/integration/flows/test_mlops_dvclive.py",
+    "tests/integration/stack/test_full_stack.py",
+)
 
 
 def units(root: Path = ROOT) -> list[str]:
@@ -70,11 +81,16 @@ def units(root: Path = ROOT) -> list[str]:
     return ["tests/unit", *files]
 
 
-def split(units: list[str], shards: int, durations: dict[str, float] = DURATIONS) -> list[list[str]]:
-    """``units`` in ``shards`` groups of about equal measured time (longest first, each to the least loaded)."""
+def split(units: list[str], shards: int, durations: dict[str, float] = DURATIONS,
+          together: tuple[str, ...] = NEEDS_MLFLOW) -> list[list[str]]:
+    """``units`` in ``shards`` groups of about equal measured time (longest first, each to the least loaded); the
+    units of ``together`` all go to the first group."""
     groups: list[list[str]] = [[] for _ in range(shards)]
     loads = [0.0] * shards
-    for unit in sorted(units, key=lambda u: (-durations.get(u, UNKNOWN_S), u)):
+    for unit in sorted(u for u in units if u in together):
+        groups[0].append(unit)
+        loads[0] += durations.get(unit, UNKNOWN_S)
+    for unit in sorted((u for u in units if u not in together), key=lambda u: (-durations.get(u, UNKNOWN_S), u)):
         i = loads.index(min(loads))
         groups[i].append(unit)
         loads[i] += durations.get(unit, UNKNOWN_S)
@@ -98,6 +114,8 @@ def main(args: list[str]) -> int:
     for n, group in enumerate(groups):
         log = OUTPUT / f"shard-{n}.log"
         env = {**os.environ, "OPSFLOW_TEST_PORT_BASE": str(base + 1000 * n)}
+        if not set(group) & set(NEEDS_MLFLOW):
+            env["OPSFLOW_TEST_SERVICES"] = ",".join(s for s in SERVICES if s != "mlflow")
         print(f"shard {n} (port base {base + 1000 * n}): {' '.join(group)}", flush=True)
         with open(log, "wb") as out:
             proc = subprocess.Popen([*pytest, *args, *group], cwd=ROOT, env=env, stdout=out,

@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 def record(out_dir: str, how: str, sleep: float) -> dict:
     """Append what this run's process sees to ``<out_dir>/<flow run id>.jsonl``, then behave as ``how`` says."""
     info = {"cwd": os.getcwd(), "code": str(Path(__file__).resolve().parent), "pid": os.getpid(), "ppid": os.getppid(),
+            "at": time.time(),
             "env": {k: v for k, v in os.environ.items() if k.startswith("OPSFLOW_PROBE_")}}
     if out_dir:
         with open(Path(out_dir) / f"{flow_run.id}.jsonl", "a") as fh:

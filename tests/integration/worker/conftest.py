@@ -108,8 +108,10 @@ def start_worker(pool, prefect_client, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def worker(start_worker):
-    """The tests' main worker: queues ``default`` and ``q1`` of the pool, the probe's modules not preloaded."""
-    return start_worker("--queue", "default", "--queue", "q1", "--limit", "4", "--preload", "prefect", name="warm-a")
+    """The tests' main worker: queues ``default`` and ``q1`` of the pool, the probe's modules not preloaded. It polls
+    only every 30 s: what these tests see it start, it heard of from the event stream or woke for by a timer."""
+    return start_worker("--queue", "default", "--queue", "q1", "--limit", "4", "--preload", "prefect",
+                        "--poll-interval", "30", name="warm-a")
 
 
 @pytest.fixture(scope="module")

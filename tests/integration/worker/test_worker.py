@@ -6,6 +6,7 @@ worker's preload list: every run also proves the worker runs flows it did not pr
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import signal
@@ -46,7 +47,7 @@ def records(out_dir: Path, run_id) -> list[dict]:
 
 
 def still_scheduled(client, run_id, polls: float = 1.5) -> bool:
-    """Whether the run is still Scheduled after a 1 s poll of the worker and then some (an event wakes it at once)."""
+    """Whether the run is still Scheduled well after the event that woke the worker's poll for it."""
     time.sleep(polls)
     return client.read_flow_run(run_id).state.is_scheduled()
 
@@ -215,6 +216,12 @@ def test_a_run_retried_right_after_it_failed_runs_again(prefect_client, deploy, 
     prefect_client.set_flow_run_state(run.id, AwaitingRetry(message="Retry from the UI"), force=True)
     wait_for(lambda: len(records(tmp_path, run.id)) == 2, "the retried run's second execution", timeout=30)
     assert wait_final(prefect_client, run.id).state.is_failed()
+    # A retry due in 3 s: the worker (polling every 30 s) sees it ahead and starts it at its time, not at a poll.
+    due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=3)
+    prefect_client.set_flow_run_state(run.id, AwaitingRetry(scheduled_time=due, message="Retry in 3 s"), force=True)
+    wait_for(lambda: len(records(tmp_path, run.id)) == 3, "the delayed retry's execution", timeout=25)
+    started = records(tmp_path, run.id)[-1]["at"]
+    assert due.timestamp() - 0.5 <= started < due.timestamp() + 10, started - due.timestamp()
 
 
 def test_a_worker_only_takes_runs_of_its_queues(prefect_client, deploy, worker, tmp_path):

@@ -257,6 +257,32 @@ def test_a_child_that_exits_before_its_spawner_resumes_still_reports_its_exit():
     assert asyncio.run(scenario()) == (4242, -11)
 
 
+def test_a_run_due_before_the_next_poll_wakes_the_poll_at_its_time_every_time():
+    import asyncio
+
+    from opsflow.worker.prefect_worker import OpsflowWorker
+
+    async def scenario():
+        worker = types.SimpleNamespace(_due_timer=None, _wake=asyncio.Event())
+        woken = []
+        for delay in (0.05, 0.05, 0.3):  # the second after the first timer fired: it must be armed again
+            worker._wake.clear()
+            OpsflowWorker._wake_at(worker, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay))
+            await asyncio.wait_for(worker._wake.wait(), 2)
+            woken.append(delay)
+        worker._wake.clear()  # an earlier wake still to come is kept; a later one does not replace it
+        OpsflowWorker._wake_at(worker, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.1))
+        first = worker._due_timer
+        OpsflowWorker._wake_at(worker, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60))
+        assert worker._due_timer is first
+        OpsflowWorker._wake_at(worker, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))  # already due: at once
+        assert worker._due_timer is not first and first.cancelled()
+        await asyncio.wait_for(worker._wake.wait(), 1)
+        return woken
+
+    assert asyncio.run(scenario()) == [0.05, 0.05, 0.3]
+
+
 @pytest.mark.parametrize(("steps", "expected"), [
     ([{"prefect.deployments.steps.set_working_directory": {"directory": "/srv/app"}}], Path("/srv/app")),
     ([{"prefect.deployments.steps.pull.set_working_directory": {"directory": "/srv"}},
