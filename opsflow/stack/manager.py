@@ -24,6 +24,9 @@ from opsflow.stack.services import (
 )
 
 WORKERS = ("worker-vault-build", "worker-edge")
+#: Started with the others but awaited last: nothing ``up`` provisions needs them (MLflow takes ~25 s to import
+#: and start; the Prefect blocks and the workers are made meanwhile).
+AWAITED_LAST = ("mlflow",)
 
 
 @dataclass
@@ -104,7 +107,7 @@ class Stack:
         started: list[str] = []
         try:
             first = [s for s in to_start if s.name not in WORKERS]
-            self._start_all(cfg, first, records, state, started)
+            later = self._start_all(cfg, first, records, state, started, defer=AWAITED_LAST)
             if "s3" in wanted:
                 new = create_buckets(cfg, creds)
                 if new:
@@ -115,6 +118,7 @@ class Stack:
                     self.say(f"prefect: {line}")
             workers = [s for s in to_start if s.name in WORKERS] + self._still_unhealthy(recheck, records)
             self._start_all(cfg, workers, records, state, started)
+            self._await_healthy(later, records)
         except BaseException:
             for name in reversed(started):
                 processes.stop(records[name]["pid"])
@@ -197,18 +201,25 @@ class Stack:
                                    f"stop it or choose another port (OPSFLOW_{spec.name.upper()}_PORT)")
 
     def _start_all(self, cfg: StackConfig, specs: list[ServiceSpec], records: dict, state: dict,
-                   started: list[str]) -> None:
+                   started: list[str], defer: tuple[str, ...] = ()) -> dict[str, tuple[ServiceSpec, float]]:
         """Start ``specs`` and wait until each is healthy, or fail with its log tail. A service that needs
-        another one of ``specs`` starts once that one is healthy."""
+        another one of ``specs`` starts once that one is healthy. Those named in ``defer`` are started but not
+        waited for: returned (with their start times) for :meth:`_await_healthy`."""
         waiting = list(specs)
+        deferred: dict[str, tuple[ServiceSpec, float]] = {}
         while waiting:
             names = {s.name for s in waiting}
             wave = [s for s in waiting if not names & set(s.needs)]
-            self._start_wave(cfg, wave, records, state, started)
+            if needed := {n for s in wave for n in s.needs if n in deferred}:  # a dependent waits for it after all
+                self._await_healthy({n: deferred.pop(n) for n in needed}, records)
+            begun = self._spawn(cfg, wave, records, state, started)
+            deferred.update({s.name: (s, begun[s.name]) for s in wave if s.name in defer})
+            self._await_healthy({s.name: (s, begun[s.name]) for s in wave if s.name not in defer}, records)
             waiting = [s for s in waiting if s not in wave]
+        return deferred
 
-    def _start_wave(self, cfg: StackConfig, specs: list[ServiceSpec], records: dict, state: dict,
-                    started: list[str]) -> None:
+    def _spawn(self, cfg: StackConfig, specs: list[ServiceSpec], records: dict, state: dict,
+               started: list[str]) -> dict[str, float]:
         begun: dict[str, float] = {}
         for spec in specs:
             log = cfg.logs / f"{spec.name}.log"
@@ -221,19 +232,25 @@ class Stack:
             started.append(spec.name)
             begun[spec.name] = time.monotonic()
             self._save(state)
-        pending = {s.name: s for s in specs}
+        return begun
+
+    def _await_healthy(self, pending: dict[str, tuple[ServiceSpec, float]], records: dict) -> None:
+        """Until each of ``pending`` (name: its spec and start time) is healthy; fails with the log tail of one
+        that exited or was not healthy within its ``start_timeout``."""
+        pending = dict(pending)
         while pending:
-            for name, spec in list(pending.items()):
+            for name, (spec, begun) in list(pending.items()):
                 rec = records[name]
                 if spec.healthy():
-                    self.say(f"{name}: started (pid {rec['pid']}) {spec.url} in {time.monotonic() - begun[name]:.1f}s")
+                    self.say(f"{name}: started (pid {rec['pid']}) {spec.url} in {time.monotonic() - begun:.1f}s")
                     del pending[name]
                 elif processes.exited(rec["pid"]):
                     raise ServiceError(name, "exited during start", processes.log_tail(Path(rec["log"])))
-                elif time.monotonic() - begun[name] > spec.start_timeout:
+                elif time.monotonic() - begun > spec.start_timeout:
                     raise ServiceError(name, f"not healthy after {spec.start_timeout:.0f}s",
                                        processes.log_tail(Path(rec["log"])))
-            time.sleep(0.3)
+            if pending:
+                time.sleep(0.3)
 
     @staticmethod
     def _wait_healthy(spec: ServiceSpec, seconds: float) -> bool:
