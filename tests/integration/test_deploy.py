@@ -52,7 +52,7 @@ def test_the_nightly_schedules_put_runs_on_the_calendar(stack):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState
 
-    deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None)
+    deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None, only=["registry-cleanup/nightly"])
     with get_client(sync_client=True) as client:
         cleanup = client.read_deployment_by_name("registry-cleanup/nightly")
         deadline, runs = time.monotonic() + 120, []

@@ -58,7 +58,8 @@ def shop(stack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def receiver(stack, shop, forge_emulator, tmp_path_factory):
-    deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None)
+    deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None,
+               only=["gitops-pr/default", "gitops-merge/default"])  # the two a delivery starts
     block = forge_emulator.block("github")
     block.webhook_secret = SECRET
     block.save("e2e-forge", overwrite=True)

@@ -29,8 +29,10 @@ IMAGE_REF = re.compile(r"(\S+/(\S+?))@(sha256:[0-9a-f]{64})")
 
 @pytest.fixture(scope="module")
 def deployments(stack):
-    """Every deployment of deployments/prefect.yaml, served by the stack's workers."""
-    return deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None)
+    """The deployments of deployments/prefect.yaml these tests run, served by the stack's workers (`opsflow apply
+    --only`, as after changing a few; test_deploy.py applies them all)."""
+    return deploy_all(stack.prefect_api_url, with_kubernetes=False, say=lambda line: None,
+                      only=["gitops-pr/default", "gitops-merge/default", "manual-deploy/edge-local"])
 
 
 @pytest.fixture(scope="module")
