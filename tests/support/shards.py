@@ -67,9 +67,6 @@ DURATIONS = {
 UNKNOWN_S = 5
 #: The test files that use the MLflow server. They run in one shard; the other shards' stacks start without it
 #: (``OPSFLOW_TEST_SERVICES``): MLflow takes ~20 s of CPU to start, while the other shard's stack starts too.
-#: What the shard of ``NEEDS_MLFLOW`` pays beyond the others, counted in its load: its stack also starts MLflow
-#: (measured: that shard ended 52 s after the other with equal test durations).
-MLFLOW_SHARD_EXTRA_S = 30
 NEEDS_MLFLOW = (
     "tests/integration/flows/test_demo.py",
     "tests/integration/flows/test_mlops.py",
@@ -93,8 +90,6 @@ def split(units: list[str], shards: int, durations: dict[str, float] = DURATIONS
     for unit in sorted(u for u in units if u in together):
         groups[0].append(unit)
         loads[0] += durations.get(unit, UNKNOWN_S)
-    if groups[0]:
-        loads[0] += MLFLOW_SHARD_EXTRA_S
     for unit in sorted((u for u in units if u not in together), key=lambda u: (-durations.get(u, UNKNOWN_S), u)):
         i = loads.index(min(loads))
         groups[i].append(unit)
