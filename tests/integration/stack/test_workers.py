@@ -131,9 +131,14 @@ def test_a_running_run_whose_heartbeats_stop_is_crashed_by_the_zombie_automation
             within_s=10, name=f"zombie-test-{uuid.uuid4().hex[:6]}", runs=f"prefect.flow-run.{run.id}"))
         try:
             async def beat() -> None:
+                # A few heartbeats, 1 s apart, then silence: the server's triggers service loads a new automation
+                # asynchronously, and a loaded server was seen to miss a single heartbeat sent right after creating it.
                 async with get_events_client() as events:
-                    await events.emit(Event(event="prefect.flow-run.heartbeat",
-                                            resource={"prefect.resource.id": f"prefect.flow-run.{run.id}"}))
+                    for i in range(3):
+                        await events.emit(Event(event="prefect.flow-run.heartbeat",
+                                                resource={"prefect.resource.id": f"prefect.flow-run.{run.id}"}))
+                        if i < 2:
+                            await asyncio.sleep(1)
 
             asyncio.run(beat())
             deadline = time.monotonic() + 60  # the window, then the server's next proactive evaluation (every 5 s)
