@@ -13,12 +13,12 @@ These have no public equivalent:
   query skips rows locked by it and would hand out a second run under a pool limit of 1).
 - ``BaseJobConfiguration._related_objects``: the deployment ``resolve_for_flow_run`` read, handed
   to the run process so it does not read it again.
-- ``BaseWorker._submit_scheduled_flow_runs`` / ``_has_successfully_synced`` / ``_last_polled_time`` /
-  ``_work_pool_name`` / ``_work_queues``: :func:`get_and_submit_flow_runs` is ``BaseWorker.get_and_submit_flow_runs``
-  that leaves out the runs whose previous process is still ending (a run retried right after it failed):
-  BaseWorker holds a ``--limit`` slot per run id until then, and taking a second one for the same id raises. It
-  also looks ahead one poll interval (the same server query, ``scheduled_before`` later) and claims only what is
-  due now, so the worker knows when the next run falls due and wakes for it instead of polling every second.
+- ``BaseWorker._get_scheduled_flow_runs`` / ``_submit_scheduled_flow_runs`` / ``_has_successfully_synced`` /
+  ``_last_polled_time``: :func:`get_and_submit_flow_runs` is ``BaseWorker.get_and_submit_flow_runs`` that leaves
+  out the runs whose previous process is still ending (a run retried right after it failed): BaseWorker holds a
+  ``--limit`` slot per run id until then, and taking a second one for the same id raises. The worker's
+  ``prefetch_seconds`` is its poll interval: of the runs the server returns, only those due now are claimed, and
+  the earliest of the others tells the worker when to wake.
 - ``BaseWorker._give_worker_labels_to_flow_run``: ``BaseWorker`` writes the run's worker labels
   (``prefect.worker.name``/``type``, the pool) and waits for the answer before it starts the run;
   :class:`LabelsBesideTheStart` writes them while the run starts (one round trip less on the way,
@@ -90,6 +90,7 @@ PRIVATE_NAMES = (
     ("prefect.workers.base", "BaseWorker._emit_worker_started_event"),
     ("prefect.workers.base", "BaseJobConfiguration.__private_attributes__._related_objects"),
     ("prefect.workers.base", "BaseWorker._give_worker_labels_to_flow_run"),
+    ("prefect.workers.base", "BaseWorker._get_scheduled_flow_runs"),
     ("prefect.workers.base", "BaseWorker._submit_scheduled_flow_runs"),
     ("prefect.flow_engine", "_send_heartbeats"),
     ("prefect.flow_engine", "MINIMUM_HEARTBEAT_INTERVAL"),
@@ -106,8 +107,7 @@ PRIVATE_NAMES = (
     ("prefect._flow_run_suspension", "FlowRunSuspensionRequest"),
 )
 #: Instance attributes ``BaseWorker.__init__`` sets; the unit test builds a worker and checks them.
-WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids", "_has_successfully_synced", "_last_polled_time",
-                     "_work_pool_name", "_work_queues")
+WORKER_ATTRIBUTES = ("_started_event", "_submitting_flow_run_ids", "_has_successfully_synced", "_last_polled_time")
 
 
 def prompt_heartbeat_stop() -> None:
@@ -211,28 +211,20 @@ def submissions_in_flight(worker: Any) -> int:
     return len(worker._submitting_flow_run_ids)
 
 
-async def get_and_submit_flow_runs(worker: Any, leave_out: set, lookahead_s: float = 0.0) -> tuple[list, Any]:
-    """``BaseWorker.get_and_submit_flow_runs``, without the runs whose ids are in ``leave_out``, and looking ahead.
+async def get_and_submit_flow_runs(worker: Any, leave_out: set) -> tuple[list, Any]:
+    """``BaseWorker.get_and_submit_flow_runs``, without the runs whose ids are in ``leave_out`` and those not yet due.
 
-    The server is asked for the runs scheduled up to ``lookahead_s`` from now (as ``BaseWorker`` asks with its
-    ``prefetch_seconds``); only those due now are claimed. Returns the runs submitted and the scheduled time of
-    the earliest run not yet due (``None``: none within ``lookahead_s``).
+    The server returns the runs scheduled up to the worker's ``prefetch_seconds`` from now; only those due now
+    are claimed. Returns the runs submitted and the scheduled time of the earliest run not yet due (``None``:
+    none returned).
     """
-    import datetime as dt
-
     import prefect.types._datetime
-    from prefect.exceptions import ObjectNotFound
 
     if not worker._has_successfully_synced:
         worker._last_polled_time = prefect.types._datetime.now("UTC")
         return [], None
     now = prefect.types._datetime.now("UTC")
-    try:
-        responses = await worker.client.get_scheduled_flow_runs_for_work_pool(
-            work_pool_name=worker._work_pool_name, scheduled_before=now + dt.timedelta(seconds=lookahead_s),
-            work_queue_names=list(worker._work_queues))
-    except ObjectNotFound:  # the pool is gone: the next heartbeat recreates it or says so
-        responses = []
+    responses = await worker._get_scheduled_flow_runs()
     worker._last_polled_time = prefect.types._datetime.now("UTC")
     due, later = [], []
     for response in responses:

@@ -119,11 +119,13 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
                  limit: int | None = None, heartbeat_interval_seconds: int | None = None, *,
                  base_job_template: dict[str, Any] | None = None, settings: WorkerSettings | None = None):
         """Prefect's worker arguments (``prefect worker start`` passes them); ``settings`` holds opsflow's own
-        (default: from the environment). ``prefetch_seconds`` is ignored: runs start within a second, so
-        none is claimed (and holds a slot) before its time."""
+        (default: from the environment). ``prefetch_seconds`` is ignored: the worker asks one poll interval
+        ahead (in whole seconds, as ``BaseWorker`` asks) but claims no run (which would hold a slot) before its
+        time."""
         self.settings = (settings or WorkerSettings.from_env()).with_limit(limit)
         super().__init__(work_pool_name, work_queues, name or default_worker_name(work_pool_name),
-                         prefetch_seconds=0, create_pool_if_not_found=create_pool_if_not_found,
+                         prefetch_seconds=self.settings.poll_interval,
+                         create_pool_if_not_found=create_pool_if_not_found,
                          limit=self.settings.limit, heartbeat_interval_seconds=heartbeat_interval_seconds,
                          base_job_template=base_job_template)
         self.pool_name = work_pool_name
@@ -146,8 +148,7 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         """Claim what the server lets this worker start, but not a run whose previous process (of this worker) is
         still ending: it is taken by the poll that run's end triggers. A run due before the next poll (a retry
         or a schedule falling due) sets a timer that wakes the poll at its time."""
-        submitted, next_due = await prefect_adapter.get_and_submit_flow_runs(
-            self, leave_out=set(self._runs), lookahead_s=self.settings.poll_interval)
+        submitted, next_due = await prefect_adapter.get_and_submit_flow_runs(self, leave_out=set(self._runs))
         if next_due is not None:
             self._wake_at(next_due)
         return submitted
