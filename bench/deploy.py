@@ -91,6 +91,7 @@ the code. No failed probe in any switch. The targets (2.0, 1.3) are still not me
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -116,6 +117,7 @@ def main() -> None:
     from opsflow.core.prefect_api import use_local_stack
 
     use_local_stack()
+    csrf_as_the_worker()
 
     from blocks import DockerHostTarget
     from opsflow.stack import Stack, StackConfig
@@ -154,6 +156,22 @@ def main() -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def csrf_as_the_worker() -> None:
+    """Before Prefect is imported: as the edge worker's run process, whose zygote runs with
+    ``PREFECT_CLIENT_CSRF_SUPPORT_ENABLED=false`` when the server has no CSRF protection
+    (opsflow/worker/prefect_adapter.py): a run's clients then ask no CSRF token before their first change."""
+    import httpx
+
+    from opsflow.core.prefect_api import basic_auth_header
+
+    api = os.environ["PREFECT_API_URL"].rstrip("/")
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    answer = httpx.get(f"{api}/csrf-token", params={"client": "bench"}, timeout=30,
+                       headers=basic_auth_header(auth) if auth else {})
+    if answer.status_code == 422 and "disabled" in answer.text:
+        os.environ["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"
+
+
 def manual_deploy(**kwargs):
     """Run the (async) manual-deploy flow in this process; returns its result."""
     import asyncio
@@ -185,18 +203,27 @@ def rollback_benchmark(app: str, port: int, target: str, rounds: int) -> dict:
             "rounds": len(rollbacks)}
 
 
+@functools.cache
+def _prober():
+    """The plain side's health client, made once (a new httpx client builds a TLS context: 30-50 ms of CPU,
+    which the plain side's timing would otherwise pay on every round and opsflow's probes do not)."""
+    import httpx
+
+    return httpx.Client(timeout=1)
+
+
 def _wait_answer(url: str, deadline_s: float = 30) -> None:
     import httpx
 
     end = time.perf_counter() + deadline_s
-    with httpx.Client(timeout=1) as http:
-        while time.perf_counter() < end:
-            try:
-                if http.get(url, headers={"Connection": "close"}).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
+    http = _prober()
+    while time.perf_counter() < end:
+        try:
+            if http.get(url, headers={"Connection": "close"}).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
     raise AssertionError(f"{url} did not answer")
 
 

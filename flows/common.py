@@ -20,6 +20,7 @@ from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
 
 from blocks import Application, GitForge, MlflowServer, ObjectStore
+from blocks.loading import load_blocks
 from opsflow.core.errors import PipelineFailed
 from opsflow.core.redact import install_log_redaction, register
 from opsflow.core.threads import ContextThreadPool
@@ -68,17 +69,6 @@ def block_secrets(*blocks) -> list[str]:
             if isinstance(value, SecretStr):
                 values.append(value.get_secret_value())
     return values
-
-
-def load_blocks(*wanted: tuple[type[Block], str | None]) -> list[Block | None]:
-    """Load ``(block class, name)`` pairs at once, one thread each (each load is an API round trip, 0.1-0.3 s
-    on a busy server; a run loads four to six); None for a pair without a name."""
-    named = [(cls, name) for cls, name in wanted if name]
-    if len(named) <= 1:
-        return [cls.load(name) if name else None for cls, name in wanted]
-    with ContextThreadPool(len(named), thread_name_prefix="load-block") as pool:
-        futures = [pool.submit(cls.load, name) if name else None for cls, name in wanted]
-        return [f.result() if f is not None else None for f in futures]
 
 
 def load_config(app: str, store_block: str | None, forge_block: str | None,

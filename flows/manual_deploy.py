@@ -20,7 +20,8 @@ flow opens one ``SyncClientContext`` that every task run reuses, as Prefect's sy
 
 What else keeps Prefect's round trips (0.1-0.4 s each on the stack at load 12-18) off the critical path:
 the run's result is not persisted and its storage is named, so the engine does not read the server's
-default result storage twice before the body runs; each target's deploy lock (Prefect's
+default result storage twice before the body runs; the blocks (application, registry, records store,
+targets) are read in one request (blocks/loading.py), not one each; each target's deploy lock (Prefect's
 ``concurrency()``, see tasks/deploy/lock.py) is taken in a thread of its own while the blocks load, and
 given back while the results are published; without approval the plan is published while the targets
 are deployed (every check that can stop a deploy runs before either). Measured with ``bench/deploy.py``'s
@@ -41,6 +42,7 @@ from pydantic import Field
 from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget, names
 from blocks.application import DeployMethod
 from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
+from blocks.loading import BlockNotFound, aload_blocks
 from flows.options import UNPERSISTED_RESULT
 from opsflow.core.errors import InvalidInput, LockMissing
 from opsflow.core.threads import ContextThreadPool
@@ -66,12 +68,15 @@ def _running(releases, read) -> dict:
                     if c["labels"].get("org.opsflow.run-role", "service") == r.role] for r in releases}
 
 
-async def _load(cls, name: str, what: str):
+async def _load(*wanted: tuple[type, str, str]) -> list:
+    """The blocks of ``(class, name, what it is)`` triples, in one request (blocks/loading.py); a missing one is
+    InvalidInput naming it."""
     try:
-        return await cls.aload(name)
-    except ValueError as exc:
-        raise InvalidInput(f"there is no {what} block named {name!r}; create it in the Prefect UI "
-                           "(Blocks) or with `opsflow stack up`, or pick an existing one") from exc
+        return await aload_blocks(*((cls, name) for cls, name, _ in wanted))
+    except BlockNotFound as exc:
+        what = next(w for cls, name, w in wanted if cls is exc.cls and name == exc.name)
+        raise InvalidInput(f"there is no {what} block named {exc.name!r}; create it in the Prefect UI "
+                           "(Blocks) or with `opsflow stack up`, or pick an existing one") from None
 
 
 async def _all(futures: list, errors: bool = False) -> list:
@@ -221,16 +226,14 @@ async def manual_deploy(
     locks = _TargetLocks(app, logger)
     if not approve:
         locks.take(targets[:max_parallel])
-    # The records store is needed last: it loads while the engines are read (one request less in the batch
-    # the rest waits for).
-    storing = asyncio.ensure_future(_load(ObjectStore, records_store, "object store"))
     try:
         # One Prefect client for every task run of this run, as Prefect's sync flow engine gives its tasks
         # (see the module docstring).
         with SyncClientContext.get_or_create():
-            application, registry, *loaded = await asyncio.gather(
-                _load(Application, app, "application"), _load(ContainerRegistry, registry_block, "container registry"),
-                *(_load(_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets))
+            application, registry, store, *loaded = await _load(
+                (Application, app, "application"), (ContainerRegistry, registry_block, "container registry"),
+                (ObjectStore, records_store, "object store"),
+                *((_TARGET_BLOCKS[target_kind], t, f"{target_kind} target") for t in targets))
             blocks = dict(zip(targets, loaded, strict=True))
             chosen = components or [c.name for c in application.components]
             unknown = sorted(set(chosen) - {c.name for c in application.components})
@@ -260,7 +263,6 @@ async def manual_deploy(
                     [pool.submit(compose_diff, b, releases) for b in docker_blocks.values() if b.compose_project]),
                     strict=True))
                 seen = dict(zip(reads, await _all(list(reads.values()), errors=True), strict=True))
-            store = await storing
             for target, block in blocks.items():
                 got = seen.get(target)
                 check_target(releases, target_kind, target, block, None if isinstance(got, BaseException) or got is None
@@ -285,10 +287,6 @@ async def manual_deploy(
             _await_plans(list(blocks), plans, logger)
             return await report_outcomes(app, version, targets, outcomes)
     finally:
-        if not storing.done():
-            storing.cancel()  # the run failed before it needed the store
-        elif not storing.cancelled():
-            storing.exception()  # seen: a store that failed to load is reported once, not again at exit
         await asyncio.to_thread(locks.join)
 
 
