@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from opsflow.core.errors import ServiceError
+from opsflow.core.errors import InvalidInput, ServiceError
 from opsflow.stack import processes
 from opsflow.stack.config import SERVICES, StackConfig, load_credentials
 from opsflow.stack.provision import create_buckets, provision_prefect
@@ -101,6 +101,7 @@ class Stack:
             self.say("note: the Prefect server runs on PostgreSQL; this home's SQLite database (prefect/prefect.db, "
                      "from an earlier opsflow) is not used (`--database sqlite` uses it)")
         to_start, recheck = self._plan(wanted, specs, records, docker_url)
+        self._check_needs(cfg, wanted, to_start, records)
         self._preflight(cfg, to_start)
         self._save(state)
 
@@ -186,6 +187,16 @@ class Stack:
         if rec and rec.get("owned") and processes.alive(rec["pid"], rec.get("ticks")):
             return None  # ours, checked with the others
         return external_docker()
+
+    def _check_needs(self, cfg: StackConfig, wanted: list[str], to_start: list[ServiceSpec], records: dict) -> None:
+        """Fail before starting anything when a service to start needs one that is neither chosen nor running
+        (the Prefect server on the stack's PostgreSQL without ``postgres`` among the services)."""
+        for spec in to_start:
+            missing = [n for n in spec.needs if n not in wanted and not self._running(records.get(n))]
+            if missing:
+                raise InvalidInput(f"service {spec.name} needs {', '.join(missing)}, which is not among the services "
+                                   f"to run ({', '.join(cfg.services)}); add it"
+                                   + (" or use --database sqlite" if "postgres" in missing else ""))
 
     def _preflight(self, cfg: StackConfig, specs: list[ServiceSpec]) -> None:
         """Fail before starting anything: missing binaries, ports taken, no right to start dockerd."""

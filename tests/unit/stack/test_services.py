@@ -98,3 +98,17 @@ def test_a_home_the_postgres_user_cannot_reach_keeps_its_cluster_outside_behind_
     # Reachable (or not root): in the home itself.
     monkeypatch.setattr(postgres, "_reachable_by_others", lambda directory: True)
     assert postgres.cluster_root(home) == (home / "postgres", None)
+
+
+def test_a_service_whose_need_is_neither_chosen_nor_running_is_refused_before_anything_starts(tmp_path):
+    from opsflow.core.errors import InvalidInput
+
+    cfg = StackConfig(home=tmp_path, services=("prefect", "s3"))
+    stack = Stack(cfg, say=lambda line: None)
+    prefect = ServiceSpec("prefect", ["true"], "http://x", healthy=lambda: False, needs=("postgres",))
+    with pytest.raises(InvalidInput, match=r"service prefect needs postgres, .*\(prefect, s3\); add it or use "
+                                           "--database sqlite"):
+        stack._check_needs(cfg, ["prefect", "s3"], [prefect], {})
+    me = {"pid": os.getpid(), "ticks": start_ticks(os.getpid()), "owned": True}
+    stack._check_needs(cfg, ["prefect", "s3"], [prefect], {"postgres": me})  # already running: fine
+    stack._check_needs(cfg, ["postgres", "prefect"], [prefect], {})  # chosen: started first
