@@ -94,6 +94,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -422,6 +423,7 @@ def compose_benchmarks(app: str, port: int, node, rounds: int) -> dict:
         container.remove(force=True)  # opsflow's proxy sits on the project's network
     _compose(argv, "down")
     client.close()
+    shutil.rmtree(root, ignore_errors=True)  # the projects' files and opsflow's secret files of them
     return {"compose_update_s": round(statistics.median(ours), 3),
             "compose_by_hand_s": round(statistics.median(by_hand), 3),
             "compose_ratio": round(statistics.median(ours) / statistics.median(by_hand), 3),
