@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from blocks import names
 from opsflow.core.heartbeats import heartbeat_env
 from opsflow.core.prefect_api import basic_auth_header
 from opsflow.core.retention import server_retention_env
@@ -284,7 +285,10 @@ def build_specs(cfg: StackConfig, creds: dict[str, str], docker_url: str) -> dic
             name=name,
             # The worker type `opsflow`: runs forked from a pre-imported process, started in well under a second.
             argv=[py, "-m", "opsflow.worker", "start", "--pool", pool, "--name", worker_name(pool),
-                  "--shutdown-timeout", "10"],
+                  "--shutdown-timeout", "10",
+                  # An edge worker only deploys: of the libraries runs import (the zygote imports them once
+                  # ready), the object store's, Docker's and Kubernetes' (opsflow.worker.config.EDGE_WARM).
+                  *(["--warm", "boto3,docker,kubernetes.dynamic"] if pool == names.EDGE_POOL else [])],
             url=f"{cfg.url(cfg.prefect_port)}/work-pools/work-pool/{pool}",
             healthy=lambda pool=pool: worker_online(cfg, pool),
             env=worker_env(cfg, docker_url),

@@ -9,13 +9,14 @@ from pathlib import Path
 
 
 def _start(args: argparse.Namespace) -> int:
-    from opsflow.worker.config import WorkerSettings
+    from opsflow.worker.config import DEFAULT_WARM, WorkerSettings, parse_warm
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     settings = WorkerSettings(
-        limit=args.limit, preload=tuple(args.preload) if args.preload else None, poll_interval=args.poll_interval,
+        limit=args.limit, preload=tuple(args.preload) if args.preload else None,
+        warm=parse_warm(args.warm) if args.warm else DEFAULT_WARM, poll_interval=args.poll_interval,
         fallback_poll_interval=args.fallback_poll_interval, shutdown_timeout=args.shutdown_timeout,
         workdir_root=Path(args.workdir_root) if args.workdir_root else None,
         state_dir=Path(args.state_dir) if args.state_dir else None)
@@ -48,6 +49,10 @@ def register(subparsers) -> None:
     start.add_argument("--preload", action="append", default=[],
                        help="module the zygote imports before forking runs; repeatable "
                        "(default: every module under flows/)")
+    start.add_argument("--warm", action="append", default=[],
+                       help="library the zygote imports once ready, while no run is asked for (the tasks import "
+                       "them only when they run); repeatable or comma-separated, `none` for nothing; skipped "
+                       "when not installed (default: boto3, git, docker, kubernetes.dynamic, dvc.repo)")
     start.add_argument("--poll-interval", type=float, default=5.0,
                        help="seconds between polls while the event stream is up (default 5; a run due between "
                        "two polls is woken for at its time)")

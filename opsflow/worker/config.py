@@ -32,6 +32,27 @@ def default_preload(project_root: Path = PROJECT_ROOT) -> tuple[str, ...]:
     return tuple(f"flows.{p.stem}" for p in sorted(flows_dir.glob("*.py")) if not p.stem.startswith("_"))
 
 
+#: Libraries the flows' tasks import only when they run, in the order the zygote imports them once ready
+#: (opsflow/worker/zygote.py): the object store and clone (every pipeline), the Docker SDK (images, deploys),
+#: Kubernetes targets, DVC (MLOps). Those not installed (an edge node has no DVC) are skipped. Not MLflow:
+#: importing it starts native threads (numpy's OpenBLAS pool, pyarrow's jemalloc background thread), and a
+#: process is forked safely only while it has one thread (tests/unit/worker/test_zygote_warm.py checks it).
+DEFAULT_WARM = ("boto3", "git", "docker", "kubernetes.dynamic", "dvc.repo")
+#: What a deploy-only worker (an edge node's) needs of them.
+EDGE_WARM = ("boto3", "docker", "kubernetes.dynamic")
+
+
+def parse_warm(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``--warm``/``OPSFLOW_WORKER_WARM`` values (each may be comma-separated); ``none`` alone: nothing."""
+    names = tuple(m.strip() for v in values for m in v.split(",") if m.strip())
+    if names == ("none",):
+        return ()
+    bad = [m for m in names if not all(part.isidentifier() for part in m.split("."))]
+    if bad:
+        raise InvalidInput(f"--warm takes module names (e.g. mlflow.tracking) or none, not {', '.join(bad)}")
+    return names
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Settings of one worker process; built by the CLI (or from the environment), read by the worker."""
@@ -40,6 +61,8 @@ class WorkerSettings:
     #: a build server with two cores should not start twenty builds at once).
     limit: int = DEFAULT_LIMIT
     preload: tuple[str, ...] | None = None
+    #: Imported by the zygote once ready, while idle (``DEFAULT_WARM``).
+    warm: tuple[str, ...] = DEFAULT_WARM
     project_root: Path = PROJECT_ROOT
     #: Poll period while the event stream is connected (a safety net for missed events; runs falling due
     #: between two polls are woken for at their time) ...
@@ -67,12 +90,15 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WorkerSettings:
-        """Defaults, overridden by ``OPSFLOW_WORKER_PRELOAD`` (comma-separated modules),
-        ``OPSFLOW_WORKER_SHUTDOWN_TIMEOUT``, ``OPSFLOW_WORKER_WORKDIR_ROOT`` and ``OPSFLOW_WORKER_STATE_DIR``."""
+        """Defaults, overridden by ``OPSFLOW_WORKER_PRELOAD`` and ``OPSFLOW_WORKER_WARM`` (comma-separated modules;
+        ``none``: nothing to warm), ``OPSFLOW_WORKER_SHUTDOWN_TIMEOUT``, ``OPSFLOW_WORKER_WORKDIR_ROOT`` and
+        ``OPSFLOW_WORKER_STATE_DIR``."""
         env = os.environ if env is None else env
         values: dict = {}
         if env.get("OPSFLOW_WORKER_PRELOAD"):
             values["preload"] = tuple(m.strip() for m in env["OPSFLOW_WORKER_PRELOAD"].split(",") if m.strip())
+        if env.get("OPSFLOW_WORKER_WARM"):
+            values["warm"] = parse_warm([env["OPSFLOW_WORKER_WARM"]])
         if env.get("OPSFLOW_WORKER_SHUTDOWN_TIMEOUT"):
             try:
                 values["shutdown_timeout"] = float(env["OPSFLOW_WORKER_SHUTDOWN_TIMEOUT"])

@@ -278,7 +278,8 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
         if prefect_adapter.server_without_csrf(super().client):
             zygote_env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"  # see prefect_adapter
         self._zygote_ready.clear()
-        self.zygote = Zygote(modules=self.settings.preload, paths=[str(self.settings.project_root)], env=zygote_env)
+        self.zygote = Zygote(modules=self.settings.preload, paths=[str(self.settings.project_root)], env=zygote_env,
+                             warm=self.settings.warm)
         ready = await self.zygote.start()
         for module, error in ready.get("failed", {}).items():
             log.warning("zygote could not preload %s (runs will import it themselves): %s", module, error)
