@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     start.add_argument("--warm", action="append", default=[],
                        help="library the zygote imports once ready, while no run is asked for (the tasks import "
                        "them only when they run); repeatable or comma-separated, `none` for nothing; skipped "
-                       "when not installed (default: boto3, git, docker, kubernetes.dynamic, dvc.repo)")
+                       "when not installed (default: boto3, git, docker, kubernetes.dynamic, dvc.repo, "
+                       "mlflow.tracking, mlflow.models)")
     start.add_argument("--poll-interval", type=float, default=5.0,
                        help="seconds between polls while the event stream is up (default 5; a run due between "
                        "two polls is woken for at its time)")

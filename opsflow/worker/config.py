@@ -34,10 +34,9 @@ def default_preload(project_root: Path = PROJECT_ROOT) -> tuple[str, ...]:
 
 #: Libraries the flows' tasks import only when they run, in the order the zygote imports them once ready
 #: (opsflow/worker/zygote.py): the object store and clone (every pipeline), the Docker SDK (images, deploys),
-#: Kubernetes targets, DVC (MLOps). Those not installed (an edge node has no DVC) are skipped. Not MLflow:
-#: importing it starts native threads (numpy's OpenBLAS pool, pyarrow's jemalloc background thread), and a
-#: process is forked safely only while it has one thread (tests/unit/worker/test_zygote_warm.py checks it).
-DEFAULT_WARM = ("boto3", "git", "docker", "kubernetes.dynamic", "dvc.repo")
+#: Kubernetes targets, DVC and MLflow (MLOps). Those not installed (an edge node has neither) are skipped. The
+#: zygote must stay single-threaded for its forks to be safe: tests/unit/worker/test_zygote_warm.py checks it.
+DEFAULT_WARM = ("boto3", "git", "docker", "kubernetes.dynamic", "dvc.repo", "mlflow.tracking", "mlflow.models")
 #: What a deploy-only worker (an edge node's) needs of them.
 EDGE_WARM = ("boto3", "docker", "kubernetes.dynamic")
 

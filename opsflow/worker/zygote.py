@@ -16,9 +16,13 @@ the ``--warm`` list: once ``ready`` is sent, the zygote imports those that are i
 whenever no request waits (a run asked for meanwhile is forked first, with what is imported so far), and
 says ``warmed``. They are not preloaded before ``ready`` so a worker (and ``opsflow stack up``) does not wait
 for them. A library whose import starts a thread (MLflow does: numpy's OpenBLAS pool, pyarrow's jemalloc
-thread) would make forking unsafe: ``warmed`` names it and the worker warns (``opsflow.worker.config``'s
-default list leaves MLflow out for that reason). Measured (python -c "import prefect, X", 2 cores, load ~3):
-boto3 +1.4 s, the Docker SDK +0.7 s, DVC +1.6 s, GitPython +0.4 s in every run that uses them.
+thread) would make forking unsafe: ``warmed`` names it and the worker warns. MLflow's two (numpy's OpenBLAS
+pool, pyarrow's jemalloc background thread) are not started at all: the warm imports run with
+``OPENBLAS_NUM_THREADS=1`` and ``JE_ARROW_MALLOC_CONF=background_thread:false`` (read once, when those libraries
+load), unset again afterwards so a run's own subprocesses (an experiment's training) get their defaults.
+Measured (``python -c "import prefect, X"``, 2 cores, load ~3): MLflow's client and models +2.1/+3.4 s, DVC +1.6 s,
+boto3 +1.4 s, the Docker SDK +0.7 s, GitPython +0.4 s in every run that uses them; a forked MLOps PR run on
+the test stack spent 23 s in its first MLflow call.
 
 Forking is only safe from a clean process, so the zygote stays single-threaded: it imports
 modules, and never opens an HTTP client, an event loop or a thread. It reaps its children and
@@ -145,6 +149,11 @@ def kill_children(children: set[int]) -> None:
         children.discard(pid)
 
 
+#: Set (unless the environment sets them) while the zygote warms: libraries that would start native threads at
+#: load (numpy's OpenBLAS, pyarrow's jemalloc) start none.
+NO_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
+
+
 def _warm_one(name: str, warmed: dict) -> None:
     """Import ``name`` when its package is installed (else note it as skipped); never raises."""
     if importlib.util.find_spec(name.split(".", 1)[0]) is None:
@@ -199,12 +208,16 @@ def serve(conn: socket.socket, warm: Sequence[str] = ()) -> dict | None:
     selector.register(wake_r, selectors.EVENT_READ)
     buffer = b""
     pending, warmed, began = list(warm), {"loaded": [], "failed": {}, "skipped": [], "threads": {}}, time.monotonic()
+    quieted = [k for k in NO_THREADS_ENV if k not in os.environ] if pending else []
+    os.environ.update({k: NO_THREADS_ENV[k] for k in quieted})
     try:
         while True:
             events = selector.select(timeout=0 if pending else None)
             if not events and pending:
                 _warm_one(pending.pop(0), warmed)
                 if not pending:
+                    for var in quieted:
+                        os.environ.pop(var, None)
                     gc.collect()
                     gc.freeze()  # as after the preload: children do not copy these pages
                     _send(conn, {"op": "warmed", **warmed, "seconds": round(time.monotonic() - began, 3)})
@@ -223,7 +236,9 @@ def serve(conn: socket.socket, warm: Sequence[str] = ()) -> dict | None:
                     kill_children(children)
                     return None
                 buffer, request = _fork_requested(conn, buffer + data, children)
-                if request is not None:
+                if request is not None:  # in a child forked during the warm-up: its subprocesses get the defaults
+                    for var in quieted:
+                        os.environ.pop(var, None)
                     return request
             _reap(conn, children)  # a SIGCHLD that raced the select
     finally:

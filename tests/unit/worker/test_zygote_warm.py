@@ -34,20 +34,29 @@ def test_warm_libraries_are_imported_after_ready_without_delaying_a_run_or_addin
     assert threads == 1 and warmed["threads"] == {}, "a library started a thread at import: forking is unsafe"
 
 
-def test_a_library_that_starts_a_thread_is_named():
+def test_a_library_that_starts_a_thread_is_named_and_warm_imports_start_no_native_thread_pools(tmp_path):
+    seen = tmp_path / "seen.txt"
+    (tmp_path / "threaded_lib_of_test.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+    (tmp_path / "env_of_test.py").write_text(
+        f"import os\nopen({str(seen)!r}, 'w').write(os.environ.get('OPENBLAS_NUM_THREADS', '') + ' ' + "
+        "os.environ.get('JE_ARROW_MALLOC_CONF', ''))\n")
+
     async def scenario():
-        zygote = Zygote(modules=[], paths=[], warm=["boto3", "mlflow.tracking"])
+        zygote = Zygote(modules=[], paths=[str(tmp_path)], warm=["env_of_test", "threaded_lib_of_test"])
         await zygote.start(timeout=120)
         try:
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + 60
             while not zygote.warmed and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.1)
             return dict(zygote.warmed)
         finally:
             await zygote.stop()
 
     warmed = asyncio.run(scenario())
-    assert list(warmed["threads"]) == ["mlflow.tracking"] and warmed["threads"]["mlflow.tracking"] > 1
+    assert warmed["threads"] == {"threaded_lib_of_test": 2}
+    assert warmed["loaded"] == ["env_of_test", "threaded_lib_of_test"]
+    assert seen.read_text() == "1 background_thread:false"
 
 
 def test_warm_settings():
