@@ -5,21 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 
-def _start(args: argparse.Namespace) -> int:
+def settings_from(args: argparse.Namespace, environ=os.environ):
+    """The worker's settings from ``opsflow worker start``'s arguments (``--warm``, else ``OPSFLOW_WORKER_WARM``)."""
     from opsflow.worker.config import DEFAULT_WARM, WorkerSettings, parse_warm
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    settings = WorkerSettings(
+    return WorkerSettings(
         limit=args.limit, preload=tuple(args.preload) if args.preload else None,
-        warm=parse_warm(args.warm) if args.warm else DEFAULT_WARM, poll_interval=args.poll_interval,
+        warm=parse_warm(args.warm or [environ.get("OPSFLOW_WORKER_WARM") or ",".join(DEFAULT_WARM)]),
+        poll_interval=args.poll_interval,
         fallback_poll_interval=args.fallback_poll_interval, shutdown_timeout=args.shutdown_timeout,
         workdir_root=Path(args.workdir_root) if args.workdir_root else None,
         state_dir=Path(args.state_dir) if args.state_dir else None)
+
+
+def _start(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    settings = settings_from(args)
     from opsflow.worker.prefect_worker import OpsflowWorker
 
     worker = OpsflowWorker(args.pool, work_queues=args.queue or None, name=args.name or None,

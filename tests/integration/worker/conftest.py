@@ -89,8 +89,9 @@ def start_worker(pool, prefect_client, tmp_path_factory):
         else:
             argv = [sys.executable, "-m", "opsflow.worker", "start", "--pool", pool, "--name", name, *args]
         with open(log, "wb") as out:
+            # The probe flows import none of the libraries a worker warms by default (the stack's workers do).
             proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **(env or {}), TAG: tag})
+                                    env={**os.environ, "OPSFLOW_WORKER_WARM": "none", **(env or {}), TAG: tag})
         worker = WorkerProcess(proc, log, name, tag, argv)
         started.append(worker)
         wait_online(prefect_client, pool, worker)

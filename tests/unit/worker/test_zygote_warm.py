@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 
 from opsflow.worker.config import DEFAULT_WARM, EDGE_WARM, WorkerSettings, parse_warm
 from opsflow.worker.zygote import Zygote
@@ -70,4 +69,19 @@ def test_warm_settings():
 
     with pytest.raises(InvalidInput, match="module names"):
         parse_warm(["mlflow tracking"])
-    assert Path(__file__).exists()
+
+
+def test_opsflow_worker_start_takes_warm_from_its_arguments_else_the_environment():
+    import argparse
+
+    from opsflow.worker.cli import register, settings_from
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+
+    def warm(argv, environ):
+        return settings_from(parser.parse_args(["worker", "start", "--pool", "p", *argv]), environ).warm
+
+    assert warm([], {}) == DEFAULT_WARM
+    assert warm([], {"OPSFLOW_WORKER_WARM": "none"}) == ()
+    assert warm(["--warm", "boto3", "--warm", "docker"], {"OPSFLOW_WORKER_WARM": "none"}) == ("boto3", "docker")
