@@ -86,6 +86,20 @@ after (9.0 s, 7.9 s vs 5.5 s); at load 10-17, 6.4 and 5.3 (2.99 s, 2.49 s vs 0.4
 before: ``deploy_ratio`` 4.83 (5.0 s vs 1.04 s, load 12), ``compose_ratio`` 1.72; after (load 14-22):
 5.76 and 6.11 (7.9 s vs 1.38 s, 5.9 s vs 0.97 s), 1.65 and 1.38; single runs follow the load more than
 the code. No failed probe in any switch. The targets (2.0, 1.3) are still not met at these loads.
+
+Next (quiet machine, load 1-4, the default stack): the run's blocks are read in one request
+(``blocks/loading.py``; four reads side by side took 130-200 ms beside the deploy lock, the one request 55-75 ms),
+and this process asks the server for no CSRF token, as the edge worker's run process. The plain side's health
+client is made once: before, each plain round built an httpx client (a TLS context, 30-50 ms of CPU) inside its
+timing, which opsflow's side never paid, so the ``compose_ratio`` figures above were too low by about that
+(measured alone, before/after that fix, same code: 1.34 and 1.42 before, 1.49 and 1.54 after). Traced with every
+request timed (a compose update, 1.49 s in all): the flow run created, named, Running and read 0.09 s; the blocks
+0.05-0.08 s (the lock beside them); engine read and registry lookup 0.03 s; the plan and the task runs 0.05 s;
+``docker-compose up -d --no-deps web`` 1.13-1.24 s (the plain side's whole round, compose and health, took
+1.06-1.12 s: compose runs slower beside the plan's artifact, the run's logs and events, which load the same
+two cores); health 0.01 s; the results artifact with the lock's release 0.04 s; the final state 0.03 s. Fresh
+clone at 03cec05, ``--parts host,compose --rounds 3``, load 1-3: ``deploy_ratio`` 3.18 (0.46 s vs 0.15 s),
+``compose_ratio`` 1.56 (1.82 s vs 1.17 s), ``rollback_s`` 0.15, no failed probe of 266; the targets are not met.
 """
 
 from __future__ import annotations
