@@ -98,7 +98,7 @@ request timed (a compose update, 1.49 s in all): the flow run created, named, Ru
 ``docker-compose up -d --no-deps web`` 1.13-1.24 s (the plain side's whole round, compose and health, took
 1.06-1.12 s: compose runs slower beside the plan's artifact, the run's logs and events, which load the same
 two cores); health 0.01 s; the results artifact with the lock's release 0.04 s; the final state 0.03 s. Fresh
-clone at 03cec05, ``--parts host,compose --rounds 3``, load 1-3: ``deploy_ratio`` 3.18 (0.46 s vs 0.15 s),
+clone at f5d68f6, ``--parts host,compose --rounds 3``, load 1-3: ``deploy_ratio`` 3.18 (0.46 s vs 0.15 s),
 ``compose_ratio`` 1.56 (1.82 s vs 1.17 s), ``rollback_s`` 0.15, no failed probe of 266; the targets are not met.
 """
 
