@@ -31,6 +31,14 @@ a late one reopen a run that had already ended); the run's process starts its su
 read of the server's result storage in the background, loads the flow, and the engine makes its own round
 trips: the run's flow version and retry policy, its name (``flow_run_name``), ``Running``, a read of the run;
 then the flow loads its blocks (one round trip, in parallel) and starts its first task.
+
+This round (blocks in one request; fresh clone at 57c496d on the default stack, load 2-4, default arguments):
+p50 0.67 s, p95 0.87 s (stock 6.7 s); the 500-delivery burst: 200 valid deliveries, 200 runs within 33 s, no
+duplicate, no 5xx. The last delivery: run created 0.04 s, ``Pending`` 0.17 s (the worker heard of it, asked
+``get_scheduled_flow_runs`` and proposed it), ``Submitting`` 0.23 s, ``Running`` 0.47 s (fork, flow loaded, the
+engine's round trips), first task 0.65 s. Targets (p50 <= 0.35 s, p95 <= 0.7 s) not met: the server's event
+stream, the claim's two proposals and the engine's own round trips before the flow's first line already add up
+to more than 0.35 s here.
 """
 
 from __future__ import annotations
