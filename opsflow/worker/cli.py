@@ -11,11 +11,11 @@ from pathlib import Path
 
 def settings_from(args: argparse.Namespace, environ=os.environ):
     """The worker's settings from ``opsflow worker start``'s arguments (``--warm``, else ``OPSFLOW_WORKER_WARM``)."""
-    from opsflow.worker.config import DEFAULT_WARM, WorkerSettings, parse_warm
+    from opsflow.worker.config import WorkerSettings, warm_from
 
     return WorkerSettings(
         limit=args.limit, preload=tuple(args.preload) if args.preload else None,
-        warm=parse_warm(args.warm or [environ.get("OPSFLOW_WORKER_WARM") or ",".join(DEFAULT_WARM)]),
+        warm=warm_from(args.warm, environ),
         poll_interval=args.poll_interval,
         fallback_poll_interval=args.fallback_poll_interval, shutdown_timeout=args.shutdown_timeout,
         workdir_root=Path(args.workdir_root) if args.workdir_root else None,

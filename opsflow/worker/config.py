@@ -52,6 +52,15 @@ def parse_warm(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+def warm_from(given: list[str] | tuple[str, ...], env: dict[str, str]) -> tuple[str, ...]:
+    """What the zygote warms: the ``--warm`` values when given, else ``OPSFLOW_WORKER_WARM``, else ``DEFAULT_WARM``."""
+    if given:
+        return parse_warm(given)
+    if env.get("OPSFLOW_WORKER_WARM"):
+        return parse_warm([env["OPSFLOW_WORKER_WARM"]])
+    return DEFAULT_WARM
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Settings of one worker process; built by the CLI (or from the environment), read by the worker."""
@@ -96,8 +105,7 @@ class WorkerSettings:
         values: dict = {}
         if env.get("OPSFLOW_WORKER_PRELOAD"):
             values["preload"] = tuple(m.strip() for m in env["OPSFLOW_WORKER_PRELOAD"].split(",") if m.strip())
-        if env.get("OPSFLOW_WORKER_WARM"):
-            values["warm"] = parse_warm([env["OPSFLOW_WORKER_WARM"]])
+        values["warm"] = warm_from((), env)
         if env.get("OPSFLOW_WORKER_SHUTDOWN_TIMEOUT"):
             try:
                 values["shutdown_timeout"] = float(env["OPSFLOW_WORKER_SHUTDOWN_TIMEOUT"])

@@ -15,9 +15,9 @@ blocks and tasks import them lazily, so an edge node without MLflow still import
 the ``--warm`` list: once ``ready`` is sent, the zygote imports those that are installed, one at a time
 whenever no request waits (a run asked for meanwhile is forked first, with what is imported so far), and
 says ``warmed``. They are not preloaded before ``ready`` so a worker (and ``opsflow stack up``) does not wait
-for them. A library whose import starts a thread (MLflow does: numpy's OpenBLAS pool, pyarrow's jemalloc
-thread) would make forking unsafe: ``warmed`` names it and the worker warns. MLflow's two (numpy's OpenBLAS
-pool, pyarrow's jemalloc background thread) are not started at all: the warm imports run with
+for them. A library whose import starts a thread would make forking unsafe: ``warmed`` names it and the
+worker warns. MLflow's two (numpy's OpenBLAS pool, pyarrow's jemalloc background thread) are not started at
+all: the warm imports run with
 ``OPENBLAS_NUM_THREADS=1`` and ``JE_ARROW_MALLOC_CONF=background_thread:false`` (read once, when those libraries
 load), unset again afterwards so a run's own subprocesses (an experiment's training) get their defaults.
 Measured (``python -c "import prefect, X"``, 2 cores, load ~3): MLflow's client and models +2.1/+3.4 s, DVC +1.6 s,

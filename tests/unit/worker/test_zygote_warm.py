@@ -63,6 +63,19 @@ def test_warm_settings():
     assert WorkerSettings.from_env({"OPSFLOW_WORKER_WARM": "none"}).warm == ()
     assert WorkerSettings.from_env({"OPSFLOW_WORKER_WARM": "boto3, docker"}).warm == ("boto3", "docker")
     assert parse_warm(["boto3,docker", "kubernetes.dynamic"]) == EDGE_WARM
+
+
+def test_the_stacks_edge_worker_warms_edge_warm(tmp_path):
+    """The stack may not import the worker package (the services are independent): its edge worker's ``--warm``
+    is a literal, kept equal to ``EDGE_WARM`` here."""
+    from blocks import names
+    from opsflow.stack import StackConfig
+    from opsflow.stack.services import build_specs
+
+    specs = build_specs(StackConfig(home=tmp_path), {"s3_access_key": "a", "s3_secret_key": "b"}, "unix:///x.sock")
+    argv = specs[f"worker-{names.EDGE_POOL}"].argv
+    assert parse_warm([argv[argv.index("--warm") + 1]]) == EDGE_WARM
+    assert "--warm" not in specs[f"worker-{names.BUILD_POOL}"].argv  # the build worker warms DEFAULT_WARM
     import pytest
 
     from opsflow.core.errors import InvalidInput
