@@ -1,6 +1,6 @@
 """The suite's shard split (tests/support/shards.py): every unit runs exactly once, the shards balanced."""
 
-from tests.support.shards import DURATIONS, NEEDS_MLFLOW, split, units
+from tests.support.shards import DURATIONS, NEEDS_MLFLOW, SHARDS, split, units
 
 
 def test_every_unit_runs_once_and_the_shards_are_balanced():
@@ -20,7 +20,7 @@ def test_fewer_units_than_shards_gives_no_empty_shard():
 def test_the_mlflow_tests_share_one_shard_and_the_measured_split_stays_balanced():
     found = units()
     assert set(NEEDS_MLFLOW) <= set(found)
-    groups = split(found, 2)
-    assert set(NEEDS_MLFLOW) <= set(groups[0]) and not set(NEEDS_MLFLOW) & set(groups[1])
+    groups = split(found, SHARDS)
+    assert set(NEEDS_MLFLOW) <= set(groups[0]) and not any(set(NEEDS_MLFLOW) & set(g) for g in groups[1:])
     loads = [sum(DURATIONS.get(u, 5) for u in g) for g in groups]
     assert max(loads) - min(loads) <= 60
