@@ -12,19 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 
-from opsflow.core.errors import CommandFailed, OpsflowError, ServiceError, TransientError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNHEALTHY, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
-EXIT_CODES = {
-    EXIT_OK: "done",
-    EXIT_FAILED: "the command failed (the message says what to do)",
-    EXIT_USAGE: "usage error: an unknown option or a missing argument",
-    EXIT_UNHEALTHY: "`stack status`: a service is unhealthy or no stack is recorded",
-    EXIT_UNREACHABLE: "a service (the Prefect API, an engine) could not be reached: try again once it answers",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-}
+from opsflow.core.commands import (  # noqa: F401 - the exit codes and explain() are part of this module's API
+    EXIT_CODES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    explain,
+    run_command,
+)
 
 
 def _stack_config(args: argparse.Namespace):
@@ -190,55 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def explain(exc: BaseException) -> tuple[str, int]:
-    """One line saying what failed and what to do, and the exit code, for any error a command raises."""
-    import httpx
-
-    api = os.environ.get("PREFECT_API_URL", "the Prefect API")
-    if isinstance(exc, OpsflowError):
-        return str(exc), EXIT_UNREACHABLE if isinstance(exc, TransientError) else EXIT_FAILED
-    if isinstance(exc, (httpx.ConnectError, httpx.TimeoutException, ConnectionError)):
-        where = str(exc.request.url) if isinstance(exc, httpx.RequestError) and _has_request(exc) else api
-        if where.startswith(api):
-            where = f"the Prefect API at {api}"
-        return (f"cannot reach {where} ({type(exc).__name__}): start it, or point PREFECT_API_URL at a running "
-                "server"), EXIT_UNREACHABLE
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status in (401, 403):
-        return (f"{api} refused the request ({status}): set PREFECT_API_AUTH_STRING to the server's auth string"
-                ), EXIT_FAILED
-    if isinstance(status, int) and status >= 500:
-        return f"{api} answered {status}: the server has a problem (see its log); try again", EXIT_UNREACHABLE
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first} (run again with --debug for the traceback)", EXIT_FAILED
-
-
-def _has_request(exc: Exception) -> bool:
-    try:
-        exc.request  # noqa: B018 - httpx raises RuntimeError when the error carries no request
-    except RuntimeError:
-        return False
-    return True
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv  # accepted anywhere on the line, also after the command
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
-    args.debug = debug
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line and an exit code
-        if args.debug:
-            traceback.print_exc()
-        message, code = explain(exc)
-        head, _, tail = message.partition("\n")
-        print(f"opsflow: error: {head}", file=sys.stderr)
-        if tail and isinstance(exc, (CommandFailed, ServiceError)):
-            print("\n".join(f"  | {line}" for line in tail.splitlines()), file=sys.stderr)
-        return code
+    return run_command(build_parser(), list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

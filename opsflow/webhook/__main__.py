@@ -1,11 +1,9 @@
-"""``python -m opsflow.webhook serve ...`` (the same as ``opsflow webhook serve``)."""
+"""``python -m opsflow.webhook serve ...`` (the same as ``opsflow webhook serve``; errors end as one line and an exit
+code, as the ``opsflow`` command's do)."""
 
-import argparse
 import sys
 
-from opsflow.webhook.cli import register
+from opsflow.core.commands import run_command
+from opsflow.webhook.cli import module_parser
 
-parser = argparse.ArgumentParser(prog="python -m opsflow.webhook")
-register(parser.add_subparsers(dest="command", required=True))
-arguments = parser.parse_args(["webhook", *sys.argv[1:]])
-sys.exit(arguments.func(arguments))
+sys.exit(run_command(module_parser(), sys.argv[1:]))

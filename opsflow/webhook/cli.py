@@ -7,12 +7,15 @@ import logging
 import os
 from pathlib import Path
 
+from opsflow.core.commands import require_prefect_api
+
 
 def _serve(args: argparse.Namespace) -> int:
     # Before Prefect is imported: loading the application blocks fails fast when the API is down
     # (the delivery is answered 503 and the forge can redeliver) instead of waiting out retries.
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "0")
     os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "10")
+    require_prefect_api("the webhook receiver")
     from opsflow.webhook.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -26,7 +29,18 @@ def _serve(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``webhook serve`` to the ``opsflow`` command line."""
     webhook = subparsers.add_parser("webhook", help="receive forge webhooks and start the pipelines")
-    actions = webhook.add_subparsers(dest="webhook_action", required=True)
+    _add_actions(webhook.add_subparsers(dest="webhook_action", required=True))
+
+
+def module_parser() -> argparse.ArgumentParser:
+    """``python -m opsflow.webhook``'s own command line: the actions of ``opsflow webhook``."""
+    parser = argparse.ArgumentParser(prog="python -m opsflow.webhook",
+                                     description="The same as `opsflow webhook` (--debug: the traceback of an error).")
+    _add_actions(parser.add_subparsers(dest="webhook_action", required=True))
+    return parser
+
+
+def _add_actions(actions) -> None:
     serve = actions.add_parser(
         "serve", help="serve /hooks/<forge> until stopped",
         description="Receives the forge's signed webhook deliveries on /hooks/<kind of the GitForge block> and "

@@ -1,16 +1,9 @@
-"""``python -m opsflow.worker start ...`` (the same as ``opsflow worker start``)."""
+"""``python -m opsflow.worker start ...`` (the same as ``opsflow worker start``; errors end as one line and an exit
+code, as the ``opsflow`` command's do)."""
 
-import argparse
 import sys
 
-from opsflow.core.errors import OpsflowError
-from opsflow.worker.cli import register
+from opsflow.core.commands import run_command
+from opsflow.worker.cli import module_parser
 
-parser = argparse.ArgumentParser(prog="python -m opsflow.worker")
-register(parser.add_subparsers(dest="command", required=True))
-arguments = parser.parse_args(["worker", *sys.argv[1:]])
-try:
-    sys.exit(arguments.func(arguments))
-except OpsflowError as exc:
-    print(f"opsflow: error: {exc}", file=sys.stderr)
-    sys.exit(2)
+sys.exit(run_command(module_parser(), sys.argv[1:]))

@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from opsflow.core.commands import require_prefect_api
+
 
 def settings_from(args: argparse.Namespace, environ=os.environ):
     """The worker's settings from ``opsflow worker start``'s arguments (``--warm``, else ``OPSFLOW_WORKER_WARM``)."""
@@ -27,6 +29,7 @@ def _start(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     settings = settings_from(args)
+    require_prefect_api("the worker")
     from opsflow.worker.prefect_worker import OpsflowWorker
 
     worker = OpsflowWorker(args.pool, work_queues=args.queue or None, name=args.name or None,
@@ -38,7 +41,18 @@ def _start(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``worker start`` to the ``opsflow`` command line."""
     worker = subparsers.add_parser("worker", help="run flow runs of a work pool, started within a second")
-    actions = worker.add_subparsers(dest="worker_action", required=True)
+    _add_actions(worker.add_subparsers(dest="worker_action", required=True))
+
+
+def module_parser() -> argparse.ArgumentParser:
+    """``python -m opsflow.worker``'s own command line: the actions of ``opsflow worker``."""
+    parser = argparse.ArgumentParser(prog="python -m opsflow.worker",
+                                     description="The same as `opsflow worker` (--debug: the traceback of an error).")
+    _add_actions(parser.add_subparsers(dest="worker_action", required=True))
+    return parser
+
+
+def _add_actions(actions) -> None:
     start = actions.add_parser(
         "start", help="serve a work pool until SIGTERM/SIGINT",
         description="The Prefect worker type `opsflow` (the same as `prefect worker start --type opsflow`): "

@@ -95,3 +95,26 @@ def test_webhook_serve_with_an_unreachable_api_is_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"opsflow: error: cannot reach the Prefect API at {UNREACHABLE} (ConnectError): start it, or point "
         "PREFECT_API_URL at a running server"]
+
+
+@pytest.mark.parametrize("module, argv, what", [
+    ("opsflow.worker", ["start", "--pool", "vault-build"], "the worker"),
+    ("opsflow.webhook", ["serve", "--forge-block", "github", "--port", "0"], "the webhook receiver"),
+])
+def test_the_services_modules_end_as_the_opsflow_command_does(tmp_path, module, argv, what):
+    """``python -m opsflow.worker|webhook`` (how a unit file starts them): no Prefect API configured is one line
+    saying so, before anything starts; a usage error is argparse's, under the module's own name."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # no profile with an API URL either
+    done = subprocess.run([sys.executable, "-m", module, *argv, "--journal", str(tmp_path / "j.sqlite3")]
+                          if module == "opsflow.webhook" else [sys.executable, "-m", module, *argv],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"opsflow: error: PREFECT_API_URL is not set: {what} needs the Prefect server's API, e.g. "
+        "PREFECT_API_URL=http://vault:4200/api (and PREFECT_API_AUTH_STRING when the server has an auth string)"]
+    assert not (tmp_path / "j.sqlite3").exists()  # nothing started
+    usage = subprocess.run([sys.executable, "-m", module, argv[0], "--no-such-option"], capture_output=True,
+                           text=True, timeout=120, env=env, cwd=ROOT)
+    assert usage.returncode == EXIT_USAGE
+    assert f"python -m {module} {argv[0]}: error: " in usage.stderr and "Traceback" not in usage.stderr
