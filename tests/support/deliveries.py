@@ -64,6 +64,8 @@ def run_id_of(answer, receiver_url: str, secret: str, timeout_s: float = 60) -> 
 
     import httpx
 
+    from opsflow.core.tls import default_context
+
     body = answer.json()
     if body.get("flow_run_id"):
         return body["flow_run_id"]
@@ -71,7 +73,8 @@ def run_id_of(answer, receiver_url: str, secret: str, timeout_s: float = 60) -> 
     url = f"{receiver_url.rstrip('/')}/deliveries/{body['delivery']}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = httpx.get(url, timeout=5, headers=status_headers(secret, body["delivery"])).json()
+        status = httpx.get(url, timeout=5, headers=status_headers(secret, body["delivery"]),
+                           verify=default_context()).json()
         if status.get("flow_run_id"):
             return status["flow_run_id"]
         time.sleep(0.1)

@@ -37,9 +37,9 @@ class ReceiverProcess:
 
     @property
     def verify(self):
-        import ssl
+        from opsflow.core.tls import context_with_ca, default_context
 
-        return ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else True
+        return context_with_ca(self.ca_pem) if self.ca_pem else default_context()  # built once, not per request
 
     def start(self, api_url: str | None = None) -> ReceiverProcess:
         self.log = self.journal.with_suffix(".log")
