@@ -11,7 +11,8 @@ MLflow share a shard, and the other shards' stacks run without MLflow.
 ``OPSFLOW_TEST_SHARDS`` sets how many (default ``SHARDS``; 1 runs plain pytest). Three, not two, on a 2-core
 machine: the sessions spend much of their time waiting (a run going through a worker, a health deadline, a
 heartbeat window), and a third fills those waits. Measured here, the same commit back to back: two shards
-11 min 10 s, three 9 min 52 s, with the same CPU time (939 s user in both runs). Test paths among the arguments
+9 min 46 s, three 8 min 46 s, for 4 % more CPU (883 s against 920 s, user + sys). (Three were tried before and
+dropped, when the suite took 1,100-1,400 s of CPU: the machine had no waits left to fill.) Test paths among the arguments
 run them in one plain session, as ``pytest`` would. Each shard's output goes to
 ``test-output/shard-<n>.log`` and is printed when the shard ends; the exit code is the worst shard's.
 """
