@@ -12,8 +12,8 @@ MLflow share a shard, and the other shards' stacks run without MLflow.
 machine: the sessions spend much of their time waiting (a run going through a worker, a health deadline, a
 heartbeat window), and a third fills those waits. Measured here, the same commit back to back: two shards
 9 min 46 s, three 8 min 46 s, for 4 % more CPU (883 s against 920 s, user + sys). (Three were tried before and
-dropped, when the suite took 1,100-1,400 s of CPU: the machine had no waits left to fill.) Test paths among the arguments
-run them in one plain session, as ``pytest`` would. Each shard's output goes to
+dropped, when the suite took 1,100-1,400 s of CPU: the machine had no waits left to fill.) Test paths among
+the arguments run them in one plain session, as ``pytest`` would. Each shard's output goes to
 ``test-output/shard-<n>.log`` and is printed when the shard ends; the exit code is the worst shard's.
 """
 
