@@ -39,6 +39,10 @@ def test_compose_has_the_stack_services_pinned_healthy_and_without_secrets():
     # Prefect server auth: the server and every opsflow client take the one shared string from the env file.
     server_env = services["prefect"]["environment"]
     assert server_env["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING")
+    # the same server settings as `opsflow stack up`'s
+    from opsflow.stack.services import CANCELLATION_CLEANUP_LOOP_S
+
+    assert server_env["PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS"] == str(CANCELLATION_CLEANUP_LOOP_S)
     for name in ("webhook", "worker-build"):
         assert services[name]["environment"]["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_AUTH_STRING"), name
     assert "deployments/compose/.env" in (COMPOSE.parent.parent / ".gitignore").read_text()
