@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from opsflow.core.errors import CommandFailed, OpsflowError, ServiceError, TransientError
 
@@ -25,6 +27,15 @@ EXIT_CODES = {
     EXIT_UNREACHABLE: "a service (the Prefect API, an engine) could not be reached: try again once it answers",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
+
+
+def module_parser(module: str, command: str, add_actions: Callable[[Any], None]) -> argparse.ArgumentParser:
+    """``python -m <module>``'s own command line: the actions of ``opsflow <command>`` (``add_actions`` adds them to a
+    subparsers object), with usage errors under the module's name."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}",
+                                     description=f"The same as `opsflow {command}` (--debug: an error's traceback).")
+    add_actions(parser.add_subparsers(dest=f"{command}_action", required=True))
+    return parser
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:

@@ -29,18 +29,12 @@ def _serve(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``webhook serve`` to the ``opsflow`` command line."""
     webhook = subparsers.add_parser("webhook", help="receive forge webhooks and start the pipelines")
-    _add_actions(webhook.add_subparsers(dest="webhook_action", required=True))
+    add_actions(webhook.add_subparsers(dest="webhook_action", required=True))
 
 
-def module_parser() -> argparse.ArgumentParser:
-    """``python -m opsflow.webhook``'s own command line: the actions of ``opsflow webhook``."""
-    parser = argparse.ArgumentParser(prog="python -m opsflow.webhook",
-                                     description="The same as `opsflow webhook` (--debug: the traceback of an error).")
-    _add_actions(parser.add_subparsers(dest="webhook_action", required=True))
-    return parser
-
-
-def _add_actions(actions) -> None:
+def add_actions(actions) -> None:
+    """The actions of ``opsflow webhook``, also ``python -m opsflow.webhook``'s
+    (:func:`opsflow.core.commands.module_parser`)."""
     serve = actions.add_parser(
         "serve", help="serve /hooks/<forge> until stopped",
         description="Receives the forge's signed webhook deliveries on /hooks/<kind of the GitForge block> and "

@@ -3,7 +3,7 @@ code, as the ``opsflow`` command's do)."""
 
 import sys
 
-from opsflow.core.commands import run_command
-from opsflow.worker.cli import module_parser
+from opsflow.core.commands import module_parser, run_command
+from opsflow.worker.cli import add_actions
 
-sys.exit(run_command(module_parser(), sys.argv[1:]))
+sys.exit(run_command(module_parser("opsflow.worker", "worker", add_actions), sys.argv[1:]))

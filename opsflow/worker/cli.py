@@ -41,18 +41,12 @@ def _start(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``worker start`` to the ``opsflow`` command line."""
     worker = subparsers.add_parser("worker", help="run flow runs of a work pool, started within a second")
-    _add_actions(worker.add_subparsers(dest="worker_action", required=True))
+    add_actions(worker.add_subparsers(dest="worker_action", required=True))
 
 
-def module_parser() -> argparse.ArgumentParser:
-    """``python -m opsflow.worker``'s own command line: the actions of ``opsflow worker``."""
-    parser = argparse.ArgumentParser(prog="python -m opsflow.worker",
-                                     description="The same as `opsflow worker` (--debug: the traceback of an error).")
-    _add_actions(parser.add_subparsers(dest="worker_action", required=True))
-    return parser
-
-
-def _add_actions(actions) -> None:
+def add_actions(actions) -> None:
+    """The actions of ``opsflow worker``, also ``python -m opsflow.worker``'s
+    (:func:`opsflow.core.commands.module_parser`)."""
     start = actions.add_parser(
         "start", help="serve a work pool until SIGTERM/SIGINT",
         description="The Prefect worker type `opsflow` (the same as `prefect worker start --type opsflow`): "
