@@ -15,6 +15,12 @@ the new container beside the old one (``up --scale N+1 --no-recreate``), probes 
 project's network from opsflow's proxy (which publishes the ports), switches the proxy, drains and
 removes the old container: no gap. Commands run as argv lists through ``opsflow.core.proc.run``;
 ``docker compose`` (the plugin) where present, else Debian's ``docker-compose`` v1.
+
+Compose v1 is a Python program that imports ``distutils``; on Debian, setuptools' ``distutils``
+shim (``distutils-precedence.pth``) then imports setuptools and ``pkg_resources`` on every run.
+Where the script's interpreter still has the standard library's ``distutils`` (Python < 3.12), it
+runs with ``SETUPTOOLS_USE_DISTUTILS=stdlib``: measured on Debian 12, ``docker-compose version``
+0.46 s against 0.25 s (0.39 s of CPU against 0.21 s), on every ``up`` of a deploy.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import difflib
 import functools
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +74,32 @@ def _detected_compose() -> tuple[str, ...]:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return ("docker-compose",)
+
+
+@functools.cache
+def _v1_environment(program: str) -> tuple[tuple[str, str], ...]:
+    """``SETUPTOOLS_USE_DISTUTILS=stdlib`` for a compose v1 script whose interpreter has the standard
+    library's ``distutils`` (see the module docstring); nothing for anything else, or when unsure."""
+    if "SETUPTOOLS_USE_DISTUTILS" in os.environ:
+        return ()
+    try:
+        found = shutil.which(program)
+        with open(found or "", "rb") as script:
+            first = script.readline(256)
+    except OSError:
+        return ()
+    shebang = re.match(rb"#!\s*(\S+)", first)
+    interpreter = os.path.realpath(shebang.group(1).decode(errors="replace")) if shebang else ""
+    version = re.search(r"python(3\.\d+)$", interpreter)
+    if not version or int(version.group(1).split(".")[1]) >= 12:
+        return ()
+    stdlib = Path(interpreter).parent.parent / "lib" / f"python{version.group(1)}" / "distutils" / "__init__.py"
+    return (("SETUPTOOLS_USE_DISTUTILS", "stdlib"),) if stdlib.is_file() else ()
+
+
+def compose_environment(argv: list[str]) -> dict[str, str]:
+    """What compose's command line runs with on top of the worker's environment."""
+    return {} if argv[:1] == ["docker"] else dict(_v1_environment(argv[0]))
 
 
 def compose_argv(engine: DockerHostTarget, *args: str) -> list[str]:
@@ -295,7 +328,8 @@ def published_url(engine: DockerHostTarget, container, rel: ComponentRelease) ->
 def compose_command(engine: DockerHostTarget, *args: str, logger=None, secrets: list[str] = ()) -> str:
     """Run compose for the block's project; a failure is DeployFailed with the (redacted) output tail."""
     try:
-        return run(compose_argv(engine, *args), timeout=600, logger=logger, secrets=secrets,
+        argv = compose_argv(engine, *args)
+        return run(argv, env=compose_environment(argv), timeout=600, logger=logger, secrets=secrets,
                    hint=f"compose project {engine.compose_project} on {engine.name}")
     except CommandFailed as exc:
         raise DeployFailed(str(exc)) from None

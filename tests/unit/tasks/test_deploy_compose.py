@@ -4,6 +4,10 @@ is written (the rollout against real engines: tests/integration/flows/test_manua
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 import yaml
 from pydantic import SecretStr
@@ -11,7 +15,15 @@ from pydantic import SecretStr
 from blocks import DockerHostTarget
 from blocks.application import DeployMethod, RuntimeConfig
 from opsflow.core.errors import InvalidInput
-from tasks.deploy.compose import compose_argv, env_file_text, plan_compose, restore_compose, write_compose
+from tasks.deploy import compose
+from tasks.deploy.compose import (
+    compose_argv,
+    compose_environment,
+    env_file_text,
+    plan_compose,
+    restore_compose,
+    write_compose,
+)
 from tasks.deploy.plan import ComponentRelease
 from tasks.deploy.runtime import RuntimeValues
 
@@ -121,3 +133,43 @@ def test_compose_commands_name_the_engine_and_project_and_carry_no_secret(node):
                   "-d", "api"]
     v2 = compose_argv(node.model_copy(update={"compose_command": ["docker", "compose"]}), "up")
     assert v2[:5] == ["docker", "-H", "unix:///run/docker.sock", "compose", "-p"]
+
+
+def _script(tmp_path, python: str, distutils: bool) -> str:
+    """A compose-like script whose shebang names ``<tmp>/bin/<python>``, with or without its stdlib distutils."""
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    interpreter = tmp_path / "bin" / python
+    interpreter.touch()
+    if distutils:
+        (tmp_path / "lib" / python / "distutils").mkdir(parents=True)
+        (tmp_path / "lib" / python / "distutils" / "__init__.py").touch()
+    script = tmp_path / f"compose-{python}"
+    script.write_text(f"#!{interpreter}\nimport compose\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_compose_v1_skips_setuptools_distutils_shim_only_where_the_stdlib_has_distutils(tmp_path, monkeypatch):
+    compose._v1_environment.cache_clear()
+    monkeypatch.delenv("SETUPTOOLS_USE_DISTUTILS", raising=False)
+    assert compose_environment([_script(tmp_path, "python3.11", True), "up"]) == {"SETUPTOOLS_USE_DISTUTILS": "stdlib"}
+    assert compose_environment([_script(tmp_path, "python3.10", False), "up"]) == {}  # no stdlib distutils there
+    assert compose_environment([_script(tmp_path, "python3.12", True), "up"]) == {}  # 3.12 removed it
+    assert compose_environment(["docker", "compose", "up"]) == {}  # the plugin is Go
+    assert compose_environment([str(tmp_path / "missing"), "up"]) == {}
+    compose._v1_environment.cache_clear()
+    monkeypatch.setenv("SETUPTOOLS_USE_DISTUTILS", "local")  # the user's own choice stands
+    (tmp_path / "own").mkdir()
+    assert compose_environment([_script(tmp_path / "own", "python3.9", True), "up"]) == {}
+    compose._v1_environment.cache_clear()
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")
+def test_the_installed_docker_compose_runs_with_its_environment(monkeypatch):
+    compose._v1_environment.cache_clear()
+    monkeypatch.delenv("SETUPTOOLS_USE_DISTUTILS", raising=False)
+    env = compose_environment(["docker-compose"])
+    done = subprocess.run(["docker-compose", "version", "--short"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() and not done.stderr, done.stderr
+    compose._v1_environment.cache_clear()
