@@ -284,7 +284,15 @@ class Component(BaseModel):
     build_output: RelativePath = Field(
         default="dist", description="Directory (relative to the component) the build produces; stored as the artifact."
     )
-    test_command: Argv | None = Field(default=None, description="Test command as an argv list, run after the build.")
+    test_command: Argv | None = Field(
+        default=None, description="Test command as an argv list, run after the build (see test_after_build)."
+    )
+    test_after_build: bool = Field(
+        default=True,
+        description="Run the tests once the build has finished and its artifact is stored (the default). False: the "
+        "tests start beside the build, for tests that do not use its output (they compile or run their own tree), as "
+        "two jobs without `needs:` do in GitHub Actions; both must pass, and a failing build does not stop the tests.",
+    )
     junit_report: RelativePath | None = Field(
         default=None, description="JUnit XML report the test command writes, relative to the component."
     )

@@ -33,7 +33,8 @@ def _tests_report(tested):
 
 
 def _collect(comp, plan, build, saved, tested, store) -> ComponentOutcome:
-    """One component's outcome from its build → save → test futures (waited for)."""
+    """One component's outcome from its build → save → test futures (waited for; the tests may run beside)."""
+    saved.wait()
     tested.wait()
     outcome = ComponentOutcome(comp.name)
     if not build.state.is_completed():
@@ -60,7 +61,8 @@ def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, extra_secrets
     """Build, store and test every component in parallel; a stored artifact that passed is reused.
 
     The dependencies are installed (or restored from the build server's cache) before the env files are
-    written, so no secret can reach a cache; then each component builds, is stored and tested.
+    written, so no secret can reach a cache; then each component builds, is stored and tested (its tests beside
+    the build when its ``test_after_build`` is off).
     """
     application, store = cfg.application, cfg.store
     cache = TreeCache.from_env()
@@ -88,7 +90,9 @@ def build_and_test(cfg: common.PipelineConfig, checkout: Checkout, extra_secrets
             continue
         build = build_app.submit(checkout, comp, redact, cache=cache)
         saved = save_artifact.submit(store, plan, build, comp, checkout)
-        tested = run_tests.submit(checkout, comp, redact, cache=cache, wait_for=[saved])
+        # After the stored artifact by default; beside the build when the tests do not use its output.
+        tested = run_tests.submit(checkout, comp, redact, cache=cache,
+                                  wait_for=[saved] if comp.test_after_build else [])
         chains.append((comp, plan, build, saved, tested))
     outcomes = reused + failed + [_collect(*chain, store) for chain in chains]
     return common.in_component_order(application, outcomes)
@@ -104,7 +108,9 @@ def build_and_test_untrusted(cfg: common.PipelineConfig, checkout: Checkout, scr
     for comp in cfg.application.components:
         installed = install_deps.submit(checkout, comp, cache)
         build = build_app.submit(checkout, comp, [], cache=cache, wait_for=[installed])
-        chains.append((comp, installed, build, run_tests.submit(checkout, comp, [], cache=cache, wait_for=[build])))
+        tested = run_tests.submit(checkout, comp, [], cache=cache,
+                                  wait_for=[build] if comp.test_after_build else [installed])
+        chains.append((comp, installed, build, tested))
     outcomes = []
     for comp, installed, build, tested in chains:
         tested.wait()

@@ -80,20 +80,22 @@ class SampleRepo:
         return git("rev-parse", f"{sha}:{path}", cwd=self.work)
 
 
-def shop_components(names: tuple[str, ...] = ("backend", "frontend")) -> list[Component]:
-    """The shop's components as the pipeline builds them."""
+def shop_components(names: tuple[str, ...] = ("backend", "frontend"), test_after_build: bool = False,
+                    ) -> list[Component]:
+    """The shop's components as the pipeline builds them. Their tests compile their own tree (``tsc -p
+    tsconfig.test.json`` into ``.test-build/``), not the build's ``dist/``, so they run beside the build."""
     known = {
         "backend": Component(
             name="backend", path="backend", install="npm", build_commands=[["npm", "run", "build"]],
             build_output="dist",
-            test_command=["npm", "test"], junit_report="junit.xml", dockerfile="Dockerfile", base_image="opsflow:node",
-            ports=[8080], health_check=HealthCheck(path="/healthz"),
+            test_command=["npm", "test"], test_after_build=test_after_build, junit_report="junit.xml",
+            dockerfile="Dockerfile", base_image="opsflow:node", ports=[8080], health_check=HealthCheck(path="/healthz"),
         ),
         "frontend": Component(
             name="frontend", path="frontend", install="npm", build_commands=[["npm", "run", "build"]],
-            build_output="dist",
-            test_command=["npm", "test"], junit_report="junit.xml", dockerfile="Dockerfile",
-            base_image="opsflow:busybox", ports=[8081], health_check=HealthCheck(path="/healthz"),
+            build_output="dist", test_command=["npm", "test"], test_after_build=test_after_build,
+            junit_report="junit.xml", dockerfile="Dockerfile", base_image="opsflow:busybox", ports=[8081],
+            health_check=HealthCheck(path="/healthz"),
         ),
     }
     return [known[n] for n in names]
@@ -109,11 +111,12 @@ def env_file_text(public_name: str = "shop", build_token: str | None = None) -> 
 
 
 def save_shop_blocks(repository: str, name: str = "shop", forge_repo: str = "", env_text: str | None = None,
-                     components: tuple[str, ...] = ("backend", "frontend")) -> Application:
+                     components: tuple[str, ...] = ("backend", "frontend"), test_after_build: bool = False,
+                     ) -> Application:
     """Save the shop's Application block and one Secret block per component env file."""
     from prefect.blocks.system import Secret
 
-    comps = shop_components(components)
+    comps = shop_components(components, test_after_build)
     text = env_text or env_file_text()
     for comp in comps:
         Secret(value=text).save(env_secret_name(name, comp.name), overwrite=True)

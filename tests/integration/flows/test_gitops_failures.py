@@ -19,11 +19,12 @@ FORGE_REPO = "acme/shop-fail"
 
 @pytest.fixture(scope="module")
 def shop(stack, forge_emulator, tmp_path_factory):
-    """A backend-only shop whose repository the tests break in different ways."""
+    """A backend-only shop whose repository the tests break in different ways; its tests run after the build."""
     repo = SampleRepo(tmp_path_factory.mktemp("shop-fail"), SHOP_SOURCE)
     repo.commit("initial")
     forge_emulator.block("gitea").save("gitops-fail-forge", overwrite=True)
-    save_shop_blocks(repo.url, name=APP, forge_repo=FORGE_REPO, env_text=env_file_text(APP), components=("backend",))
+    save_shop_blocks(repo.url, name=APP, forge_repo=FORGE_REPO, env_text=env_file_text(APP), components=("backend",),
+                     test_after_build=True)  # the tests after the build: a failing build stops them
     return repo
 
 
@@ -42,7 +43,7 @@ def _objects(stack, prefix: str) -> list[str]:
 
 
 def _key(shop: SampleRepo, sha: str) -> str:
-    return artifact_key(APP, shop_components(("backend",))[0], shop.tree(sha, "backend"))
+    return artifact_key(APP, shop_components(("backend",), test_after_build=True)[0], shop.tree(sha, "backend"))
 
 
 def test_a_failing_test_fails_the_run_names_the_test_and_blocks_the_merge(stack, shop, fresh_forge):
@@ -148,3 +149,31 @@ def test_a_forge_outage_at_the_final_report_keeps_the_good_build(stack, shop, fr
     report = {a.key: a for a in run_artifacts(again.id)}["gitops-pr-shop-fail"].data
     assert "Not delivered to the forge" in report and "PR comment" in report
     assert "could not be delivered to the forge (the run's result stands)" in run_logs(again.id)
+
+
+# The build waits for the tests to open the FIFO, the tests for the build: only side by side do both finish
+# (one after the other, the build waits until its ``timeout`` and fails).
+RENDEZVOUS = "mkfifo rendezvous 2>/dev/null; "
+BESIDE_BUILD = ["timeout", "30", "sh", "-c", RENDEZVOUS + "read go < rendezvous && mkdir -p out && echo $go > out/x"]
+BESIDE_TESTS = ["timeout", "30", "sh", "-c", RENDEZVOUS + "echo built > rendezvous && printf '%s' "
+                "'<testsuites><testsuite name=\"beside\"><testcase name=\"ran beside the build\"/></testsuite>"
+                "</testsuites>' > junit.xml"]
+
+
+def test_tests_that_do_not_need_the_build_run_beside_it(stack, shop, fresh_forge):
+    from blocks import Application, Component
+
+    app = Application.load(APP)
+    beside = Component(name="beside", path="beside", build_commands=[BESIDE_BUILD], build_output="out",
+                       test_command=BESIDE_TESTS, test_after_build=False, junit_report="junit.xml",
+                       base_image="opsflow:busybox")
+    app.model_copy(update={"name": f"{APP}-beside", "components": [beside], "env_files": []}).save(f"{APP}-beside",
+                                                                                                   overwrite=True)
+    shop.write("beside/Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY . /srv\n")
+    sha = shop.commit("a component tested beside its build", branch="beside")
+    run = run_flow(gitops_pr, app=f"{APP}-beside", pr=14, sha=sha, forge_block="gitops-fail-forge")
+    assert run.ok, run.state.message
+    assert task_run_states(run.id)["test-beside"] == "Completed"
+    assert "1 passed" in fresh_forge.comments("gitea", FORGE_REPO, 14)[0]["body"]
+    key = artifact_key(f"{APP}-beside", beside, shop.tree(sha, "beside"))
+    assert f"{key}.json" in _objects(stack, key)
