@@ -100,6 +100,16 @@ request timed (a compose update, 1.49 s in all): the flow run created, named, Ru
 two cores); health 0.01 s; the results artifact with the lock's release 0.04 s; the final state 0.03 s. Fresh
 clone at f5d68f6, ``--parts host,compose --rounds 3``, load 1-3: ``deploy_ratio`` 3.18 (0.46 s vs 0.15 s),
 ``compose_ratio`` 1.56 (1.82 s vs 1.17 s), ``rollback_s`` 0.15, no failed probe of 266; the targets are not met.
+
+Compose v1 without setuptools' ``distutils`` shim (``tasks/deploy/compose.py``): ``docker-compose`` imported
+setuptools and ``pkg_resources`` on every call through Debian's ``distutils-precedence.pth`` (``docker-compose
+version`` 0.46 s, 0.25 s with ``SETUPTOOLS_USE_DISTUTILS=stdlib``). Fresh clone at e4f7fe4 on the default
+stack, default arguments (a fresh shell, ``env -i``): ``compose_ratio`` 1.149 (1.234 s vs 1.074 s), no failed
+probe of 367 on compose nodes nor of 266 in the edge switches; ``deploy_ratio`` 2.80 (0.651 s vs 0.232 s),
+``fanout_ratio`` 2.28. The plain side runs ``docker-compose`` as a user types it (with the shim). With the
+variable set for both sides (``SETUPTOOLS_USE_DISTUTILS=stdlib uv run python bench/deploy.py --parts compose``),
+plain compose gains as much: 0.77 s against opsflow's 1.33 s, ratio 1.72; what opsflow adds is the ~0.5 s traced
+above (the flow run's round trips, the blocks, the plan artifact, compose slowed by the run's own work beside it).
 """
 
 from __future__ import annotations

@@ -227,11 +227,13 @@ def main() -> None:
                     print(f"stock worker run {i + 1}: first task after {stock_latencies[-1]:.3f}s", flush=True)
 
                 # Load: the vault-build pool paused, so the accepted deliveries only create runs.
-                client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=True))
-                try:
-                    load = run_load(http, url, receiver, args.load, client)
-                finally:
-                    client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=False))
+                load = {}
+                if args.load > 0:
+                    client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=True))
+                    try:
+                        load = run_load(http, url, receiver, args.load, client)
+                    finally:
+                        client.update_work_pool("vault-build", WorkPoolUpdate(is_paused=False))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -256,9 +258,8 @@ def main() -> None:
 
 
 def run_load(http, url: str, receiver: subprocess.Popen, total: int, client) -> dict:
-    import httpx
-
     """A burst of mixed deliveries from 8 threads; counts answers and the runs that were created."""
+    import httpx
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
     tag = f"load-{uuid.uuid4().hex[:8]}"
