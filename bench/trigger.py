@@ -39,6 +39,18 @@ duplicate, no 5xx. The last delivery: run created 0.04 s, ``Pending`` 0.17 s (th
 engine's round trips), first task 0.65 s. Targets (p50 <= 0.35 s, p95 <= 0.7 s) not met: the server's event
 stream, the claim's two proposals and the engine's own round trips before the flow's first line already add up
 to more than 0.35 s here.
+
+Next round (every request of the worker and of a run's process traced, ``--load 0``): the run's first event
+(``Running``) read its flow, deployment, work queue and work pool from the API, four requests at once beside the
+flow's first block read (45-60 ms each; the block read took 56-69 ms instead of 30-45); the worker now hands them
+to the run's process (``prefect_adapter.related_objects``). The worker's write of the run's labels went beside its
+``Submitting`` proposal (74 ms each instead of 34-44 ms for ``Submitting`` alone); it now goes after the fork. Old
+and new worker alternating on one stack (fresh clone, default stack, ``--deliveries 15 --stock 1 --load 0``, two
+pairs): p50 0.790 and 0.786 s before, 0.719 and 0.740 s after (p95 0.904/0.961 before, 0.846/0.849 after). The
+same bench half an hour earlier on that stack gave p50 0.40-0.45 s: the machine's speed moves more than the code
+does, so only interleaved pairs compare. From the fork, the run's process spends ~0.08 s before its first request
+(its job's run and deployment validated, the code found, the first log line), then the engine's round trips (the
+flow's version, its name, ``Running``, a read of the run), the blocks, and the first task.
 """
 
 from __future__ import annotations

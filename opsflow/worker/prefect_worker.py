@@ -103,7 +103,7 @@ class RunProcess:
         return RunRecord(str(self.flow_run_id), self.pid, self.ticks, str(self.workdir), self.label)
 
 
-class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
+class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
                     BaseWorker[OpsflowJobConfiguration, OpsflowVariables, OpsflowWorkerResult]):
     """Runs a work pool's flow runs forked from a pre-imported zygote; see the module docstring."""
 
@@ -409,12 +409,15 @@ class OpsflowWorker(prefect_adapter.LabelsBesideTheStart,
                "env": configuration.run_environment(defaults=heartbeat_env()),
                "stream_output": configuration.stream_output, "flow_run": flow_run.model_dump(mode="json"),
                "deployment": deployment.model_dump(mode="json") if deployment is not None else None,
+               "related": prefect_adapter.related_objects(configuration, self.work_pool, flow_run),
                "api_versions_checked": prefect_adapter.api_versions_checked()}
         try:
             child = await self.zygote.spawn(str(run_id), job)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+        finally:
+            self.write_labels(run_id)  # beside the run's start (prefect_adapter.LabelsAfterTheFork)
         run = RunProcess(run_id, f"{flow_run.name} ({run_id})", workdir, child.pid, pids.start_ticks(child.pid))
         self._runs[run_id] = run
         try:

@@ -330,6 +330,7 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
     else:
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment(flow_run.deployment_id)
+    prefect_adapter.seed_related_objects(flow_run, deployment, job.get("related"))  # its first event reads none
     # Prefect reads its settings once; re-read them when the run's env changes one (~0.1 s).
     settings = Settings() if apply_env(job.get("env") or {}) else get_settings_context().settings
     with SettingsContext(profile=get_settings_context().profile, settings=settings), \

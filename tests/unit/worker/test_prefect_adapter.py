@@ -106,10 +106,10 @@ def test_prefect_clients_share_one_verified_tls_context_per_ca_file():
         orchestration.ssl = original
 
 
-def test_labels_are_sent_beside_the_start_and_settled_before_the_client_closes_but_submitting_is_awaited():
+def test_labels_are_written_after_the_fork_once_and_settled_before_the_client_closes_but_submitting_is_awaited():
     import asyncio
 
-    from opsflow.worker.prefect_adapter import LabelsBesideTheStart
+    from opsflow.worker.prefect_adapter import LabelsAfterTheFork
 
     class Base:
         def __init__(self):
@@ -120,22 +120,37 @@ def test_labels_are_sent_beside_the_start_and_settled_before_the_client_closes_b
             self.sent.append(("Submitting", flow_run))
 
         async def _give_worker_labels_to_flow_run(self, flow_run_id):
+            self.sent.append(("labels", flow_run_id))
             await self.release.wait()
-            raise RuntimeError("labels refused")  # logged, never raised to the run's start
+            if flow_run_id == "run-2":
+                raise RuntimeError("labels refused")  # logged, never raised to the run's start
 
-    class Worker(LabelsBesideTheStart, Base):
+    class Worker(LabelsAfterTheFork, Base):
         pass
 
     async def scenario():
         worker = Worker()
-        # Submitting is BaseWorker's own, awaited: a late one would reopen a run that already ended.
+        # BaseWorker's order: labels, then Submitting (awaited: a late one would reopen a run that already ended).
+        await asyncio.wait_for(worker._give_worker_labels_to_flow_run("run-1"), 1)  # returns at once
         submitting = asyncio.ensure_future(worker._propose_submitting_state("run-1"))
-        await asyncio.wait_for(worker._give_worker_labels_to_flow_run("run-1"), 1)  # returns before the answer
-        assert worker.sent == [] and not submitting.done()
+        await asyncio.sleep(0)
+        assert worker.sent == [] and not submitting.done()  # nothing sent beside Submitting
         worker.release.set()
         await submitting
+        worker.write_labels("run-1")  # the run's process is forked
+        worker.write_labels("run-1")  # once
+        worker.write_labels("run-3")  # BaseWorker never asked: nothing
+        await worker._give_worker_labels_to_flow_run("run-2")
+        worker.write_labels("run-2")
         await worker.settle_labels()
-        assert worker.sent == [("Submitting", "run-1")] and not worker._label_writes
+        assert worker.sent == [("Submitting", "run-1"), ("labels", "run-1"), ("labels", "run-2")]
+        assert not worker._label_writes and not worker._labels_due
+        # A run whose Submitting was refused never forks; it is forgotten after a while.
+        worker.LABELS_FORGOTTEN_S = 0.0
+        await worker._give_worker_labels_to_flow_run("run-4")
+        await asyncio.sleep(0.001)
+        await worker._give_worker_labels_to_flow_run("run-5")
+        assert list(worker._labels_due) == ["run-5"]
 
     asyncio.run(scenario())
 
@@ -259,3 +274,62 @@ def test_the_settings_environment_is_prefects_computed_once_per_settings_object(
         with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:8/api"}):  # new settings: computed again
             assert settings_environment()["PREFECT_API_URL"] == "http://127.0.0.1:8/api"
         assert settings_environment() == expected
+
+
+def test_a_runs_process_names_its_related_objects_without_reading_them(monkeypatch):
+    """What the worker hands over (related_objects, the deployment) gives the run's events the same related
+    resources Prefect would read from the API, and none is read."""
+    import asyncio
+    import uuid
+    from types import SimpleNamespace
+
+    from prefect import context
+    from prefect.client.schemas.objects import Flow, FlowRun, WorkPool, WorkQueue
+    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.events import related
+
+    from opsflow.worker.prefect_adapter import related_objects, seed_related_objects
+
+    pool = WorkPool(id=uuid.uuid4(), name="vault-build", type="opsflow", default_queue_id=uuid.uuid4())
+    flow = Flow(id=uuid.uuid4(), name="gitops-pr")
+    queue = WorkQueue(id=uuid.uuid4(), name="default", work_pool_id=pool.id, priority=3)
+    deployment = DeploymentResponse(id=uuid.uuid4(), name="default", flow_id=flow.id, tags=["shop"])
+    run = FlowRun(id=uuid.uuid4(), name="r", flow_id=flow.id, deployment_id=deployment.id, work_queue_id=queue.id,
+                  work_queue_name=queue.name, work_pool_name=pool.name)
+
+    class Server:
+        """The reads Prefect makes without the seed; counts them."""
+        def __init__(self):
+            self.reads = []
+
+        async def read_flow(self, i):
+            self.reads.append("flow")
+            return flow
+
+        async def read_deployment(self, i):
+            self.reads.append("deployment")
+            return deployment
+
+        async def read_work_queue(self, i):
+            self.reads.append("work-queue")
+            return queue
+
+        async def read_work_pool(self, i):
+            self.reads.append("work-pool")
+            return pool
+
+    monkeypatch.setattr(context.FlowRunContext, "get", classmethod(lambda cls: SimpleNamespace(flow_run=run)))
+    monkeypatch.setattr(context.TaskRunContext, "get", classmethod(lambda cls: None))
+    monkeypatch.setattr(related, "RESOURCE_CACHE", {})
+    read = asyncio.run(related.related_resources_from_run_context(Server()))
+    server = Server()
+    related.RESOURCE_CACHE.clear()
+    configuration = SimpleNamespace(_related_objects={"flow": flow, "deployment": deployment})
+    claimed = run.model_copy(update={"work_pool_name": None})  # as get_scheduled_flow_runs answers it
+    seed_related_objects(claimed, deployment, related_objects(configuration, pool, claimed))
+    seeded = asyncio.run(related.related_resources_from_run_context(server))
+    assert server.reads == []
+    assert [dict(r) for r in seeded] == [dict(r) for r in read]
+    assert {r.id for r in seeded} >= {f"prefect.flow.{flow.id}", f"prefect.deployment.{deployment.id}",
+                                      f"prefect.work-queue.{queue.id}", f"prefect.work-pool.{pool.id}",
+                                      "prefect.tag.shop"}
