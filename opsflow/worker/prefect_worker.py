@@ -74,7 +74,7 @@ from opsflow.worker.records import (
 )
 from opsflow.worker.states import exit_message, propose_final, state_spec
 from opsflow.worker.watch import PoolEvents
-from opsflow.worker.zygote import Zygote
+from opsflow.worker.zygote import Zygote, Zygotes
 
 log = logging.getLogger("opsflow.worker")
 #: A run woken for by a timer is asked for this long after its scheduled time (the server's clock may be ahead).
@@ -135,7 +135,7 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
 
         state_dir = self.settings.state_dir or default_state_dir(self.name, PREFECT_API_URL.value() or "")
         self.records = RunRecords(state_dir)
-        self.zygote: Zygote | None = None
+        self.zygotes = Zygotes(self._make_zygote)
         self.events: PoolEvents | None = None
         self._runs: dict[UUID, RunProcess] = {}
         self._reads: RecentReads | None = None
@@ -143,6 +143,11 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
         self._due_timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._zygote_ready = asyncio.Event()
+
+    @property
+    def zygote(self) -> Zygote | None:
+        """The zygote runs are forked from now (``Zygotes`` replaces it when the preloaded code changes)."""
+        return self.zygotes.current
 
     async def get_and_submit_flow_runs(self) -> list:
         """Claim what the server lets this worker start, but not a run whose previous process (of this worker) is
@@ -236,8 +241,7 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
         stop.cancel()
         await self._drain()
         await self.settle_labels()
-        if self.zygote is not None:
-            await self.zygote.stop()
+        await self.zygotes.stop()
 
     async def _await_pool(self):
         """The work pool, once a sync with the server has read it (retried while the API is down)."""
@@ -266,7 +270,7 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
         except Exception as exc:  # noqa: BLE001 - each run then checks for itself and fails with Prefect's message
             log.warning("the Prefect server's version could not be checked (%s); each run checks it", describe(exc))
 
-    async def _start_zygote(self) -> None:
+    def _make_zygote(self) -> Zygote:
         # What every run's environment holds anyway (Prefect's settings, the heartbeat frequency) goes into
         # the zygote's, so a run's process re-reads Prefect's settings only when its job variables change one.
         # Set as the settings write them ("False", not "false"), as in every run's job environment: a run's
@@ -277,10 +281,12 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
         zygote_env = {}
         if prefect_adapter.server_without_csrf(super().client):
             zygote_env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"  # see prefect_adapter
+        return Zygote(modules=self.settings.preload, paths=[str(self.settings.project_root)], env=zygote_env,
+                      warm=self.settings.warm)
+
+    async def _start_zygote(self) -> None:
         self._zygote_ready.clear()
-        self.zygote = Zygote(modules=self.settings.preload, paths=[str(self.settings.project_root)], env=zygote_env,
-                             warm=self.settings.warm)
-        ready = await self.zygote.start()
+        ready = await self.zygotes.start()
         for module, error in ready.get("failed", {}).items():
             log.warning("zygote could not preload %s (runs will import it themselves): %s", module, error)
         log.info("zygote %s ready in %.1f s with %d modules preloaded", ready.get("pid"), ready.get("seconds", 0),
@@ -290,7 +296,16 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
     async def _supervise_zygote(self) -> None:
         backoff = 1.0
         while True:
-            await self.zygote.lost.wait()
+            current = self.zygote
+            lost = asyncio.ensure_future(current.lost.wait())
+            swapped = asyncio.ensure_future(self.zygotes.swapped.wait())
+            await asyncio.wait([lost, swapped], return_when=asyncio.FIRST_COMPLETED)
+            lost.cancel()
+            swapped.cancel()
+            if self.zygotes.swapped.is_set():
+                self.zygotes.swapped.clear()
+            if self.zygote is not current or not current.lost.is_set():
+                continue  # replaced by a zygote with the current code: watch that one
             self._zygote_ready.clear()
             log.error("the zygote died; restarting it (running runs carry on)")
             try:
@@ -411,6 +426,7 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
                "deployment": deployment.model_dump(mode="json") if deployment is not None else None,
                "related": prefect_adapter.related_objects(configuration, self.work_pool, flow_run),
                "api_versions_checked": prefect_adapter.api_versions_checked()}
+        self.zygotes.refresh_if_changed()  # a git pull of the worker's checkout: a new zygote for the next runs
         try:
             child = await self.zygote.spawn(str(run_id), job)
         except BaseException:
@@ -441,6 +457,7 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
             final = await self._report_end(run, code)
         finally:
             self._runs.pop(run_id, None)
+            await self.zygotes.retire_idle()  # a replaced zygote stops once its last run has ended
             # A slot is free once BaseWorker releases it, right after this returns; the poll then runs.
             asyncio.get_running_loop().call_soon(self._wake.set)
         return OpsflowWorkerResult(identifier=identifier, status_code=code if code is not None else (0 if final else 1))

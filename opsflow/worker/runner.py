@@ -29,7 +29,8 @@ API version checks the worker passed (:mod:`opsflow.worker.prefect_adapter`).
 Modules the zygote preloaded from the worker's checkout (``flows``, ``tasks``, ``blocks``) are
 dropped from ``sys.modules`` when the deployment's code lives elsewhere or one of their files
 changed since the zygote imported it, so a run always imports its deployment's current code;
-third-party modules stay warm.
+third-party modules stay warm (and the worker starts a new zygote with the current code,
+:class:`opsflow.worker.zygote.Zygotes`).
 """
 
 from __future__ import annotations

@@ -98,3 +98,47 @@ def test_opsflow_worker_start_takes_warm_from_its_arguments_else_the_environment
     assert warm([], {}) == DEFAULT_WARM
     assert warm([], {"OPSFLOW_WORKER_WARM": "none"}) == ()
     assert warm(["--warm", "boto3", "--warm", "docker"], {"OPSFLOW_WORKER_WARM": "none"}) == ("boto3", "docker")
+
+
+def test_a_zygote_whose_preloaded_code_changed_is_replaced_and_stopped_once_its_runs_end(tmp_path):
+    import signal
+    import socket
+    import uuid
+
+    from opsflow.worker.zygote import Zygotes
+
+    code = tmp_path / "probe_code_of_test.py"
+    code.write_text("VALUE = 1\n")
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers: a run's first request waits there
+    env = {"PREFECT_API_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/api"}
+
+    async def scenario():
+        zygotes = Zygotes(lambda: Zygote(modules=["probe_code_of_test"], paths=[str(tmp_path)], env=env))
+        zygotes.CHECK_EVERY_S = 0.0
+        await zygotes.start()
+        first = zygotes.current
+        try:
+            assert str(code) in first.ready["files"] and zygotes.refresh_if_changed() is None
+            job = {"flow_run_id": str(uuid.uuid4()), "workdir": str(tmp_path), "stream_output": False}
+            run = await first.spawn("a run that goes on", job)
+            stat = code.stat()
+            os.utime(code, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a git pull
+            assert zygotes.refresh_if_changed() == str(code)
+            replacing = zygotes.replacing
+            assert zygotes.refresh_if_changed() is None  # one replacement at a time
+            await asyncio.wait_for(replacing, 120)
+            second = zygotes.current
+            assert second is not first and second.pid != first.pid and zygotes.swapped.is_set()
+            assert zygotes.retired == [first] and first._proc.poll() is None  # its run is still running
+            assert zygotes.refresh_if_changed() is None  # the new one imported the current code
+            os.kill(run.pid, signal.SIGKILL)
+            assert await asyncio.wait_for(run.exited, 30) == -signal.SIGKILL
+            await zygotes.retire_idle()
+            assert zygotes.retired == [] and first._proc.poll() is not None and second.alive
+            later = await second.spawn("a later run", {})
+            assert await asyncio.wait_for(later.exited, 60) == 1  # forked from the new one (a job without a workdir)
+        finally:
+            await zygotes.stop()
+            silent.close()
+
+    asyncio.run(scenario())
