@@ -460,6 +460,8 @@ class Zygotes:
     """
 
     CHECK_EVERY_S = 1.0
+    #: After a replacement that did not start, the next attempt waits this long (not one a second).
+    RETRY_AFTER_FAILURE_S = 60.0
 
     def __init__(self, make):
         self._make = make
@@ -496,7 +498,9 @@ class Zygotes:
             try:
                 ready = await fresh.start()
             except (ZygoteError, OSError) as exc:
-                log.error("the new zygote did not start (%s); runs keep coming from the old one", exc)
+                log.error("the new zygote did not start (%s); runs keep coming from the old one, and a new one is "
+                          "tried again in %.0f s", exc, self.RETRY_AFTER_FAILURE_S)
+                self._checked = time.monotonic() + self.RETRY_AFTER_FAILURE_S - self.CHECK_EVERY_S
                 return
             old, self.current = self.current, fresh
             if old is not None:

@@ -142,3 +142,32 @@ def test_a_zygote_whose_preloaded_code_changed_is_replaced_and_stopped_once_its_
             silent.close()
 
     asyncio.run(scenario())
+
+
+def test_a_replacement_zygote_that_does_not_start_is_retried_after_a_while_not_every_second(tmp_path):
+    from opsflow.core.errors import ZygoteError
+    from opsflow.worker.zygote import Zygotes
+
+    class Changed:
+        pid, ready = 1, {}
+
+        def changed_file(self):
+            return "flows/x.py"
+
+    class Broken:
+        async def start(self):
+            raise ZygoteError("the zygote exited with 1 while importing")
+
+    async def scenario():
+        zygotes = Zygotes(Broken)
+        zygotes.current = Changed()
+        zygotes.CHECK_EVERY_S = 0.0
+        assert zygotes.refresh_if_changed() == "flows/x.py"
+        await zygotes.replacing
+        assert zygotes.current.__class__ is Changed and zygotes.replacing is None  # runs keep the old one
+        assert zygotes.refresh_if_changed() is None  # not tried again at once
+        zygotes._checked -= zygotes.RETRY_AFTER_FAILURE_S
+        assert zygotes.refresh_if_changed() == "flows/x.py"  # a minute later it is
+        await zygotes.replacing
+
+    asyncio.run(scenario())
