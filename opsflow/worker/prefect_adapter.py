@@ -82,6 +82,7 @@ import contextlib
 import logging
 import ssl
 import threading
+import time
 import types
 from typing import Any
 
@@ -248,9 +249,14 @@ def scheduled_time(flow_run: Any) -> Any:
     return getattr(details, "scheduled_time", None) or flow_run.next_scheduled_start_time
 
 
+def _resolved(configuration: Any, kind: str) -> Any:
+    """The object of ``kind`` Prefect read while resolving ``configuration`` for a run (``None`` if none)."""
+    return (getattr(configuration, "_related_objects", None) or {}).get(kind)
+
+
 def related_deployment(configuration: Any) -> Any:
     """The deployment Prefect read while resolving ``configuration`` for a run (``None`` if it had none)."""
-    return (getattr(configuration, "_related_objects", None) or {}).get("deployment")
+    return _resolved(configuration, "deployment")
 
 
 def related_objects(configuration: Any, work_pool: Any, flow_run: Any) -> list[dict]:
@@ -261,7 +267,7 @@ def related_objects(configuration: Any, work_pool: Any, flow_run: Any) -> list[d
     from prefect.client.schemas.objects import WorkQueue
 
     found = []
-    flow = (getattr(configuration, "_related_objects", None) or {}).get("flow")
+    flow = _resolved(configuration, "flow")
     if flow is not None and flow.id == flow_run.flow_id:
         found.append({"kind": "flow", "object": flow.model_dump(mode="json")})
     if work_pool is not None and flow_run.work_pool_name in (None, work_pool.name):  # the claim's answer has no name
@@ -299,8 +305,6 @@ class LabelsAfterTheFork:
         return self._labels_due
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id):
-        import time
-
         due, now = self._due(), time.monotonic()
         for stale in [k for k, since in due.items() if now - since > self.LABELS_FORGOTTEN_S]:
             del due[stale]

@@ -302,8 +302,7 @@ class OpsflowWorker(prefect_adapter.LabelsAfterTheFork,
             await asyncio.wait([lost, swapped], return_when=asyncio.FIRST_COMPLETED)
             lost.cancel()
             swapped.cancel()
-            if self.zygotes.swapped.is_set():
-                self.zygotes.swapped.clear()
+            self.zygotes.swapped.clear()
             if self.zygote is not current or not current.lost.is_set():
                 continue  # replaced by a zygote with the current code: watch that one
             self._zygote_ready.clear()

@@ -94,15 +94,20 @@ def remember_preloaded(project_root: Path) -> None:
             PRELOADED[file] = os.stat(file).st_mtime_ns
 
 
-def preloaded_changed() -> bool:
-    """True when a preloaded project file changed on disk since the zygote imported it (a ``git pull``)."""
-    for file, mtime in PRELOADED.items():
+def changed_file(files: Mapping[str, int]) -> str | None:
+    """The first of ``{file: mtime_ns}`` that changed on disk since (or is gone), else None."""
+    for file, mtime in files.items():
         try:
             if os.stat(file).st_mtime_ns != mtime:
-                return True
+                return file
         except OSError:
-            return True
-    return False
+            return file
+    return None
+
+
+def preloaded_changed() -> bool:
+    """True when a preloaded project file changed on disk since the zygote imported it (a ``git pull``)."""
+    return changed_file(PRELOADED) is not None
 
 
 def forget_project_modules(project_root: Path, keep: frozenset[str] = KEEP_PACKAGES) -> list[str]:

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opsflow.core.errors import ZygoteError
+from opsflow.worker.runner import changed_file
 
 log = logging.getLogger("opsflow.worker.zygote")
 
@@ -338,13 +339,7 @@ class Zygote:
 
     def changed_file(self) -> str | None:
         """A project file the zygote preloaded that changed on disk since (or is gone), else None."""
-        for file, mtime in (self.ready.get("files") or {}).items():
-            try:
-                if os.stat(file).st_mtime_ns != mtime:
-                    return file
-            except OSError:
-                return file
-        return None
+        return changed_file(self.ready.get("files") or {})
 
     async def start(self, timeout: float = 180) -> dict:
         """Start the zygote and wait until it has imported everything; returns its ``ready`` message."""
