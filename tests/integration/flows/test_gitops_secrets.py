@@ -95,7 +95,9 @@ def hostile(stack, stack_database, docker_client, forge_emulator, tmp_path_facto
     from prefect import flow
     from prefect.blocks.system import Secret
     from prefect.deployments import run_deployment
+    from prefect.flow_runs import wait_for_flow_run
     from prefect.logging import disable_run_logger
+    from prefect.utilities.asyncutils import run_coro_as_sync
 
     from opsflow.core.paths import PROJECT_ROOT
     from tasks.build.caches import default_root
@@ -133,7 +135,8 @@ def hostile(stack, stack_database, docker_client, forge_emulator, tmp_path_facto
         flow.from_source(source=str(PROJECT_ROOT), entrypoint="flows/gitops_pr.py:gitops_pr").deploy(
             name="secrets-test", work_pool_name="vault-build", build=False, push=False, print_next_steps=False)
         print(f"+ deployed: {time.monotonic() - clock:.1f}s")
-        bad = run_deployment("gitops-pr/secrets-test", parameters={"pr": 22, "sha": bad, **common}, timeout=600)
+        created = run_deployment("gitops-pr/secrets-test", parameters={"pr": 22, "sha": bad, **common}, timeout=0)
+        bad = run_coro_as_sync(wait_for_flow_run(created.id, timeout=600))  # its end heard as an event, no polling
         runs["bad"] = Run(state=bad.state, seconds=0.0)
     print(f"+ the run on the worker: {time.monotonic() - clock:.1f}s")
     return {"runs": runs, "started": started, "argv": watch.seen, "cache": default_root(),
