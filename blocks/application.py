@@ -34,6 +34,7 @@ from blocks.fields import (
     check_host_path,
     check_name,
 )
+from blocks.schema import CachedJsonSchema
 
 #: Env file keys whose values are public (baked into builds on purpose), so never masked in logs and reports.
 DEFAULT_PUBLIC_KEYS = ("PUBLIC_*", "NEXT_PUBLIC_*", "VITE_*")
@@ -412,7 +413,7 @@ class Component(BaseModel):
 _REPO_RE = re.compile(r"^(https?|ssh|git|file)://[^\s@]*[^\s/]$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
 
 
-class Application(Block):
+class Application(CachedJsonSchema, Block):
     """An application opsflow builds, tests, packages and deploys."""
 
     _block_type_name = "opsflow application"

@@ -26,6 +26,7 @@ from typing import Annotated
 from prefect.blocks.core import Block
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from blocks.schema import CachedJsonSchema
 from opsflow.core.errors import InvalidInput
 
 DEFAULT_ALWAYS_KEEP = [r"re:^v?\d+\.\d+\.\d+$", "latest", "stable"]
@@ -108,7 +109,7 @@ class CleanupRule(BaseModel):
                 and not matches_any(tag, self.exclude_tags))
 
 
-class RegistryCleanupPolicy(Block):
+class RegistryCleanupPolicy(CachedJsonSchema, Block):
     """Lifecycle rules for a registry's repositories, evaluated by the registry cleanup flow."""
 
     _block_type_name = "opsflow registry cleanup policy"

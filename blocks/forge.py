@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from blocks.fields import HttpUrl, RequiredSecret, Secret
+from blocks.schema import CachedJsonSchema
 
 if TYPE_CHECKING:
     from opsflow.forge import ForgeClient
@@ -20,7 +21,7 @@ class ForgeKind(StrEnum):
     gitlab = "gitlab"
 
 
-class GitForge(Block):
+class GitForge(CachedJsonSchema, Block):
     """A forge API endpoint with a token for commit statuses and PR comments."""
 
     _block_type_name = "opsflow git forge"

@@ -11,9 +11,10 @@ from prefect.blocks.core import Block
 from pydantic import Field, model_validator
 
 from blocks.fields import HttpUrl, Secret
+from blocks.schema import CachedJsonSchema
 
 
-class MlflowServer(Block):
+class MlflowServer(CachedJsonSchema, Block):
     """An MLflow tracking server (artifacts are proxied by the server to object storage)."""
 
     _block_type_name = "opsflow mlflow server"

@@ -10,6 +10,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from blocks.fields import HttpUrl, Name, RequiredSecret
+from blocks.schema import CachedJsonSchema
 
 # boto3 clients are thread-safe but slow to make (~0.2 s: the service model is loaded each
 # time), so one client per distinct configuration is kept for the life of the process.
@@ -17,7 +18,7 @@ _CLIENTS: dict[tuple, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-class ObjectStore(Block):
+class ObjectStore(CachedJsonSchema, Block):
     """An S3-compatible bucket with the credentials to use it.
 
     ``get_client()`` builds a boto3 S3 client with timeouts and adaptive retries;

@@ -9,13 +9,14 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator, model_validator
 
 from blocks.fields import Argv, HttpUrl, PemCertificates, Secret
+from blocks.schema import CachedJsonSchema
 
 # distribution 2.8's `garbage-collect --delete-untagged` deletes the untagged platform manifests of a kept
 # image index (a known upstream problem with manifest lists): opsflow deletes those itself, by digest.
 _UNSAFE_GC_FLAGS = ("--delete-untagged", "-m")
 
 
-class ContainerRegistry(Block):
+class ContainerRegistry(CachedJsonSchema, Block):
     """A Docker/OCI registry (CNCF distribution, Harbor, ...) and how to log in to it.
 
     opsflow logs in as ``docker login`` does: HTTP Basic, or the Docker token flow (Harbor, GitLab's

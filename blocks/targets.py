@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from pydantic import AfterValidator, Field, model_validator
 
 from blocks.fields import HostPath, Name, Secret, check_url
+from blocks.schema import CachedJsonSchema
 
 
 def _docker_url(value: str) -> str:
@@ -22,7 +23,7 @@ def _docker_url(value: str) -> str:
 DockerUrl = Annotated[str, AfterValidator(_docker_url)]
 
 
-class KubernetesTarget(Block):
+class KubernetesTarget(CachedJsonSchema, Block):
     """A namespace on a Kubernetes cluster, reached with a kubeconfig context or in-cluster."""
 
     _block_type_name = "opsflow kubernetes target"
@@ -52,7 +53,7 @@ class KubernetesTarget(Block):
         return config.new_client_from_config(config_file=self.kubeconfig_path, context=self.context)
 
 
-class DockerHostTarget(Block):
+class DockerHostTarget(CachedJsonSchema, Block):
     """A Docker engine: an edge node running docker-compose style services, or the build server."""
 
     _block_type_name = "opsflow docker host"
@@ -133,7 +134,7 @@ class HostOS(StrEnum):
     windows = "windows"
 
 
-class SshHostTarget(Block):
+class SshHostTarget(CachedJsonSchema, Block):
     """A Linux or Windows host deployed to by a generated script run over SSH."""
 
     _block_type_name = "opsflow ssh host"
