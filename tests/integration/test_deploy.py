@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from opsflow.deploy import PROJECT_ROOT, deploy_all
+from opsflow.deploy import PROJECT_ROOT, CodeSource, applied_at, code_source, declared_deployments, deploy_all
 
 pytestmark = pytest.mark.stack
 
@@ -43,6 +43,17 @@ def test_deploy_creates_pools_queues_and_versioned_deployments_idempotently(stac
     assert "edge queue edge-local: exists" in again
     with get_client(sync_client=True) as client:
         assert {(d.flow_id, d.name): d.id for d in client.read_deployments()} == before
+    # The demo's re-run: nothing is applied again when every declared deployment is at this commit.
+    assert len(declared_deployments()) >= 9 and "default" in declared_deployments()
+    source = code_source()
+    if not source.dirty:  # CI's checkout; a dirty one is never taken as applied
+        assert applied_at(source)
+        skipped: list[str] = []
+        assert deploy_all(stack.prefect_api_url, say=skipped.append, unless_applied=True) == names
+        assert f"deployments: already applied at commit {source.version}" in skipped
+    other = CodeSource(source.repository, "0" * 40)
+    assert not applied_at(other)
+    assert not applied_at(CodeSource(source.repository, source.commit, dirty=True))
 
 
 def test_the_nightly_schedules_put_runs_on_the_calendar(stack):
