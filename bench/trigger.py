@@ -262,7 +262,7 @@ def main() -> None:
 
     result = {
         "p50_s": round(statistics.median(latencies), 3), "p95_s": round(pct(latencies, 0.95), 3),
-        "stock_p50_s": round(statistics.median(stock_latencies), 3),
+        "stock_p50_s": round(statistics.median(stock_latencies), 3) if stock_latencies else None,
         "answer_p50_ms": round(statistics.median(answers) * 1000, 1),
         "answer_p95_ms": round(pct(answers, 0.95) * 1000, 1),
         **load,

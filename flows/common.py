@@ -20,7 +20,7 @@ from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
 
 from blocks import Application, GitForge, MlflowServer, ObjectStore
-from blocks.loading import load_blocks
+from blocks.loading import load_blocks, reads_blocks_first
 from opsflow.core.errors import PipelineFailed
 from opsflow.core.redact import install_log_redaction, register
 from opsflow.core.threads import ContextThreadPool
@@ -87,6 +87,18 @@ def load_config(app: str, store_block: str | None, forge_block: str | None,
                          secrets=load_secrets(application) if with_secrets else {}, mlflow=mlflow, extra=others)
     register(block_secrets(cfg.store, cfg.forge, cfg.mlflow, *others))
     return cfg
+
+
+def config_read_first(store: str | None = "store_block", mlflow: str | None = None,
+                      extra: tuple[tuple[type[Block], str], ...] = ()):
+    """Mark a flow whose first step is ``load_config(app, <store>, forge_block, <mlflow>, extra=...)``, each given
+    as the name of the flow's parameter that holds it (``extra``: ``(class, parameter)`` pairs), so a worker's run
+    process reads those blocks while Prefect's engine starts the run (``blocks.loading.reads_blocks_first``)."""
+    def wanted(arguments):
+        return [(Application, arguments.get("app")), (ObjectStore, arguments.get(store) if store else None),
+                (GitForge, arguments.get("forge_block")), (MlflowServer, arguments.get(mlflow) if mlflow else None),
+                *((cls, arguments.get(parameter)) for cls, parameter in extra)]
+    return reads_blocks_first(wanted)
 
 
 def public_names(application: Application) -> list[str]:

@@ -216,6 +216,7 @@ def package_and_push(cfg: common.PipelineConfig, checkout: Checkout, plans: dict
 
 @flow(name="gitops-merge", flow_run_name="gitops-merge-{app}-{sha:.7}", log_prints=True,
       **UNPERSISTED_RESULT)
+@common.config_read_first(extra=((ContainerRegistry, "registry_block"), (DockerHostTarget, "engine_block")))
 def gitops_merge(
     app: Name,
     sha: Sha,

@@ -129,6 +129,7 @@ def build_and_test_untrusted(cfg: common.PipelineConfig, checkout: Checkout, scr
 
 @flow(name="gitops-pr", flow_run_name="gitops-pr-{app}-#{pr}-{sha:.7}", log_prints=True,
       **UNPERSISTED_RESULT)
+@common.config_read_first()
 def gitops_pr(
     app: Name,
     pr: PrNumber,

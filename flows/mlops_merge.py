@@ -16,7 +16,15 @@ from pydantic import Field
 
 from blocks import names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
-from flows.common import load_config, publish_report, report_key, reported_failure, run_url, workspace
+from flows.common import (
+    config_read_first,
+    load_config,
+    publish_report,
+    report_key,
+    reported_failure,
+    run_url,
+    workspace,
+)
 from flows.mlops_pr import CONTEXT, TITLE
 from opsflow.core.errors import ApprovalNotGiven
 from tasks.git import clone_repo
@@ -62,6 +70,7 @@ def wait_for_approval(comparison_md: str, timeout: int) -> bool:
 
 
 @flow(name="mlops-merge", flow_run_name="mlops-merge-{app}-{sha:.7}", log_prints=True)
+@config_read_first(store=None, mlflow="mlflow_block")
 def mlops_merge(app: Name, sha: Sha, forge_block: BlockName | None = None, mlflow_block: BlockName = names.MLFLOW,
                 branch: Branch | None = None, version: ImageTag | None = None, pr: PrNumber | None = None,
                 approve_champion: bool = False, approval_timeout: ApprovalTimeout = 3600) -> dict:

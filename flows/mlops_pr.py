@@ -8,6 +8,7 @@ from prefect import flow
 from blocks import names
 from blocks.fields import BlockName, Branch, Name, PrNumber, Sha
 from flows.common import (
+    config_read_first,
     load_config,
     load_secrets,
     publish_report,
@@ -35,6 +36,7 @@ TITLE = "MLOps"
 
 
 @flow(name="mlops-pr", flow_run_name="mlops-pr-{app}-#{pr}-{sha:.7}", log_prints=True)
+@config_read_first(mlflow="mlflow_block")
 def mlops_pr(app: Name, pr: PrNumber, sha: Sha, forge_block: BlockName | None = None,
              store_block: BlockName = names.DATA_STORE, mlflow_block: BlockName = names.MLFLOW,
              branch: Branch | None = None) -> dict:

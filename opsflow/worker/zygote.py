@@ -98,6 +98,8 @@ ENGINE_MODULES = (
     "rich._emoji_codes",
     "opsflow.worker.runner",
     "opsflow.worker.prefect_adapter",
+    "opsflow.core.paths",  # the runner's check of a deployment's pinned commit
+    "opsflow.core.version",
 )
 
 
@@ -271,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from opsflow.worker.runner import remember_preloaded
 
         remember_preloaded(Path(args.path[0]))
+    from opsflow.worker.runner import rehearse
+
+    rehearse()
     # Objects that exist now are never collected; children then do not touch (and copy) their pages.
     gc.collect()
     gc.freeze()

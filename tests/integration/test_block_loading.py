@@ -54,3 +54,34 @@ def test_a_missing_block_is_named(saved):
     assert f"named {saved}-nope for block type opsflow-object-store" in str(err.value)
     with pytest.raises(ValueError, match="Unable to find block document"):
         asyncio.run(aload_blocks((ContainerRegistry, f"{saved}-secret")))  # that name is a Secret's
+
+
+def test_a_read_started_early_is_taken_once_by_the_load(saved):
+    """What a worker's run process does for a flow marked ``reads_blocks_first``: the load takes the answer read
+    before (a change saved after that read is not in it), once: the next load reads again."""
+    from blocks.loading import prefetch_blocks
+
+    first = ContainerRegistry.load(saved)
+    prefetch_blocks((ContainerRegistry, saved), (ObjectStore, saved)).result(timeout=30)
+    ContainerRegistry(url="http://127.0.0.1:5998", username="u2", password=SecretStr("pw-not-shown")).save(
+        saved, overwrite=True)
+    try:
+        registry, store = load_blocks((ContainerRegistry, saved), (ObjectStore, None), (ObjectStore, saved))[::2]
+        assert registry.model_dump() == first.model_dump() and type(store) is ObjectStore  # the early answer
+        [again] = load_blocks((ContainerRegistry, saved))  # other blocks: not the early answer
+        assert again.username == "u2"
+        registry, store = load_blocks((ContainerRegistry, saved), (ObjectStore, saved))
+        assert registry.username == "u2"  # read again: the early answer was taken once
+        prefetch_blocks((ContainerRegistry, saved), (ObjectStore, saved)).result(timeout=30)
+        registry, _ = asyncio.run(aload_blocks((ContainerRegistry, saved), (ObjectStore, saved)))
+        assert registry.username == "u2"
+    finally:
+        first.save(saved, overwrite=True)
+
+
+def test_an_early_read_of_a_missing_block_leaves_the_load_to_name_it(saved):
+    from blocks.loading import prefetch_blocks
+
+    prefetch_blocks((ObjectStore, f"{saved}-nope")).result(timeout=30)
+    with pytest.raises(BlockNotFound, match=f"named {saved}-nope"):
+        load_blocks((ObjectStore, f"{saved}-nope"))
