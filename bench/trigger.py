@@ -55,6 +55,24 @@ later (fresh clone at 949eb05, the code of 82c24ed against this one, same argume
 0.862 and 0.705 s before, 0.824 and 0.762 s after. What is sure is four requests fewer per run. The closing run
 (default stack, default arguments): p50 0.738 s, p95 1.003 s (stock worker 5.2 s); the 500-delivery burst: 200
 valid deliveries, 200 runs within 18.3 s, no duplicate, no 5xx. The targets (0.35 s, 0.7 s) are not met.
+
+This round (each request of the worker and the run's process traced, and marks in the run's process): from the
+fork, ~95 ms before the engine's first request; the first validation of the run and the deployment the worker
+passes (pydantic builds a validator on first use: 11-14 and 6-11 ms in a child, copying the pages it writes), the
+import of ``opsflow.core.version`` (8 ms), the run's blocks read after the engine's round trips (40-45 ms), and a
+read of the server's default result storage that flows naming their own storage never use. Now the zygote
+rehearses those validations (``runner.rehearse``), preloads the module, the run's process reads the flow's blocks
+beside the engine's round trips (``blocks.loading.prefetch_blocks`` for flows marked ``config_read_first``), and
+skips that read. Old and new worker code alternating on one long-lived stack (3 x 15 deliveries, ``--stock 0
+--load 0``): p50 0.401/0.380/0.395 s before, 0.380/0.367/0.356 s after. uvloop and httptools (uvicorn takes them
+for ``prefect server start``), fresh default stacks alternating without and with (3 x 20): p50 0.326/0.336/0.313
+s without, 0.322/0.309/0.305 s with. Tried and reverted (no measured gain: 0.367 before, 0.359 after, 5 x 20
+alternating): forking the run while ``Submitting`` is proposed, the child waiting on a pipe for its answer before
+its engine starts; the server is the bottleneck there, and the overlapped requests slowed ``Submitting`` (79 ms
+instead of 25-45). The closing run (fresh clone at bc075d7, ``make demo`` then this bench with default arguments,
+in a fresh shell): p50 **0.310 s**, p95 **0.347 s** (stock worker 3.38 s); the 500-delivery burst: 200 valid
+deliveries, 200 runs within 7.8 s, no duplicate, no 5xx. A long-lived stack with thousands of runs in its
+database measured 0.36-0.40 s with the same code.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from pydantic import Field
 from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesTarget, ObjectStore, SshHostTarget, names
 from blocks.application import DeployMethod
 from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
-from blocks.loading import BlockNotFound, aload_blocks
+from blocks.loading import BlockNotFound, aload_blocks, reads_blocks_first
 from flows.options import UNPERSISTED_RESULT
 from opsflow.core.errors import InvalidInput, LockMissing
 from opsflow.core.threads import ContextThreadPool
@@ -168,7 +168,15 @@ def _run_name() -> str:
 
 
 # The run's result (what runs where) is in its results artifact and the deploy records (flows/options.py).
+def _blocks_read_first(arguments) -> list:
+    """What the flow's first ``_load`` reads, from its arguments (``reads_blocks_first``)."""
+    return [(Application, arguments["app"]), (ContainerRegistry, arguments["registry_block"]),
+            (ObjectStore, arguments["records_store"]),
+            *((_TARGET_BLOCKS[arguments["target_kind"]], t) for t in arguments["targets"])]
+
+
 @flow(name="manual-deploy", flow_run_name=_run_name, log_prints=True, **UNPERSISTED_RESULT)
+@reads_blocks_first(_blocks_read_first)
 async def manual_deploy(
     app: Name,
     version: TagOrDigest,
@@ -230,6 +238,7 @@ async def manual_deploy(
         # One Prefect client for every task run of this run, as Prefect's sync flow engine gives its tasks
         # (see the module docstring).
         with SyncClientContext.get_or_create():
+            # What _blocks_read_first names: a worker's run process has started reading them (blocks.loading).
             application, registry, store, *loaded = await _load(
                 (Application, app, "application"), (ContainerRegistry, registry_block, "container registry"),
                 (ObjectStore, records_store, "object store"),

@@ -46,6 +46,20 @@ def test_a_flow_reads_first_what_its_load_config_asks_for(monkeypatch, flow, par
     assert named and loading._key(named) == loading._key([(cls, name) for cls, name in load_wanted if name])
 
 
+def test_a_manual_deploy_reads_first_its_application_registry_records_store_and_targets(monkeypatch):
+    from blocks import Application, ContainerRegistry, KubernetesTarget, ObjectStore
+    from flows.manual_deploy import manual_deploy
+
+    early = []
+    monkeypatch.setattr(loading, "prefetch_blocks", lambda *wanted: early.append(wanted))
+    start_prefetch(manual_deploy.fn, {"app": "shop", "version": "1.2", "targets": ["k1", "k2"],
+                                      "target_kind": "kubernetes"}, logging.getLogger("test"))
+    assert early == [((Application, "shop"), (ContainerRegistry, "local-registry"), (ObjectStore, "opsflow-artifacts"),
+                      (KubernetesTarget, "k1"), (KubernetesTarget, "k2"))]
+    start_prefetch(manual_deploy.fn, {"app": "shop", "version": "1.2", "target_kind": "nope"}, logging.getLogger("t"))
+    assert len(early) == 1  # a kind the flow refuses: nothing read early, the flow says what is wrong
+
+
 def test_a_failing_declaration_or_a_flow_without_one_starts_nothing(caplog):
     def plain(app: str):
         return app
