@@ -367,18 +367,17 @@ def _run(flow_run_id: UUID, job: Mapping[str, Any]) -> None:
         drive_run_flow_result(flow, result)
 
 
-#: A flow function may carry this attribute, ``(arguments) -> None``: it starts, in the background, what the flow
-#: reads first (``blocks.loading.reads_blocks_first``). Called with the run's parameters and the flow's defaults.
-PREFETCH_ATTRIBUTE = "opsflow_prefetch"
-
-
 def start_prefetch(fn, parameters: Mapping[str, Any], run_logger) -> None:
-    """Start the flow's declared first reads (:data:`PREFETCH_ATTRIBUTE`) before the engine starts the run.
+    """Start the flow's declared first reads before the engine starts the run: a flow function marked with
+    ``blocks.loading.reads_blocks_first`` carries ``PREFETCH_ATTRIBUTE``, ``(arguments) -> None``, called here
+    with the run's parameters and the flow's defaults.
 
     The engine's round trips on its way to ``Running`` (the flow's version, the run's name, ``Running``, a read)
     took 70-100 ms on the default stack; a flow's blocks, read after them, 40-45 ms more before its first step.
     A head start only: when it fails, or the flow asks for other blocks, the flow reads them itself."""
     import inspect
+
+    from blocks.loading import PREFETCH_ATTRIBUTE
 
     hook = getattr(fn, PREFETCH_ATTRIBUTE, None)
     if not callable(hook):

@@ -13,7 +13,7 @@ from flows.gitops_merge import gitops_merge
 from flows.gitops_pr import gitops_pr
 from flows.mlops_merge import mlops_merge
 from flows.mlops_pr import mlops_pr
-from opsflow.worker.runner import PREFETCH_ATTRIBUTE, start_prefetch
+from opsflow.worker.runner import start_prefetch
 
 SHA = "a" * 40
 
@@ -69,7 +69,7 @@ def test_a_failing_declaration_or_a_flow_without_one_starts_nothing(caplog):
     def broken(app: str):
         return app
 
-    setattr(broken, PREFETCH_ATTRIBUTE, lambda arguments: 1 / 0)
+    setattr(broken, loading.PREFETCH_ATTRIBUTE, lambda arguments: 1 / 0)
     with caplog.at_level(logging.DEBUG, logger="test"):
         start_prefetch(broken, {"app": "x"}, logging.getLogger("test"))
     assert "ZeroDivisionError" in caplog.text
