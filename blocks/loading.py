@@ -20,9 +20,12 @@ zygote's rehearsal, ``opsflow/worker/runner.py``).
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -35,7 +38,11 @@ Wanted = tuple[type[Block], "str | None"]
 PREFETCH_ATTRIBUTE = "opsflow_prefetch"
 #: The longest a load waits for a read already under way before it asks again itself.
 PREFETCH_WAIT_S = 60.0
-_prefetched: dict[str, Future] = {}
+#: An early read started longer ago than this is not taken: the load reads again. A flow that failed before its
+#: load left its read behind, and a later load in the same process (a notebook, a test session) must not see blocks
+#: as they were then.
+PREFETCH_FRESH_S = 30.0
+_prefetched: dict[str, tuple[float, Future]] = {}
 _prefetched_lock = threading.Lock()
 
 
@@ -93,14 +100,15 @@ def prefetch_blocks(*wanted: Wanted) -> Future | None:
             future.set_exception(exc)
 
     with _prefetched_lock:
-        _prefetched[_key(named)] = future
+        _prefetched[_key(named)] = (time.monotonic(), future)
     start_thread(read, name="prefetch-blocks")  # in a copy of this context: the run's settings (API URL, auth)
     return future
 
 
 def _take(named: list[tuple[type[Block], str]]) -> Future | None:
     with _prefetched_lock:
-        return _prefetched.pop(_key(named), None)
+        started, future = _prefetched.pop(_key(named), (0.0, None))
+    return future if time.monotonic() - started <= PREFETCH_FRESH_S else None
 
 
 def _answer(future: Future | None) -> list[dict] | None:
@@ -115,12 +123,30 @@ def _answer(future: Future | None) -> list[dict] | None:
 
 def reads_blocks_first(blocks: Callable[[Mapping[str, Any]], Iterable[Wanted]]):
     """Mark a flow function whose first step loads the blocks ``blocks(arguments)`` names (``arguments``: the
-    run's parameters with the flow's defaults), so a worker's run process reads them while the engine starts
-    the run (:func:`prefetch_blocks`). Put it under ``@flow``; the function is unchanged."""
+    run's parameters with the flow's defaults), so they are read while Prefect's engine starts the run
+    (:func:`start_declared_reads`: a worker's run process, and a call of a ``flows.options.flow``). Put it under
+    ``@flow``; the function is unchanged."""
     def mark(fn):
         setattr(fn, PREFETCH_ATTRIBUTE, lambda arguments: prefetch_blocks(*blocks(arguments)))
         return fn
     return mark
+
+
+def start_declared_reads(fn: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                         logger: logging.Logger | None = None) -> None:
+    """Start the reads ``fn`` declares with :func:`reads_blocks_first`, for a run of it with ``args`` and ``kwargs``
+    (the flow's defaults filled in); nothing for an undeclared function. A head start only: arguments that do not
+    bind, or a declaration that fails, start nothing (said at debug level), and the flow reads its blocks itself."""
+    hook = getattr(fn, PREFETCH_ATTRIBUTE, None)
+    if not callable(hook):
+        return
+    try:
+        bound = inspect.signature(fn).bind_partial(*args, **(kwargs or {}))
+        bound.apply_defaults()
+        hook(dict(bound.arguments))
+    except Exception as exc:  # noqa: BLE001 - the flow loads what it needs anyway
+        (logger or logging.getLogger(__name__)).debug("no early read of the flow's blocks: %s: %s",
+                                                      type(exc).__name__, exc)
 
 
 def _read(named: list[tuple[type[Block], str]]) -> list[dict]:

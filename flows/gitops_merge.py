@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from pydantic import Field
 
 from blocks import ContainerRegistry, DockerHostTarget, names
 from blocks.fields import BlockName, Branch, ImageTag, Name, PrNumber, Sha
 from flows import common
-from flows.options import UNPERSISTED_RESULT
+from flows.options import UNPERSISTED_RESULT, flow
 from opsflow.core.errors import ArtifactNotFound
 from opsflow.core.threads import ContextThreadPool
 from tasks.artifacts.store import ArtifactPlan, load_artifact, read_plan, save_artifact

@@ -5,12 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from prefect import flow
-
 from blocks import names
 from blocks.fields import BlockName, Name, PrNumber, Sha
 from flows import common
-from flows.options import UNPERSISTED_RESULT
+from flows.options import UNPERSISTED_RESULT, flow
 from opsflow.core.threads import ContextThreadPool
 from tasks.app_tests import run_tests
 from tasks.artifacts.store import read_plan, record_test_results, save_artifact

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from prefect import flow, get_run_logger, runtime
+from prefect import get_run_logger, runtime
 from prefect.context import SyncClientContext
 from prefect.flow_runs import apause_flow_run
 from pydantic import Field
@@ -43,7 +43,7 @@ from blocks import Application, ContainerRegistry, DockerHostTarget, KubernetesT
 from blocks.application import DeployMethod
 from blocks.fields import BlockName, Cpu, EnvName, EnvValue, Memory, Name, TagOrDigest
 from blocks.loading import BlockNotFound, aload_blocks, reads_blocks_first
-from flows.options import UNPERSISTED_RESULT
+from flows.options import UNPERSISTED_RESULT, flow
 from opsflow.core.errors import InvalidInput, LockMissing
 from opsflow.core.threads import ContextThreadPool
 from tasks.deploy.compose_rollout import compose_diff

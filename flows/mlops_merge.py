@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -26,6 +25,7 @@ from flows.common import (
     workspace,
 )
 from flows.mlops_pr import CONTEXT, TITLE
+from flows.options import flow
 from opsflow.core.errors import ApprovalNotGiven
 from tasks.git import clone_repo
 from tasks.mlops.champion import Candidate, compare_to_champion

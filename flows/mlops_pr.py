@@ -3,8 +3,6 @@ experiment in that environment, read what DVC declares, log to MLflow, compare w
 
 from __future__ import annotations
 
-from prefect import flow
-
 from blocks import names
 from blocks.fields import BlockName, Branch, Name, PrNumber, Sha
 from flows.common import (
@@ -20,6 +18,7 @@ from flows.common import (
     run_url,
     workspace,
 )
+from flows.options import flow
 from tasks.git import clone_repo
 from tasks.mlops.champion import compare_to_champion
 from tasks.mlops.config import load_ml_config, run_tags
