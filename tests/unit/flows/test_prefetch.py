@@ -108,7 +108,8 @@ def test_every_flow_that_declares_reads_starts_them_when_called():
 
     from prefect import Flow as PrefectFlow
 
-    modules = [importlib.import_module(f"flows.{p.stem}") for p in sorted(pathlib.Path(common.__file__).parent.glob("*.py"))]
+    files = sorted(pathlib.Path(common.__file__).parent.glob("*.py"))
+    modules = [importlib.import_module(f"flows.{path.stem}") for path in files]
     flows = [value for module in modules for value in vars(module).values() if isinstance(value, PrefectFlow)]
     declared = [f for f in flows if hasattr(f.fn, loading.PREFETCH_ATTRIBUTE)]
     assert len(declared) >= 5
