@@ -167,7 +167,6 @@ def _run_name() -> str:
     return f"deploy-{params.get('app')}-" + (targets[0] if len(targets) == 1 else f"{len(targets)}-targets")
 
 
-# The run's result (what runs where) is in its results artifact and the deploy records (flows/options.py).
 def _blocks_read_first(arguments) -> list:
     """What the flow's first ``_load`` reads, from its arguments (``reads_blocks_first``)."""
     return [(Application, arguments["app"]), (ContainerRegistry, arguments["registry_block"]),
@@ -175,6 +174,7 @@ def _blocks_read_first(arguments) -> list:
             *((_TARGET_BLOCKS[arguments["target_kind"]], t) for t in arguments["targets"])]
 
 
+# The run's result (what runs where) is in its results artifact and the deploy records (flows/options.py).
 @flow(name="manual-deploy", flow_run_name=_run_name, log_prints=True, **UNPERSISTED_RESULT)
 @reads_blocks_first(_blocks_read_first)
 async def manual_deploy(
