@@ -19,6 +19,10 @@ On the stack's engine, as a host-networked target (the old container stops befor
   replacement as a plain script does it: ``docker rm -f`` + ``docker run -d`` (the docker CLI) +
   polling the health URL every 20 ms until it answers; medians of ``--rounds`` interleaved pairs.
   Target <= 2.0. ``deploy_sdk_ratio``: the same against the Docker SDK instead of the CLI.
+  ``deploy_floor_ratio``: the same deploy with nothing in the UI but its flow run (a counterfactual measured
+  in this process only: its task runs called as plain functions, ``Task.fn``, and its plan and results
+  artifacts skipped; the blocks, the deploy lock, the registry lookup, the Docker work, the health gate and
+  the deploy record as always), against the same plain script: the least a flow run of this deploy costs.
   ``deploy_surge_s``: the same deploy on ``edge-local`` (bridge networking: the new container starts
   beside the old one behind the proxy, then the old one drains and goes).
 
@@ -136,6 +140,7 @@ would leave under 10 ms for the blocks, the lock, the registry and the two artif
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -273,6 +278,48 @@ def _wait_answer(url: str, deadline_s: float = 30) -> None:
     raise AssertionError(f"{url} did not answer")
 
 
+@contextlib.contextmanager
+def only_the_flow_run():
+    """For ``deploy_floor_ratio``: within the block, ``manual_deploy`` runs its task functions as plain calls
+    (``Task.fn``; the deploy to the target in a thread of the run's context, as its task run would be) and
+    publishes neither its plan nor its results table. Module attributes swapped in this process, then put back."""
+    import concurrent.futures
+
+    import flows.manual_deploy as flow_module
+    import tasks.deploy.target as target_module
+    from opsflow.core.threads import ContextThreadPool
+
+    pool = ContextThreadPool(max_workers=4, thread_name_prefix="floor")
+
+    class NoPlan:
+        @staticmethod
+        def submit(*args, **kwargs) -> concurrent.futures.Future:
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+
+    class PlainDeploy:
+        @staticmethod
+        def submit(*args, **kwargs) -> concurrent.futures.Future:
+            return pool.submit(kept["deploy_to_target"].fn, *args, **kwargs)
+
+    async def no_artifact(**kwargs) -> None:
+        return None
+
+    kept = {"publish_plan": flow_module.publish_plan, "deploy_to_target": flow_module.deploy_to_target,
+            "rollout_docker": target_module.rollout_docker,
+            "acreate_table_artifact": target_module.acreate_table_artifact}
+    flow_module.publish_plan, flow_module.deploy_to_target = NoPlan, PlainDeploy
+    target_module.rollout_docker, target_module.acreate_table_artifact = kept["rollout_docker"].fn, no_artifact
+    try:
+        yield
+    finally:
+        flow_module.publish_plan, flow_module.deploy_to_target = kept["publish_plan"], kept["deploy_to_target"]
+        target_module.rollout_docker = kept["rollout_docker"]
+        target_module.acreate_table_artifact = kept["acreate_table_artifact"]
+        pool.shutdown()
+
+
 def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
     """``manual_deploy`` (rolling, host networking) vs ``docker rm -f`` + ``docker run`` + health polling."""
     from blocks import ContainerRegistry
@@ -284,7 +331,7 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
     health = f"http://127.0.0.1:{port}/healthz"
     client = host.get_client()
     cli_env = {**os.environ, "DOCKER_HOST": host.base_url}
-    ours, plain, sdk = [], [], []
+    ours, floor, plain, sdk = [], [], [], []
     try:
         manual_deploy(app=app, version="good", targets=[host.name])  # warm: the images are on the engine
         for i in range(rounds):
@@ -292,6 +339,11 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
                 start = time.perf_counter()
                 manual_deploy(app=app, version=version, targets=[host.name])
                 ours.append(time.perf_counter() - start)
+            with only_the_flow_run():
+                for version in ("good2", "good"):
+                    start = time.perf_counter()
+                    manual_deploy(app=app, version=version, targets=[host.name])
+                    floor.append(time.perf_counter() - start)
             for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
                 container.remove(force=True)
             for version in ("good2", "good"):
@@ -312,7 +364,8 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
             for old in client.containers.list(all=True, filters={"name": f"^bench-plain-{app}$"}):
                 old.remove(force=True)
             manual_deploy(app=app, version="good", targets=[host.name])
-            print(f"round {i + 1}: manual_deploy {statistics.median(ours[-2:]):.2f}s, docker run + health "
+            print(f"round {i + 1}: manual_deploy {statistics.median(ours[-2:]):.2f}s (only its flow run "
+                  f"{statistics.median(floor[-2:]):.2f}s), docker run + health "
                   f"{statistics.median(plain[-2:]):.2f}s (SDK {statistics.median(sdk[-2:]):.2f}s)", flush=True)
         for container in client.containers.list(all=True, filters={"label": f"org.opsflow.app={app}"}):
             container.remove(force=True)
@@ -330,6 +383,8 @@ def deploy_ratio_benchmark(app: str, port: int, host, rounds: int) -> dict:
         client.close()
     return {"deploy_ratio": round(statistics.median(ours) / statistics.median(plain), 3),
             "deploy_s": round(statistics.median(ours), 3), "docker_run_health_s": round(statistics.median(plain), 3),
+            "deploy_floor_ratio": round(statistics.median(floor) / statistics.median(plain), 3),
+            "deploy_floor_s": round(statistics.median(floor), 3),
             "deploy_sdk_ratio": round(statistics.median(ours) / statistics.median(sdk), 3),
             "docker_sdk_run_health_s": round(statistics.median(sdk), 3),
             "deploy_surge_s": round(statistics.median(surge), 3)}
