@@ -19,10 +19,16 @@ artifact and no image in the registry. Runs of the two sides alternate so drift 
 * ``incremental_pr_ratio``: a PR changing one source file (backend) after a PR that warmed the
   dependency caches vs a cold PR (a new, empty ``OPSFLOW_CACHE_DIR``: npm downloads and installs
   everything) of a commit changing both components. Median of the rounds. Target <= 0.4.
+  ``incremental_floor_ratio``: the one-file PR's own work alone (``build_beside_test_s``: the backend's build
+  beside its tests in a clone with its dependencies restored, no flow) against the same cold PRs.
 * ``merge_ratio``: the merge flow (both components) vs a plain script doing ``docker login`` (the
   registry has htpasswd auth and TLS), then ``docker build`` + ``docker push`` of the same contexts (the
   artifacts unpacked), one thread per component, with the docker CLI and builder opsflow chose (BuildKit
-  through the CLI where it can). Median. Target <= 1.3.
+  through the CLI where it can). Median. Target <= 1.3. ``merge_floor_ratio``: the merge's own work without
+  Prefect (``plain_merge``: the same functions called plainly, no task runs, no report) on a commit of its own,
+  against the same plain script: the least a merge of this kind costs before any orchestration;
+  ``merge_one_flow_run_ratio``: the same work inside one Prefect flow run (``merge_in_one_flow_run``: no task runs,
+  no report), on a commit of its own.
 * ``--nextjs``: ``nextjs_pr_s`` and ``nextjs_merge_s``, the storefront sample (Next.js standalone)
   through PR and merge, and ``nextjs_serves`` (its image answers ``/api/health`` and a static chunk).
 
@@ -115,19 +121,13 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
     from prefect.blocks.system import Secret
     from prefect.logging import disable_run_logger
 
-    from blocks import Application, ContainerRegistry, DockerHostTarget, ObjectStore
-    from flows.gitops_merge import branch_tag
+    from blocks import Application, ObjectStore
     from tasks.app_tests import run_tests
-    from tasks.artifacts.store import load_artifact, read_plan, record_test_results, save_artifact
+    from tasks.artifacts.store import read_plan, record_test_results, save_artifact
     from tasks.build import build_app
     from tasks.build.deps import install_deps
     from tasks.env_files import fetch_env_files, redaction_list
     from tasks.git import clone_repo
-    from tasks.images.base import ensure_base_image
-    from tasks.images.build import build_image
-    from tasks.images.prune import prune_build_images
-    from tasks.images.push import push_image
-    from tasks.registry.lookup import lookup_image
     from tasks.workspace import cleanup_workspace
 
     with disable_run_logger():
@@ -151,9 +151,30 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
         with ThreadPoolExecutor(len(app.components)) as pool:
             list(pool.map(pr_component, app.components))
         cleanup_workspace.fn([checkout.root])
-        if not merge:
-            return
-        # merge
+    if merge:
+        plain_merge(app_name, merge_sha)
+
+
+def plain_merge(app_name: str, merge_sha: str) -> None:
+    """The merge's work without Prefect (the same functions, ``.fn``, threads per component): the blocks, the
+    commit's trees, the artifacts' metadata, each image's tag lookup, the artifact, its build and push, the cleanup
+    and the prune. No task runs and no report: the least the merge flow's own work costs."""
+    from prefect.logging import disable_run_logger
+
+    from blocks import Application, ContainerRegistry, DockerHostTarget, ObjectStore
+    from flows.gitops_merge import branch_tag
+    from tasks.artifacts.store import load_artifact, read_plan
+    from tasks.git import clone_repo
+    from tasks.images.base import ensure_base_image
+    from tasks.images.build import build_image
+    from tasks.images.prune import prune_build_images
+    from tasks.images.push import push_image
+    from tasks.registry.lookup import lookup_image
+    from tasks.workspace import cleanup_workspace
+
+    with disable_run_logger():
+        app = Application.load(app_name)
+        store = ObjectStore.load("opsflow-artifacts")
         registry = ContainerRegistry.load("local-registry")
         engine = DockerHostTarget.load("build-server")
         checkout = clone_repo.fn(app.repository, merge_sha, files=False)
@@ -252,11 +273,48 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def build_beside_test_s(app_name: str, sha: str, component: str) -> float:
+    """The one-file PR's floor: the component's own build commands beside its test command (as the PR runs them,
+    ``test_after_build: false``), in a clone of ``sha`` whose dependency tree was restored from the warm cache
+    before the clock starts; nothing else. The PR's work that no orchestration can remove."""
+    import subprocess
+
+    from prefect.logging import disable_run_logger
+
+    from blocks import Application
+    from tasks.build.app import component_dir
+    from tasks.build.caches import TreeCache
+    from tasks.build.deps import install_deps
+    from tasks.build.env import build_environment
+    from tasks.git import clone_repo
+    from tasks.workspace import cleanup_workspace
+
+    with disable_run_logger():
+        comp = (app := Application.load(app_name)).component(component)
+        cache = TreeCache.from_env()
+        checkout = clone_repo.fn(app.repository, sha)
+        try:
+            install_deps.fn(checkout, comp, cache)
+            env, cwd = build_environment(checkout, cache), component_dir(checkout, comp)
+
+            def run(*argvs: list[str]) -> None:
+                for argv in argvs:
+                    subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=True, timeout=600)
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(2) as pool:
+                for done in [pool.submit(run, *comp.build_commands), pool.submit(run, comp.test_command)]:
+                    done.result()
+            return time.perf_counter() - started
+        finally:
+            cleanup_workspace.fn([checkout.root])
+
+
 def incremental(bench: Bench, rounds: int, root: Path) -> dict:
-    """Cold PR (empty dependency cache) vs a one-file PR after it (warm cache)."""
+    """Cold PR (empty dependency cache) vs a one-file PR after it (warm cache), and the one-file PR's floor."""
     from flows.gitops_pr import gitops_pr
 
-    cold, warm = [], []
+    cold, warm, floor = [], [], []
     for i in range(rounds):
         os.environ["OPSFLOW_CACHE_DIR"] = str(root / f"cache-{i}")  # a build server that never installed
         head, _ = bench.fresh_commit()
@@ -269,10 +327,28 @@ def incremental(bench: Bench, rounds: int, root: Path) -> dict:
         started = time.perf_counter()
         gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
         warm.append(time.perf_counter() - started)
-        print(f"PR cold (empty caches) {cold[-1]:.2f}s  PR after it, one file changed {warm[-1]:.2f}s", flush=True)
+        floor.append(build_beside_test_s("bench-shop", head, "backend"))
+        print(f"PR cold (empty caches) {cold[-1]:.2f}s  PR after it, one file changed {warm[-1]:.2f}s  its build "
+              f"beside its tests alone {floor[-1]:.2f}s", flush=True)
     os.environ.pop("OPSFLOW_CACHE_DIR", None)
     return {"incremental_pr_ratio": round(_median(warm) / _median(cold), 3),
-            "pr_cold_cache_s": [round(x, 2) for x in cold], "pr_incremental_s": [round(x, 2) for x in warm]}
+            "pr_cold_cache_s": [round(x, 2) for x in cold], "pr_incremental_s": [round(x, 2) for x in warm],
+            "incremental_floor_ratio": round(_median(floor) / _median(cold), 3),
+            "pr_incremental_floor_s": [round(x, 2) for x in floor]}
+
+
+def merge_in_one_flow_run(app_name: str, merge_sha: str) -> None:
+    """``plain_merge`` inside one Prefect flow run (created, named, started and ended as the merge flow's is; no
+    task runs, no report): the least the merge costs with Prefect's run around it."""
+    from prefect import flow
+
+    from flows.options import UNPERSISTED_RESULT
+
+    @flow(name="bench-merge-one-flow-run", flow_run_name=f"bench-merge-{merge_sha:.7}", **UNPERSISTED_RESULT)
+    def one_flow_run() -> None:
+        plain_merge(app_name, merge_sha)
+
+    one_flow_run()
 
 
 def plain_build_push(contexts: dict[str, tuple[Path, dict[str, str]]], tag: str) -> None:
@@ -322,7 +398,7 @@ def merge_vs_plain(bench: Bench, rounds: int) -> dict:
     engine = DockerHostTarget.load("build-server")
     with disable_run_logger():
         bases = {f"opsflow:{k}": ensure_base_image.fn(engine, k) for k in ("busybox", "node")}
-    flow_s, plain_s = [], []
+    flow_s, plain_s, floor_s, one_run_s = [], [], [], []
     for i in range(rounds):
         head, merge_sha = bench.fresh_commit()
         gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
@@ -337,9 +413,24 @@ def merge_vs_plain(bench: Bench, rounds: int) -> dict:
         started = time.perf_counter()
         plain_build_push(contexts, f"round-{bench.n}-{i}")
         plain_s.append(time.perf_counter() - started)
-        print(f"merge flow {flow_s[-1]:.2f}s  plain docker build + push {plain_s[-1]:.2f}s", flush=True)
+        head, merge_sha = bench.fresh_commit()  # the floor's own commit: its images are not in the registry yet
+        gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
+        started = time.perf_counter()
+        plain_merge("bench-shop", merge_sha)
+        floor_s.append(time.perf_counter() - started)
+        head, merge_sha = bench.fresh_commit()
+        gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
+        started = time.perf_counter()
+        merge_in_one_flow_run("bench-shop", merge_sha)
+        one_run_s.append(time.perf_counter() - started)
+        print(f"merge flow {flow_s[-1]:.2f}s  plain docker build + push {plain_s[-1]:.2f}s  the merge's work without "
+              f"Prefect {floor_s[-1]:.2f}s, in one flow run {one_run_s[-1]:.2f}s", flush=True)
     return {"merge_ratio": round(_median(flow_s) / _median(plain_s), 3), "merge_flow_s": [round(x, 2) for x in flow_s],
-            "plain_build_push_s": [round(x, 2) for x in plain_s]}
+            "plain_build_push_s": [round(x, 2) for x in plain_s],
+            "merge_floor_ratio": round(_median(floor_s) / _median(plain_s), 3),
+            "merge_floor_s": [round(x, 2) for x in floor_s],
+            "merge_one_flow_run_ratio": round(_median(one_run_s) / _median(plain_s), 3),
+            "merge_one_flow_run_s": [round(x, 2) for x in one_run_s]}
 
 
 def nextjs(root: Path, docker_client_url: str) -> dict:
