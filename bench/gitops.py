@@ -99,6 +99,15 @@ that is a ratio of 0.35-0.43 before any orchestration: 0.4 leaves ~0.1 s for the
 the cache restore, the env files, eight task runs, the artifact, the test record and the report. Prefect alone costs
 more (``bench/deploy.py``'s floors: ~90 ms per flow run, ~27 ms per task run on the default stack). Measured one-file
 PRs: 2.17-2.69 s.
+
+The floors, now measured by this bench beside each ratio (default stack, quiet): ``--only incremental,merge``:
+``incremental_floor_ratio`` 0.372 (the backend's build beside its tests 2.02/1.90 s against cold PRs of 5.33/5.21 s;
+the one-file PR 2.41/2.44 s, 0.46); ``merge_floor_ratio`` 1.10 (the merge's work without Prefect 0.45/0.47 s against
+0.46/0.38 s for the plain script). ``--only merge --rounds 3``: ``merge_ratio`` 2.05 (flow 0.79-0.85 s, plain
+0.38-0.39 s), ``merge_floor_ratio`` 1.19 (0.45-0.47 s) and ``merge_one_flow_run_ratio`` 1.52 (the same work in one flow
+run, no task runs and no report: 0.55-0.65 s). The 1.3 target is below one Prefect flow run around the merge's own
+work; 0.4 leaves the one-file PR 0.15 s beyond its build and tests for the flow run, the clone, the restore, the
+artifact and the report.
 """
 
 from __future__ import annotations
