@@ -161,16 +161,17 @@ def plain_pipeline(app_name: str, head: str, merge_sha: str, merge: bool = True)
             list(pool.map(pr_component, app.components))
         cleanup_workspace.fn([checkout.root])
     if merge:
-        plain_merge(app_name, merge_sha)
+        plain_merge(app, store, merge_sha)
 
 
-def plain_merge(app_name: str, merge_sha: str) -> None:
-    """The merge's work without Prefect (the same functions, ``.fn``, threads per component): the blocks, the
-    commit's trees, the artifacts' metadata, each image's tag lookup, the artifact, its build and push, the cleanup
-    and the prune. No task runs and no report: the least the merge flow's own work costs."""
+def plain_merge(app, store, merge_sha: str) -> None:
+    """The merge's work without Prefect (the same functions, ``.fn``, threads per component) for the loaded
+    Application and ObjectStore blocks ``app`` and ``store``: the registry and engine blocks, the commit's trees, the
+    artifacts' metadata, each image's tag lookup, the artifact, its build and push, the cleanup and the prune. No
+    task runs and no report: the least the merge flow's own work costs."""
     from prefect.logging import disable_run_logger
 
-    from blocks import Application, ContainerRegistry, DockerHostTarget, ObjectStore
+    from blocks import ContainerRegistry, DockerHostTarget
     from flows.gitops_merge import branch_tag
     from tasks.artifacts.store import load_artifact, read_plan
     from tasks.git import clone_repo
@@ -182,8 +183,6 @@ def plain_merge(app_name: str, merge_sha: str) -> None:
     from tasks.workspace import cleanup_workspace
 
     with disable_run_logger():
-        app = Application.load(app_name)
-        store = ObjectStore.load("opsflow-artifacts")
         registry = ContainerRegistry.load("local-registry")
         engine = DockerHostTarget.load("build-server")
         checkout = clone_repo.fn(app.repository, merge_sha, files=False)
@@ -286,11 +285,10 @@ def build_beside_test_s(app_name: str, sha: str, component: str) -> float:
     """The one-file PR's floor: the component's own build commands beside its test command (as the PR runs them,
     ``test_after_build: false``), in a clone of ``sha`` whose dependency tree was restored from the warm cache
     before the clock starts; nothing else. The PR's work that no orchestration can remove."""
-    import subprocess
-
     from prefect.logging import disable_run_logger
 
     from blocks import Application
+    from opsflow.core.proc import run
     from tasks.build.app import component_dir
     from tasks.build.caches import TreeCache
     from tasks.build.deps import install_deps
@@ -306,13 +304,13 @@ def build_beside_test_s(app_name: str, sha: str, component: str) -> float:
             install_deps.fn(checkout, comp, cache)
             env, cwd = build_environment(checkout, cache), component_dir(checkout, comp)
 
-            def run(*argvs: list[str]) -> None:
+            def in_turn(*argvs: list[str]) -> None:
                 for argv in argvs:
-                    subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=True, timeout=600)
+                    run(argv, cwd=cwd, env=env, isolated=True, timeout=600)
 
             started = time.perf_counter()
             with ThreadPoolExecutor(2) as pool:
-                for done in [pool.submit(run, *comp.build_commands), pool.submit(run, comp.test_command)]:
+                for done in [pool.submit(in_turn, *comp.build_commands), pool.submit(in_turn, comp.test_command)]:
                     done.result()
             return time.perf_counter() - started
         finally:
@@ -346,7 +344,7 @@ def incremental(bench: Bench, rounds: int, root: Path) -> dict:
             "pr_incremental_floor_s": [round(x, 2) for x in floor]}
 
 
-def merge_in_one_flow_run(app_name: str, merge_sha: str) -> None:
+def merge_in_one_flow_run(app, store, merge_sha: str) -> None:
     """``plain_merge`` inside one Prefect flow run (created, named, started and ended as the merge flow's is; no
     task runs, no report): the least the merge costs with Prefect's run around it."""
     from prefect import flow
@@ -355,7 +353,7 @@ def merge_in_one_flow_run(app_name: str, merge_sha: str) -> None:
 
     @flow(name="bench-merge-one-flow-run", flow_run_name=f"bench-merge-{merge_sha:.7}", **UNPERSISTED_RESULT)
     def one_flow_run() -> None:
-        plain_merge(app_name, merge_sha)
+        plain_merge(app, store, merge_sha)
 
     one_flow_run()
 
@@ -422,16 +420,12 @@ def merge_vs_plain(bench: Bench, rounds: int) -> dict:
         started = time.perf_counter()
         plain_build_push(contexts, f"round-{bench.n}-{i}")
         plain_s.append(time.perf_counter() - started)
-        head, merge_sha = bench.fresh_commit()  # the floor's own commit: its images are not in the registry yet
-        gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
-        started = time.perf_counter()
-        plain_merge("bench-shop", merge_sha)
-        floor_s.append(time.perf_counter() - started)
-        head, merge_sha = bench.fresh_commit()
-        gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
-        started = time.perf_counter()
-        merge_in_one_flow_run("bench-shop", merge_sha)
-        one_run_s.append(time.perf_counter() - started)
+        for merge, times in ((plain_merge, floor_s), (merge_in_one_flow_run, one_run_s)):
+            head, merge_sha = bench.fresh_commit()  # a commit of its own: its images are not in the registry yet
+            gitops_pr(app="bench-shop", pr=bench.n, sha=head, return_state=True).result()
+            started = time.perf_counter()
+            merge(app, store, merge_sha)
+            times.append(time.perf_counter() - started)
         print(f"merge flow {flow_s[-1]:.2f}s  plain docker build + push {plain_s[-1]:.2f}s  the merge's work without "
               f"Prefect {floor_s[-1]:.2f}s, in one flow run {one_run_s[-1]:.2f}s", flush=True)
     return {"merge_ratio": round(_median(flow_s) / _median(plain_s), 3), "merge_flow_s": [round(x, 2) for x in flow_s],
