@@ -100,14 +100,14 @@ the cache restore, the env files, eight task runs, the artifact, the test record
 more (``bench/deploy.py``'s floors: ~90 ms per flow run, ~27 ms per task run on the default stack). Measured one-file
 PRs: 2.17-2.69 s.
 
-The floors, now measured by this bench beside each ratio (default stack, quiet): ``--only incremental,merge``:
-``incremental_floor_ratio`` 0.372 (the backend's build beside its tests 2.02/1.90 s against cold PRs of 5.33/5.21 s;
-the one-file PR 2.41/2.44 s, 0.46); ``merge_floor_ratio`` 1.10 (the merge's work without Prefect 0.45/0.47 s against
-0.46/0.38 s for the plain script). ``--only merge --rounds 3``: ``merge_ratio`` 2.05 (flow 0.79-0.85 s, plain
-0.38-0.39 s), ``merge_floor_ratio`` 1.19 (0.45-0.47 s) and ``merge_one_flow_run_ratio`` 1.52 (the same work in one flow
-run, no task runs and no report: 0.55-0.65 s). The 1.3 target is below one Prefect flow run around the merge's own
-work; 0.4 leaves the one-file PR 0.15 s beyond its build and tests for the flow run, the clone, the restore, the
-artifact and the report.
+The floors, now measured by this bench beside each ratio (fresh clone, default stack, quiet; the application and
+store blocks loaded before the merge floors' clocks start): ``--only merge --rounds 5``, twice: ``merge_ratio`` 1.89 and
+2.14 (flow 0.76/0.83 s, plain 0.40/0.39 s), ``merge_floor_ratio`` 1.17 and 1.18 (the merge's work without Prefect,
+0.47/0.45 s), ``merge_one_flow_run_ratio`` 1.40 and 1.34 (the same work in one flow run, no task runs and no report:
+0.56/0.52 s). ``--only incremental,merge``: ``incremental_floor_ratio`` 0.352 (the backend's build beside its tests
+1.87/1.68 s against cold PRs of 5.20/4.89 s; the one-file PR 2.29/2.22 s, 0.447); an earlier run 0.372-0.388. The 1.3
+target is below one Prefect flow run around the merge's own work; 0.4 leaves the one-file PR 0.05-0.25 s beyond its
+build and tests for the flow run, the clone, the restore, eight task runs, the artifact and the report.
 """
 
 from __future__ import annotations
